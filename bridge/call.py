@@ -1,0 +1,461 @@
+"""The call core: one phone call's logic, with no sockets inside (sans-I/O).
+
+A `Call` takes events — Twilio Media Streams messages, Realtime server events, and the
+moments the sockets open or close — each with the current time, and returns the actions
+the I/O adapter must carry out: text to send to Twilio, text to send to the Realtime
+session, the Realtime session to open, the call to end.
+
+Barge-in accounting
+-------------------
+Every audio delta is sent to Twilio as one `media` message followed by a mark named
+``"{item_id}:{end_byte_offset}"``. Twilio echoes a mark once the audio before it has been
+played, so an echoed mark proves the caller heard that item up to that offset. While a
+chunk is playing, the caller has heard part of it: its playback began when the previous
+mark came back (or when it was sent, if Twilio's queue had run dry), and mu-law plays at
+exactly 8 bytes per millisecond. That estimate is capped at the chunk's own size, so it
+never runs past audio that was not confirmed: a model that stalls mid-answer cannot make
+it overshoot, unlike a wall-clock estimate from the start of the item. A `clear` flushes
+the queue and makes Twilio echo every pending mark at once; those echoes are forgotten
+with the queue, so they never count as playback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from bridge.realtime.dialects import Dialect, canonical_event_type
+from bridge.realtime.session_config import (
+    SessionSettings,
+    greeting_request,
+    interrupts_by_itself,
+    session_update,
+)
+from bridge.twilio_stream import (
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    Start,
+    Stop,
+    TwilioEvent,
+    TwilioProtocolError,
+    parse_twilio_message,
+)
+
+MULAW_BYTES_PER_SECOND = 8000
+MULAW_BYTES_PER_MS = 8
+TRUNCATION_MARK_PREFIX = "truncated:"
+
+log = logging.getLogger("bridge.call")
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class SendToTwilio:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class SendToRealtime:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class OpenRealtime:
+    """Open the Realtime session for this call, then report `realtime_connected`."""
+
+    call_sid: str
+    custom_parameters: dict[str, str]
+
+
+@dataclass(slots=True, frozen=True)
+class EndCall:
+    """Close the Realtime session and the Twilio stream (TwiML after <Connect> then runs)."""
+
+    reason: str
+
+
+Action = SendToTwilio | SendToRealtime | OpenRealtime | EndCall
+
+
+# --- configuration and records ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    dialect: Dialect = Dialect.GA
+    session: SessionSettings = field(default_factory=SessionSettings)
+    greeting: str | None = None
+    # Caller audio kept while the Realtime session connects (250 frames = 5 s); older
+    # frames are dropped first, so a slow backend costs bounded memory.
+    max_frames_before_connect: int = 250
+
+
+class Phase(Enum):
+    AWAITING_START = "awaiting start"
+    CONNECTING = "connecting"
+    BRIDGING = "bridging"
+    ENDED = "ended"
+
+
+@dataclass(slots=True, frozen=True)
+class Truncation:
+    item_id: str
+    audio_end_ms: int
+    sent_ms: float  # how much of the item had been sent to Twilio
+
+
+@dataclass(slots=True, frozen=True)
+class BargeIn:
+    at: float
+    cleared: bool  # audio was still queued at Twilio, so a `clear` was sent
+    truncations: tuple[Truncation, ...]
+    cancelled_response: str | None  # response.cancel sent for it (only without auto-interrupt)
+
+
+@dataclass(slots=True)
+class _Chunk:
+    mark: str
+    item_id: str
+    end: int  # byte offset within the item once this chunk has played
+    size: int
+    sent_at: float
+
+
+@dataclass(slots=True)
+class _Item:
+    item_id: str
+    response_id: str
+    mark_stem: str  # JSON-escaped "item_id:" ready to prefix an offset
+    sent: int = 0
+    heard: int = 0
+    audio_done: bool = False
+
+
+def decoded_length(b64: str) -> int:
+    """Bytes encoded by a base64 string, without decoding it."""
+    n = len(b64)
+    if n and b64[-1] == "=":
+        return n * 3 // 4 - (2 if n > 1 and b64[-2] == "=" else 1)
+    return n * 3 // 4
+
+
+class Call:
+    """The logic of one call between Twilio and a Realtime session."""
+
+    def __init__(self, config: CallConfig | None = None) -> None:
+        self.config = config or CallConfig()
+        self.phase = Phase.AWAITING_START
+        self.call_sid: str | None = None
+        self.stream_sid: str | None = None
+        self.custom_parameters: dict[str, str] = {}
+        self.barge_ins: list[BargeIn] = []
+        self.log: logging.LoggerAdapter = logging.LoggerAdapter(log, {"call_sid": "-"})
+
+        self._media_prefix = ""
+        self._mark_prefix = ""
+        self._clear_text = ""
+        self._frames_before_connect: deque[str] = deque(
+            maxlen=self.config.max_frames_before_connect
+        )
+        self._session_configured = False
+        self._auto_interrupt = True
+        self._active_response: str | None = None
+        self._cancel_sent_for: str | None = None
+        self._interrupted_responses: set[str] = set()
+        self._items: dict[str, _Item] = {}
+        self._pending: deque[_Chunk] = deque()  # sent to Twilio, mark not echoed yet
+        self._pending_marks: set[str] = set()
+        self._last_echo_at = float("-inf")
+        self._noted: set[str] = set()
+
+    # --- Twilio side -----------------------------------------------------------------------
+
+    def receive_twilio(self, text: str | bytes, now: float) -> list[Action]:
+        """Handle one text frame from Twilio's Media Streams WebSocket."""
+        try:
+            event = parse_twilio_message(text)
+        except TwilioProtocolError as exc:
+            self._note_once("bad-twilio-message", "dropped a malformed Twilio message: %s", exc)
+            return []
+        return self.handle_twilio_event(event, now)
+
+    def handle_twilio_event(self, event: TwilioEvent, now: float) -> list[Action]:
+        if self.phase is Phase.ENDED:
+            return []
+        if isinstance(event, Media):
+            return self._on_caller_audio(event)
+        if isinstance(event, Mark):
+            if event.stream_sid == self.stream_sid:
+                self._on_mark_echo(event.name, now)
+            return []
+        if isinstance(event, Start):
+            return self._on_start(event)
+        if isinstance(event, Stop):
+            if self.stream_sid is None or event.stream_sid == self.stream_sid:
+                return self._end("the caller hung up")
+            return []
+        if isinstance(event, Dtmf):
+            self.log.info("caller pressed %s (keypad input is not handled yet)", event.digit)
+            return []
+        assert isinstance(event, Connected)
+        return []
+
+    def twilio_closed(self) -> list[Action]:
+        """Twilio's WebSocket closed: the call is over."""
+        return self._end("the Twilio stream closed")
+
+    def _on_start(self, start: Start) -> list[Action]:
+        if self.phase is not Phase.AWAITING_START:
+            self._note_once("second-start", "ignored a second 'start' on the same stream")
+            return []
+        if start.encoding != "audio/x-mulaw" or start.sample_rate != 8000:
+            self.log.warning(
+                "unexpected media format %s at %d Hz", start.encoding, start.sample_rate
+            )
+        self.call_sid, self.stream_sid = start.call_sid, start.stream_sid
+        self.custom_parameters = start.custom_parameters
+        self.log = logging.LoggerAdapter(log, {"call_sid": start.call_sid})
+        sid = orjson.dumps(start.stream_sid).decode()
+        self._media_prefix = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
+        self._mark_prefix = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":"'
+        self._clear_text = '{"event":"clear","streamSid":' + sid + "}"
+        self.phase = Phase.CONNECTING
+        self.log.info("stream %s started; opening the Realtime session", start.stream_sid)
+        return [OpenRealtime(start.call_sid, start.custom_parameters)]
+
+    def _on_caller_audio(self, media: Media) -> list[Action]:
+        if media.stream_sid != self.stream_sid:
+            if self.stream_sid is None:
+                self._note_once("media-before-start", "dropped caller audio sent before 'start'")
+            else:
+                self._note_once("wrong-stream", "dropped audio for another stream")
+            return []
+        # The payload goes on as it came: no base64 or audio decoding per frame. orjson
+        # escapes it, so a hostile payload cannot inject fields into the Realtime event.
+        text = orjson.dumps({"type": "input_audio_buffer.append", "audio": media.payload}).decode()
+        if self.phase is Phase.BRIDGING:
+            return [SendToRealtime(text)]
+        if self.phase is Phase.CONNECTING:
+            self._frames_before_connect.append(text)
+        return []
+
+    def _on_mark_echo(self, name: str, now: float) -> None:
+        if name not in self._pending_marks:
+            return  # flushed by a clear (or not ours): it proves nothing was played
+        # Twilio plays in order, so every mark queued before this one has played too.
+        while True:
+            chunk = self._pending.popleft()
+            self._pending_marks.discard(chunk.mark)
+            item = self._items.get(chunk.item_id)
+            if item is not None:
+                item.heard = chunk.end
+                if item.audio_done and item.heard == item.sent:
+                    del self._items[item.item_id]
+            if chunk.mark == name:
+                break
+        self._last_echo_at = now
+
+    # --- Realtime side ---------------------------------------------------------------------
+
+    def realtime_connected(self) -> list[Action]:
+        """The Realtime socket is open: configure the session, then send the waiting audio."""
+        if self.phase is not Phase.CONNECTING:
+            return []
+        self.phase = Phase.BRIDGING
+        update = session_update(self.config.session, self.config.dialect)
+        actions: list[Action] = [SendToRealtime(orjson.dumps(update).decode())]
+        actions.extend(SendToRealtime(text) for text in self._frames_before_connect)
+        self._frames_before_connect.clear()
+        return actions
+
+    def realtime_closed(self, reason: str) -> list[Action]:
+        """The Realtime socket closed or could not be opened."""
+        if self.phase is Phase.ENDED:
+            return []
+        self.log.error("Realtime session ended: %s", reason)
+        return self._end(f"the Realtime session ended ({reason})")
+
+    def receive_realtime(self, text: str | bytes, now: float) -> list[Action]:
+        """Handle one server event from the Realtime session."""
+        if self.phase is not Phase.BRIDGING:
+            return []
+        try:
+            event = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self._note_once("bad-realtime-event", "dropped a Realtime event that is not JSON")
+            return []
+        if not isinstance(event, dict):
+            self._note_once("bad-realtime-event", "dropped a Realtime event that is not an object")
+            return []
+        return self.handle_realtime_event(event, now)
+
+    def handle_realtime_event(self, event: dict[str, Any], now: float) -> list[Action]:
+        kind = canonical_event_type(str(event.get("type")))
+        if kind == "response.output_audio.delta":
+            return self._on_audio_delta(event, now)
+        if kind == "input_audio_buffer.speech_started":
+            return self._on_speech_started(now)
+        if kind == "response.created":
+            response = event.get("response") or {}
+            self._active_response = response.get("id")
+        elif kind == "response.output_audio.done":
+            item = self._items.get(event.get("item_id", ""))
+            if item is not None:
+                item.audio_done = True
+                if item.heard == item.sent:
+                    del self._items[item.item_id]
+        elif kind == "response.done":
+            self._on_response_done(event.get("response") or {})
+        elif kind == "session.updated":
+            return self._on_session_updated(event.get("session") or {})
+        elif kind == "error":
+            error = event.get("error") or {}
+            self.log.warning(
+                "Realtime error %s: %s",
+                error.get("code") or error.get("type"),
+                error.get("message"),
+            )
+        elif kind == "conversation.item.truncated":
+            self.log.info(
+                "Realtime confirmed truncation of %s at %s ms",
+                event.get("item_id"),
+                event.get("audio_end_ms"),
+            )
+        return []
+
+    def _on_session_updated(self, session: dict[str, Any]) -> list[Action]:
+        self._auto_interrupt = interrupts_by_itself(session, self.config.dialect)
+        if self._session_configured:
+            return []
+        self._session_configured = True
+        if self.config.greeting:
+            return [SendToRealtime(orjson.dumps(greeting_request(self.config.greeting)).decode())]
+        return []
+
+    def _on_response_done(self, response: dict[str, Any]) -> None:
+        response_id = response.get("id")
+        if response_id == self._active_response:
+            self._active_response = None
+        if response.get("status") == "failed":
+            self.log.warning("response %s failed: %s", response_id, response.get("status_details"))
+
+    def _on_audio_delta(self, event: dict[str, Any], now: float) -> list[Action]:
+        response_id = event.get("response_id", "")
+        if response_id in self._interrupted_responses:
+            return []  # the caller interrupted it: nothing more of it may play
+        delta = event.get("delta")
+        if not isinstance(delta, str):
+            return []
+        size = decoded_length(delta)
+        if size == 0:
+            return []
+        item_id = str(event.get("item_id", ""))
+        item = self._items.get(item_id)
+        if item is None:
+            stem = orjson.dumps(item_id).decode()[1:-1] + ":"
+            item = self._items[item_id] = _Item(item_id, response_id, stem)
+        item.sent += size
+        mark = item.mark_stem + str(item.sent)
+        self._pending.append(_Chunk(mark, item_id, item.sent, size, now))
+        self._pending_marks.add(mark)
+        # Realtime's base64 alphabet needs no JSON escaping, so the delta is spliced in as is.
+        return [
+            SendToTwilio(self._media_prefix + delta + '"}}'),
+            SendToTwilio(self._mark_prefix + mark + '"}}'),
+        ]
+
+    # --- barge-in --------------------------------------------------------------------------
+
+    def _playing_offset(self, chunk: _Chunk, now: float) -> int:
+        """Bytes of `chunk` played by `now`: from the moment it started, capped at its size."""
+        started = max(self._last_echo_at, chunk.sent_at)
+        played = int((now - started) * MULAW_BYTES_PER_SECOND)
+        return chunk.end - chunk.size + min(max(played, 0), chunk.size)
+
+    def _on_speech_started(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        cleared = bool(self._pending)
+        if cleared:
+            head = self._pending[0]
+            playing = self._items.get(head.item_id)
+            if playing is not None:
+                playing.heard = self._playing_offset(head, now)
+            actions.append(SendToTwilio(self._clear_text))
+            self._pending.clear()
+            self._pending_marks.clear()
+        truncations = []
+        # Whatever is left in _items now has audio the caller did not hear in full: a
+        # queued item, or one whose audio the model had not finished (it may hold more).
+        for item in self._items.values():
+            if item.heard == item.sent and item.audio_done:
+                continue
+            audio_end_ms = min(item.heard, item.sent) // MULAW_BYTES_PER_MS
+            truncations.append(
+                Truncation(item.item_id, audio_end_ms, item.sent / MULAW_BYTES_PER_MS)
+            )
+            self._interrupted_responses.add(item.response_id)
+            actions.append(
+                SendToRealtime(
+                    orjson.dumps(
+                        {
+                            "type": "conversation.item.truncate",
+                            "item_id": item.item_id,
+                            "content_index": 0,
+                            "audio_end_ms": audio_end_ms,
+                        }
+                    ).decode()
+                )
+            )
+            if cleared:
+                # Tells whoever plays Twilio's part (the simulator, Twilio's debugger) where
+                # the bridge cut; its echo is ignored like any mark not in the queue.
+                actions.append(
+                    SendToTwilio(
+                        self._mark_prefix
+                        + TRUNCATION_MARK_PREFIX
+                        + item.mark_stem
+                        + str(audio_end_ms)
+                        + '"}}'
+                    )
+                )
+        self._items.clear()
+        cancelled = None
+        active = self._active_response
+        if active is not None:
+            self._interrupted_responses.add(active)
+            if not self._auto_interrupt and self._cancel_sent_for != active:
+                self._cancel_sent_for = cancelled = active
+                actions.append(SendToRealtime('{"type":"response.cancel"}'))
+        if cleared or truncations or cancelled:
+            self.barge_ins.append(BargeIn(now, cleared, tuple(truncations), cancelled))
+            for t in truncations:
+                self.log.info(
+                    "barge-in: truncated %s at %d ms of %.0f ms sent",
+                    t.item_id,
+                    t.audio_end_ms,
+                    t.sent_ms,
+                )
+        return actions
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _end(self, reason: str) -> list[Action]:
+        if self.phase is Phase.ENDED:
+            return []
+        self.phase = Phase.ENDED
+        self.log.info("call ending: %s", reason)
+        return [EndCall(reason)]
+
+    def _note_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._noted:
+            self._noted.add(key)
+            self.log.warning(message, *args)

@@ -1,0 +1,1 @@
+"""The OpenAI Realtime side: dialects, session configuration, the backend endpoint."""

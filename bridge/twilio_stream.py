@@ -1,0 +1,115 @@
+"""Parse Twilio Media Streams messages (JSON text frames) into typed events.
+
+Only what the call core needs is kept. Parsing is strict about the fields the bridge relies
+on and lenient about everything else, so Twilio can add fields without breaking calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+
+class TwilioProtocolError(ValueError):
+    """A message from Twilio's side that the bridge cannot act on."""
+
+
+@dataclass(slots=True, frozen=True)
+class Connected:
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class Start:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    encoding: str = "audio/x-mulaw"
+    sample_rate: int = 8000
+
+
+@dataclass(slots=True, frozen=True)
+class Media:
+    stream_sid: str
+    payload: str  # base64 mu-law, passed on untouched
+
+
+@dataclass(slots=True, frozen=True)
+class Mark:
+    stream_sid: str
+    name: str
+
+
+@dataclass(slots=True, frozen=True)
+class Dtmf:
+    stream_sid: str
+    digit: str
+
+
+@dataclass(slots=True, frozen=True)
+class Stop:
+    stream_sid: str
+
+
+TwilioEvent = Connected | Start | Media | Mark | Dtmf | Stop
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise TwilioProtocolError(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _section(message: dict, key: str) -> dict:
+    value = message.get(key)
+    if not isinstance(value, dict):
+        raise TwilioProtocolError(f"'{key}' event without a '{key}' object")
+    return value
+
+
+def parse_twilio_message(text: str | bytes) -> TwilioEvent:
+    """Parse one Media Streams message; raise TwilioProtocolError if it is unusable."""
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise TwilioProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise TwilioProtocolError("message is not a JSON object")
+    event = message.get("event")
+    if event == "media":
+        media = _section(message, "media")
+        payload = media.get("payload")
+        if not isinstance(payload, str):
+            raise TwilioProtocolError("media.payload must be a string")
+        return Media(_text(message, "streamSid", "media"), payload)
+    if event == "mark":
+        return Mark(
+            _text(message, "streamSid", "mark"), _text(_section(message, "mark"), "name", "mark")
+        )
+    if event == "start":
+        start = _section(message, "start")
+        params = start.get("customParameters") or {}
+        if not isinstance(params, dict):
+            raise TwilioProtocolError("start.customParameters must be an object")
+        media_format = start.get("mediaFormat") or {}
+        if not isinstance(media_format, dict):
+            raise TwilioProtocolError("start.mediaFormat must be an object")
+        return Start(
+            stream_sid=_text(start, "streamSid", "start"),
+            call_sid=_text(start, "callSid", "start"),
+            account_sid=str(start.get("accountSid", "")),
+            custom_parameters={str(k): str(v) for k, v in params.items()},
+            encoding=str(media_format.get("encoding", "audio/x-mulaw")),
+            sample_rate=int(media_format.get("sampleRate", 8000)),
+        )
+    if event == "dtmf":
+        dtmf = _section(message, "dtmf")
+        return Dtmf(_text(message, "streamSid", "dtmf"), _text(dtmf, "digit", "dtmf"))
+    if event == "stop":
+        return Stop(str(message.get("streamSid", "")))
+    if event == "connected":
+        return Connected()
+    raise TwilioProtocolError(f"unknown event {event!r}")

@@ -1,0 +1,409 @@
+"""The sans-I/O call core: events in, actions out, time passed in explicitly."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from bridge.call import (
+    Call,
+    CallConfig,
+    EndCall,
+    OpenRealtime,
+    SendToRealtime,
+    SendToTwilio,
+    decoded_length,
+)
+from bridge.realtime.dialects import Dialect
+from bridge.realtime.session_config import SessionSettings
+
+STREAM = "MZ00000000000000000000000000000001"
+CALL = "CA00000000000000000000000000000001"
+
+DELTA_NAME = {Dialect.GA: "response.output_audio.delta", Dialect.BETA: "response.audio.delta"}
+AUDIO_DONE_NAME = {Dialect.GA: "response.output_audio.done", Dialect.BETA: "response.audio.done"}
+
+
+def twilio(event: str, **fields: object) -> str:
+    return json.dumps({"event": event, "streamSid": STREAM, **fields})
+
+
+def start_message(params: dict[str, str] | None = None) -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": STREAM,
+            "start": {
+                "accountSid": "AC1",
+                "streamSid": STREAM,
+                "callSid": CALL,
+                "tracks": ["inbound"],
+                "customParameters": params or {"CallSid": CALL},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
+
+
+def to_twilio(actions: list) -> list[dict]:
+    return [json.loads(a.text) for a in actions if isinstance(a, SendToTwilio)]
+
+
+def to_realtime(actions: list) -> list[dict]:
+    return [json.loads(a.text) for a in actions if isinstance(a, SendToRealtime)]
+
+
+def truncations(actions: list) -> list[tuple[str, int]]:
+    return [
+        (e["item_id"], e["audio_end_ms"])
+        for e in to_realtime(actions)
+        if e["type"] == "conversation.item.truncate"
+    ]
+
+
+class Harness:
+    """A started, bridged call plus shorthands for the server events the tests need."""
+
+    def __init__(self, dialect: Dialect = Dialect.GA, **config: object) -> None:
+        self.dialect = dialect
+        self.call = Call(CallConfig(dialect=dialect, **config))
+        self.sent_marks: list[str] = []
+        assert isinstance(self.call.receive_twilio(start_message(), 0.0)[0], OpenRealtime)
+        self.call.realtime_connected()
+
+    def server(self, event: dict, now: float) -> list:
+        return self.call.receive_realtime(json.dumps(event), now)
+
+    def session_updated(self, interrupt_response: bool = True, now: float = 0.0) -> list:
+        turn_detection = {"type": "server_vad", "interrupt_response": interrupt_response}
+        if self.dialect is Dialect.BETA:
+            session = {"turn_detection": turn_detection}
+        else:
+            session = {"type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}}
+        return self.server({"type": "session.updated", "session": session}, now)
+
+    def response_created(self, response_id: str, now: float) -> list:
+        return self.server({"type": "response.created", "response": {"id": response_id}}, now)
+
+    def delta(self, response_id: str, item_id: str, size: int, now: float) -> list:
+        actions = self.server(
+            {
+                "type": DELTA_NAME[self.dialect],
+                "response_id": response_id,
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": base64.b64encode(b"\xff" * size).decode(),
+            },
+            now,
+        )
+        self.sent_marks += [m["mark"]["name"] for m in to_twilio(actions) if m["event"] == "mark"]
+        return actions
+
+    def audio_done(self, response_id: str, item_id: str, now: float) -> list:
+        event = {"type": AUDIO_DONE_NAME[self.dialect], "response_id": response_id}
+        return self.server({**event, "item_id": item_id}, now)
+
+    def response_done(self, response_id: str, now: float, status: str = "completed") -> list:
+        event = {"type": "response.done", "response": {"id": response_id, "status": status}}
+        return self.server(event, now)
+
+    def speech_started(self, now: float) -> list:
+        return self.server({"type": "input_audio_buffer.speech_started", "item_id": "u"}, now)
+
+    def echo(self, mark: str, now: float) -> list:
+        return self.call.receive_twilio(twilio("mark", mark={"name": mark}), now)
+
+
+@pytest.fixture(params=[Dialect.GA, Dialect.BETA], ids=["ga", "beta"])
+def h(request: pytest.FixtureRequest) -> Harness:
+    harness = Harness(request.param)
+    harness.session_updated()
+    return harness
+
+
+# --- the call path ---------------------------------------------------------------------------
+
+
+def test_start_opens_one_realtime_session_with_the_call_parameters() -> None:
+    call = Call()
+    actions = call.receive_twilio(start_message({"CallSid": CALL, "From": "+1555"}), 0.0)
+    assert actions == [OpenRealtime(CALL, {"CallSid": CALL, "From": "+1555"})]
+    assert call.receive_twilio(start_message(), 0.1) == []  # a second start opens nothing
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_session_update_asks_for_mulaw_both_ways_voice_instructions_and_server_vad(
+    dialect: Dialect,
+) -> None:
+    call = Call(CallConfig(dialect=dialect, session=SessionSettings(instructions="Be brief.")))
+    call.receive_twilio(start_message(), 0.0)
+    [update] = to_realtime(call.realtime_connected())
+    session = update["session"]
+    assert update["type"] == "session.update"
+    if dialect is Dialect.GA:
+        assert session["type"] == "realtime"
+        assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+        assert session["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+        assert session["audio"]["output"]["voice"] == "marin"
+        assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    else:
+        assert session["input_audio_format"] == session["output_audio_format"] == "g711_ulaw"
+        assert session["voice"] == "marin"
+        assert session["turn_detection"]["type"] == "server_vad"
+    assert session["instructions"] == "Be brief."
+
+
+def test_caller_audio_passes_through_untouched_in_order() -> None:
+    call = Call()
+    call.receive_twilio(start_message(), 0.0)
+    payloads = [base64.b64encode(bytes([i]) * 160).decode() for i in range(5)]
+    # Audio that arrives while the Realtime socket opens is kept and sent after the config.
+    for p in payloads[:3]:
+        assert call.receive_twilio(twilio("media", media={"payload": p}), 0.0) == []
+    sent = to_realtime(call.realtime_connected())
+    for p in payloads[3:]:
+        sent += to_realtime(call.receive_twilio(twilio("media", media={"payload": p}), 0.1))
+    assert sent[0]["type"] == "session.update"
+    assert [e["audio"] for e in sent[1:]] == payloads
+    assert {e["type"] for e in sent[1:]} == {"input_audio_buffer.append"}
+
+
+def test_audio_before_start_or_for_another_stream_is_dropped() -> None:
+    call = Call()
+    media = twilio("media", media={"payload": "/w=="})
+    assert call.receive_twilio(media, 0.0) == []
+    call.receive_twilio(start_message(), 0.0)
+    call.realtime_connected()
+    other = json.dumps({"event": "media", "streamSid": "MZother", "media": {"payload": "/w=="}})
+    assert call.receive_twilio(other, 0.0) == []
+    assert len(call.receive_twilio(media, 0.0)) == 1
+
+
+def test_malformed_twilio_messages_are_dropped_without_ending_the_call() -> None:
+    h = Harness()
+    for bad in ["{", "[]", '{"event":"media"}', '{"event":"bogus"}', '{"event":"mark"}']:
+        assert h.call.receive_twilio(bad, 0.0) == []
+    media = twilio("media", media={"payload": "/w=="})
+    assert len(h.call.receive_twilio(media, 0.0)) == 1
+
+
+def test_model_audio_goes_to_twilio_with_a_uniquely_named_mark_after_each_chunk(
+    h: Harness,
+) -> None:
+    h.response_created("r1", 0.0)
+    out = to_twilio(h.delta("r1", "a", 800, 0.0) + h.delta("r1", "a", 480, 0.0))
+    assert [m["event"] for m in out] == ["media", "mark", "media", "mark"]
+    assert base64.b64decode(out[0]["media"]["payload"]) == b"\xff" * 800
+    assert all(m["streamSid"] == STREAM for m in out)
+    assert h.sent_marks == ["a:800", "a:1280"]
+    h.response_created("r2", 1.0)
+    h.delta("r2", "b", 800, 1.0)
+    assert len(set(h.sent_marks)) == len(h.sent_marks) == 3
+
+
+def test_greeting_is_requested_only_after_session_updated() -> None:
+    h = Harness(greeting="Hello, you reached the demo line.")
+    assert h.call.realtime_connected() == []
+    [request] = to_realtime(h.session_updated())
+    assert request["type"] == "response.create"
+    assert "Hello, you reached the demo line." in request["response"]["instructions"]
+    assert h.session_updated() == []  # later session.updated events do not greet again
+
+
+def test_stop_and_closed_sockets_end_the_call_once() -> None:
+    h = Harness()
+    assert h.call.receive_twilio(twilio("stop", stop={"callSid": CALL}), 1.0) == [
+        EndCall("the caller hung up")
+    ]
+    assert h.call.twilio_closed() == []
+    assert h.call.realtime_closed("gone") == []
+    h2 = Harness()
+    [end] = h2.call.realtime_closed("connection lost")
+    assert isinstance(end, EndCall) and "connection lost" in end.reason
+
+
+# --- barge-in --------------------------------------------------------------------------------
+
+
+def test_barge_in_mid_item_clears_and_truncates_at_what_was_heard(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)  # 100 ms
+    h.delta("r1", "a", 800, 0.0)  # 100 ms more, queued behind it
+    h.echo("a:800", 0.100)  # the first 100 ms have played
+    actions = h.speech_started(0.160)  # 60 ms into the second chunk
+    assert to_twilio(actions)[0] == {"event": "clear", "streamSid": STREAM}
+    assert truncations(actions) == [("a", 160)]
+    # no response.cancel: the session interrupts by itself
+    assert "response.cancel" not in [e["type"] for e in to_realtime(actions)]
+    assert [m["mark"]["name"] for m in to_twilio(actions)[1:]] == ["truncated:a:160"]
+
+
+def test_truncation_after_a_model_stall_counts_only_audio_that_played(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)
+    h.echo("a:800", 0.100)  # played; Twilio's queue is now empty
+    h.delta("r1", "a", 800, 0.700)  # the model stalled for 600 ms
+    actions = h.speech_started(0.750)
+    # 100 ms + 50 ms of the late chunk. Start-of-item wall clock would claim 750 ms, more
+    # than the 200 ms that exist, and the server would reject the truncate.
+    assert truncations(actions) == [("a", 150)]
+
+
+def test_barge_in_while_the_model_stalls_truncates_at_everything_sent(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)
+    h.echo("a:800", 0.100)
+    actions = h.speech_started(0.400)  # silence on the line, the answer not finished
+    assert to_twilio(actions) == []  # nothing queued, nothing to clear
+    assert truncations(actions) == [("a", 100)]
+    assert h.delta("r1", "a", 800, 0.410) == []
+
+
+def test_no_clear_or_truncate_once_playback_has_finished(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)
+    h.audio_done("r1", "a", 0.01)
+    h.response_done("r1", 0.02)
+    h.echo("a:800", 0.100)
+    assert h.speech_started(0.5) == []
+    assert h.call.barge_ins == []
+
+
+def test_playback_finished_even_when_the_last_echo_comes_after_audio_done(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)
+    h.echo("a:800", 0.100)
+    h.audio_done("r1", "a", 0.2)
+    h.response_done("r1", 0.2)
+    assert h.speech_started(0.5) == []
+
+
+def test_a_response_of_two_items_truncates_the_playing_one_and_zeroes_the_next(
+    h: Harness,
+) -> None:
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)
+    h.audio_done("r1", "a", 0.0)
+    h.delta("r1", "b", 800, 0.0)
+    h.delta("r1", "b", 800, 0.0)
+    h.audio_done("r1", "b", 0.0)
+    h.response_done("r1", 0.0)
+    h.echo("a:800", 0.100)  # item a heard in full: nothing to truncate there
+    actions = h.speech_started(0.130)
+    assert truncations(actions) == [("b", 30)]
+
+    h2 = Harness(h.dialect)
+    h2.session_updated()
+    h2.response_created("r1", 0.0)
+    h2.delta("r1", "a", 800, 0.0)
+    h2.delta("r1", "b", 800, 0.0)
+    actions = h2.speech_started(0.050)  # still in item a; b queued, never heard
+    assert truncations(actions) == [("a", 50), ("b", 0)]
+
+
+def test_mark_echoes_caused_by_a_clear_do_not_count_as_playback(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    for _ in range(3):
+        h.delta("r1", "a", 800, 0.0)
+    h.echo("a:800", 0.1)
+    h.speech_started(0.12)
+    # Twilio now echoes the flushed marks at once; none of them was heard.
+    for mark in ["a:1600", "a:2400", "truncated:a:120"]:
+        assert h.echo(mark, 0.125) == []
+    h.response_done("r1", 0.13, status="cancelled")
+    h.response_created("r2", 1.0)
+    h.delta("r2", "b", 800, 1.0)
+    h.delta("r2", "b", 800, 1.0)
+    actions = h.speech_started(1.040)
+    assert truncations(actions) == [("b", 40)]
+
+
+def test_deltas_of_the_interrupted_response_are_dropped_and_the_next_response_plays(
+    h: Harness,
+) -> None:
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)
+    h.speech_started(0.05)
+    assert h.delta("r1", "a", 800, 0.06) == []
+    assert h.delta("r1", "a2", 800, 0.07) == []  # even a new item of the same response
+    h.response_done("r1", 0.08, status="cancelled")
+    h.response_created("r2", 1.0)
+    assert [m["event"] for m in to_twilio(h.delta("r2", "b", 800, 1.0))] == ["media", "mark"]
+
+
+def test_response_cancel_is_sent_only_without_auto_interrupt_and_only_once() -> None:
+    h = Harness()
+    h.session_updated(interrupt_response=False)
+    h.response_created("r1", 0.0)
+    h.delta("r1", "a", 800, 0.0)
+    first = [e["type"] for e in to_realtime(h.speech_started(0.05))]
+    assert first == ["conversation.item.truncate", "response.cancel"]
+    assert "response.cancel" not in [e["type"] for e in to_realtime(h.speech_started(0.06))]
+
+    idle = Harness()
+    idle.session_updated(interrupt_response=False)
+    assert idle.speech_started(0.0) == []  # no response in progress: nothing to cancel
+
+
+def test_speech_while_a_response_is_starting_but_silent_sends_nothing_but_drops_it(
+    h: Harness,
+) -> None:
+    h.response_created("r1", 0.0)
+    assert h.speech_started(0.01) == []  # auto-interrupting session cancels it itself
+    assert h.delta("r1", "a", 800, 0.02) == []
+
+
+def test_truncation_stays_exact_across_many_turns_with_stalls_and_varied_chunks(
+    h: Harness,
+) -> None:
+    """Twenty turns against an exact model of Twilio's playback (zero network delay)."""
+    now = 0.0
+    for turn in range(20):
+        rid, iid = f"r{turn}", f"i{turn}"
+        h.response_created(rid, now)
+        sizes = [160 * (1 + (turn + k) % 7) for k in range(6)]
+        playhead = now  # when Twilio's queue runs dry
+        queue: list[tuple[float, str]] = []  # (time the mark echoes, mark)
+        sent = 0
+        for k, size in enumerate(sizes):
+            send_at = now + (0.4 if k == 3 and turn % 3 == 0 else 0.0)  # a stall now and then
+            now = send_at
+            h.delta(rid, iid, size, send_at)
+            sent += size
+            playhead = max(playhead, send_at) + size / 8000
+            queue.append((playhead, h.sent_marks[-1]))
+        barge_at = now + 0.0317 * (1 + turn % 5)
+        heard = 0
+        for echo_at, mark in queue:
+            if echo_at <= barge_at:
+                h.echo(mark, echo_at)
+                heard = int(mark.split(":")[1])
+        # the chunk playing at barge_at started when the previous one ended (or was sent)
+        playing = next(((t, m) for t, m in queue if t > barge_at), None)
+        if playing is not None:
+            end_at, mark = playing
+            size = int(mark.split(":")[1]) - heard
+            heard += round((barge_at - (end_at - size / 8000)) * 8000)
+        actions = h.speech_started(barge_at)
+        if playing is None:
+            assert truncations(actions) == [] or truncations(actions) == [(iid, sent // 8)]
+        else:
+            [(item, ms)] = truncations(actions)
+            assert item == iid
+            assert abs(ms - heard / 8) <= 1, (turn, ms, heard / 8)
+            assert ms <= sent / 8
+        h.response_done(rid, barge_at, status="cancelled")
+        now = barge_at + 1.0
+
+
+@pytest.mark.parametrize(
+    ("size", "b64"),
+    [(n, base64.b64encode(b"x" * n).decode()) for n in [0, 1, 2, 3, 4, 159, 160, 161]],
+)
+def test_decoded_length_matches_base64_without_decoding(size: int, b64: str) -> None:
+    assert decoded_length(b64) == size
+    assert decoded_length(b64.rstrip("=")) == size
