@@ -1,0 +1,160 @@
+"""The FastAPI app: Twilio's voice webhook, the Media Streams WebSocket, a health probe."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import PlainTextResponse
+
+from bridge.call import CallConfig
+from bridge.config import Settings
+from bridge.media_stream import CallRunner
+from bridge.realtime.endpoint import RealtimeEndpoint, endpoint_from_settings
+from bridge.realtime.session_config import SessionSettings
+from twiml.answer import MEDIA_STREAM_PATH, connect_stream, stream_url
+from twiml.signature import SIGNATURE_HEADER, SignatureChecker
+
+log = logging.getLogger("bridge.app")
+
+# Webhook fields passed on to the stream; everything else stays with Twilio.
+CALL_PARAMETERS = ("CallSid", "From", "To")
+
+
+def call_config_from_settings(settings: Settings) -> CallConfig:
+    return CallConfig(
+        dialect=settings.realtime_dialect,
+        session=SessionSettings(
+            model=settings.openai_model,
+            voice=settings.voice,
+            instructions=settings.instructions,
+            vad_threshold=settings.vad_threshold,
+            vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
+            vad_silence_ms=settings.vad_silence_ms,
+            transcription_model=settings.transcription_model,
+        ),
+        greeting=settings.greeting,
+    )
+
+
+def create_app(settings: Settings, endpoint: RealtimeEndpoint | None = None) -> FastAPI:
+    """The bridge app. Without an `endpoint`, it is built from the settings, starting the
+    built-in local echo agent on loopback when no Realtime backend is configured."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        agent = None
+        if endpoint is not None:
+            app.state.endpoint = endpoint
+        elif settings.uses_local_agent:
+            from bridge.local_agent import LocalAgent
+
+            agent = LocalAgent()
+            agent_url = await agent.start("127.0.0.1", 0)
+            app.state.endpoint = endpoint_from_settings(settings, agent_url)
+            log.warning(
+                "No OPENAI_API_KEY or REALTIME_URL set: running on the built-in LOCAL ECHO "
+                "AGENT at %s (callers hear their own words back). Set OPENAI_API_KEY to "
+                "talk to OpenAI.",
+                agent_url,
+            )
+        else:
+            app.state.endpoint = endpoint_from_settings(settings)
+        log.info(
+            "Realtime backend: %s (%s dialect)",
+            app.state.endpoint.safe_url,
+            app.state.endpoint.dialect.value,
+        )
+        if not settings.verifies_signatures:
+            log.warning(
+                "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Anyone who "
+                "can reach this server can place calls through it. Local development only."
+            )
+        try:
+            yield
+        finally:
+            if agent is not None:
+                await agent.stop()
+
+    app = FastAPI(title="phone-bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.active_calls = set()
+    checker = (
+        SignatureChecker(settings.twilio_auth_token.get_secret_value())
+        if settings.twilio_auth_token is not None
+        else None
+    )
+    call_config = call_config_from_settings(settings)
+    derived_base_logged: set[str] = set()
+
+    def public_base(headers, scheme: str, host: str) -> str:  # type: ignore[no-untyped-def]
+        """PUBLIC_URL, or the base URL this request came in on (behind a proxy, its
+        X-Forwarded-* headers), logged once so the operator knows to set PUBLIC_URL."""
+        if settings.public_url:
+            return settings.public_url
+        proto = headers.get("x-forwarded-proto", "").split(",")[0].strip() or scheme
+        proto = {"ws": "http", "wss": "https"}.get(proto, proto)
+        forwarded_host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+        base = f"{proto}://{forwarded_host or host}"
+        if base not in derived_base_logged:
+            derived_base_logged.add(base)
+            log.warning("PUBLIC_URL is not set: using %s, derived from the request", base)
+        return base
+
+    @app.api_route("/voice", methods=["GET", "POST"], response_class=Response)
+    async def voice(request: Request) -> Response:
+        """Twilio's voice webhook: answer with `<Connect><Stream>` to this bridge."""
+        # Twilio posts application/x-www-form-urlencoded: the stdlib parses it, no
+        # multipart library needed.
+        body = (await request.body()).decode("utf-8", "replace") if request.method == "POST" else ""
+        fields = dict(parse_qsl(body, keep_blank_values=True))
+        base = public_base(request.headers, request.url.scheme, request.url.netloc)
+        if checker is not None:
+            signed_url = base + request.url.path
+            if request.url.query:
+                signed_url += "?" + request.url.query
+            if not checker.webhook_is_signed(
+                signed_url, fields, request.headers.get(SIGNATURE_HEADER)
+            ):
+                log.warning("rejected an unsigned or wrongly signed /voice request")
+                return PlainTextResponse("invalid Twilio signature", status_code=403)
+        params = fields if request.method == "POST" else dict(request.query_params)
+        url = stream_url(base)
+        if not url.startswith("wss://"):
+            log.warning("stream URL %s is not wss://: real Twilio will refuse it", url)
+        twiml = connect_stream(
+            url,
+            {name: params.get(name, "") for name in CALL_PARAMETERS},
+            settings.fallback_message,
+        )
+        log.info("call %s: answering with a media stream", params.get("CallSid", "?"))
+        return Response(content=twiml, media_type="application/xml")
+
+    @app.websocket(MEDIA_STREAM_PATH)
+    async def media_stream(websocket: WebSocket) -> None:
+        """Twilio Media Streams: one call's audio, both ways."""
+        if checker is not None:
+            base = public_base(websocket.headers, websocket.url.scheme, websocket.url.netloc)
+            if not checker.stream_is_signed(
+                stream_url(base), websocket.headers.get(SIGNATURE_HEADER)
+            ):
+                log.warning("rejected an unsigned or wrongly signed media stream")
+                await websocket.close(code=1008)
+                return
+        await websocket.accept()
+        runner = CallRunner(websocket, app.state.endpoint, call_config)
+        app.state.active_calls.add(runner)
+        try:
+            await runner.run()
+        finally:
+            app.state.active_calls.discard(runner)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, object]:
+        """Alive, with the number of calls in progress."""
+        return {"status": "ok", "active_calls": len(app.state.active_calls)}
+
+    return app

@@ -1,0 +1,90 @@
+"""The `phone-bridge` command: serve, simulate, agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from bridge import __version__
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.config import ConfigError, load_settings
+    from bridge.logs import configure_logging
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print("phone-bridge: cannot start, the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep our log format
+        log_level=settings.log_level,
+        # Twilio may keep a stream open for hours; pings keep idle proxies from cutting it.
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        ws_max_size=1024 * 1024,
+    )
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from bridge.local_agent import AgentOptions, run_agent
+    from bridge.logs import configure_logging
+
+    configure_logging("info")
+    options = AgentOptions(chunk_ms=args.chunk_ms, speed=args.speed)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_agent(args.host, args.port, options))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="phone-bridge", description="Phone an AI: Twilio Media Streams <-> OpenAI Realtime."
+    )
+    parser.add_argument("--version", action="version", version=f"phone-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the bridge (settings from env and .env)")
+    serve.add_argument("--host", help="overrides HOST")
+    serve.add_argument("--port", type=int, help="overrides PORT")
+    serve.set_defaults(run=_serve)
+
+    commands.add_parser(
+        "simulate",
+        help="act as Twilio: call a running bridge and print a per-turn timeline",
+        add_help=False,
+    )
+
+    agent = commands.add_parser("agent", help="run the local echo agent (a Realtime server)")
+    agent.add_argument("--host", default="127.0.0.1")
+    agent.add_argument("--port", type=int, default=8765)
+    agent.add_argument("--chunk-ms", type=int, default=100, help="audio per delta")
+    agent.add_argument("--speed", type=float, default=4.0, help="x real time; 0 = unpaced")
+    agent.set_defaults(run=_agent)
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        # The simulator owns its options; hand it the rest of the command line.
+        from bridge.simulator import main as simulate_main
+
+        return simulate_main(argv[1:])
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The I/O around one call: Twilio's WebSocket on one side, the Realtime socket on the other.
+
+All decisions are the `Call` core's; this module only moves text and carries out actions.
+Every task it starts belongs to the call and is cancelled and awaited when the call ends,
+and both sockets are closed, whichever side ended it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from bridge.call import (
+    Action,
+    Call,
+    CallConfig,
+    EndCall,
+    OpenRealtime,
+    SendToRealtime,
+    SendToTwilio,
+)
+from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
+
+log = logging.getLogger("bridge.media_stream")
+
+# The Realtime session is paid by the minute it stays open: it must be gone within 1 s of
+# the call ending, whatever the server does.
+REALTIME_CLOSE_DEADLINE_S = 1.0
+
+
+class CallRunner:
+    """Runs one Media Streams connection until the call ends."""
+
+    def __init__(self, twilio: WebSocket, endpoint: RealtimeEndpoint, config: CallConfig) -> None:
+        self.twilio = twilio
+        self.endpoint = endpoint
+        self.call = Call(config)
+        self.end_reason: str | None = None
+        self._realtime: ClientConnection | None = None
+        self._ended = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        self._spawn(self._read_twilio(), "twilio-reader")
+        try:
+            await self._ended.wait()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._close_realtime()
+            await self._close_twilio()
+            self.call.log.info("call ended: %s", self.end_reason or "cancelled")
+
+    # --- readers ---------------------------------------------------------------------------
+
+    async def _read_twilio(self) -> None:
+        try:
+            while True:
+                message = await self.twilio.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    self.call.log.warning("dropped a binary frame from Twilio")
+                    continue
+                await self._execute(self.call.receive_twilio(text, time.monotonic()))
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # Twilio's socket is gone, as a hang-up
+        await self._execute(self.call.twilio_closed())
+
+    async def _run_realtime(self) -> None:
+        try:
+            self._realtime = await open_realtime(self.endpoint)
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            reason = (
+                f"could not connect to {self.endpoint.safe_url}: {_describe(exc, self.endpoint)}"
+            )
+            await self._execute(self.call.realtime_closed(reason))
+            return
+        await self._execute(self.call.realtime_connected())
+        realtime = self._realtime
+        try:
+            async for message in realtime:
+                await self._execute(self.call.receive_realtime(message, time.monotonic()))
+            reason = f"closed by the server (code {realtime.close_code})"
+        except ConnectionClosed as exc:
+            reason = f"connection lost ({exc})"
+        await self._execute(self.call.realtime_closed(reason))
+
+    # --- actions ---------------------------------------------------------------------------
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if type(action) is SendToRealtime:
+                if self._realtime is not None:
+                    try:  # noqa: SIM105 - per frame: cheaper than contextlib.suppress
+                        await self._realtime.send(action.text)
+                    except ConnectionClosed:
+                        pass  # its reader reports the close and ends the call
+            elif type(action) is SendToTwilio:
+                try:
+                    await self.twilio.send_text(action.text)
+                except (WebSocketDisconnect, RuntimeError):
+                    self._finish("the Twilio stream closed")
+                    return
+            elif type(action) is OpenRealtime:
+                self._spawn(self._run_realtime(), "realtime")
+            elif type(action) is EndCall:
+                self._finish(action.reason)
+
+    def _finish(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._ended.set()
+
+    def _spawn(self, coroutine, name: str) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coroutine, name=f"{name} {id(self):x}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.call.log.error("call task failed", exc_info=task.exception())
+            self._finish("internal error")
+
+    # --- teardown --------------------------------------------------------------------------
+
+    async def _close_realtime(self) -> None:
+        realtime, self._realtime = self._realtime, None
+        if realtime is None:
+            return
+        try:
+            await asyncio.wait_for(realtime.close(), REALTIME_CLOSE_DEADLINE_S)
+        except (TimeoutError, OSError, WebSocketException):
+            pass
+        finally:
+            # If the close handshake did not finish in time, drop the TCP connection.
+            if realtime.transport is not None and not realtime.transport.is_closing():
+                realtime.transport.abort()
+
+    async def _close_twilio(self) -> None:
+        if self.twilio.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+                await self.twilio.close(code=1000)
+
+
+def _describe(exc: BaseException, endpoint: RealtimeEndpoint) -> str:
+    """An error's text with the endpoint's full URL (it may carry a key) replaced."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text.replace(endpoint.url, endpoint.safe_url)

@@ -1,0 +1,92 @@
+"""Settings: defaults, one clear line per problem, secure by default, secrets kept out."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.config import ConfigError, load_settings
+from bridge.realtime.dialects import Dialect
+from bridge.realtime.endpoint import endpoint_from_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No variable or .env file of the machine leaks into these tests."""
+    monkeypatch.chdir(tmp_path)
+    for name in [
+        "HOST", "PORT", "PUBLIC_URL", "OPENAI_API_KEY", "REALTIME_URL", "REALTIME_DIALECT",
+        "OPENAI_MODEL", "VOICE", "INSTRUCTIONS", "GREETING", "TWILIO_AUTH_TOKEN",
+        "ALLOW_UNSIGNED_TWILIO", "LOG_LEVEL",
+    ]:  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_start_on_the_local_agent_without_credentials() -> None:
+    settings = load_settings()
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    assert settings.uses_local_agent
+    assert settings.realtime_dialect is Dialect.GA
+    assert not settings.verifies_signatures
+
+
+def test_every_problem_is_reported_on_its_own_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PORT", "eighty")
+    monkeypatch.setenv("REALTIME_DIALECT", "v2")
+    monkeypatch.setenv("PUBLIC_URL", "ftp://bridge.example.com")
+    monkeypatch.setenv("REALTIME_URL", "https://api.openai.com/v1/realtime")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    problems = caught.value.problems
+    assert len(problems) == 4
+    assert any(p.startswith("PORT:") and "'eighty'" in p for p in problems)
+    assert any(p.startswith("REALTIME_DIALECT:") for p in problems)
+    assert any(p.startswith("PUBLIC_URL:") and "http(s)" in p for p in problems)
+    assert any(p.startswith("REALTIME_URL:") and "ws" in p for p in problems)
+
+
+def test_settings_come_from_a_dotenv_file_too(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / ".env").write_text("PORT=9090\nVOICE=cedar\n")
+    settings = load_settings()
+    assert (settings.port, settings.voice) == (9090, "cedar")
+
+
+def test_a_paid_backend_without_twilio_auth_token_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-value")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "TWILIO_AUTH_TOKEN" in str(caught.value)
+    assert "sk-test-secret-value" not in str(caught.value)
+    monkeypatch.setenv("ALLOW_UNSIGNED_TWILIO", "true")
+    assert not load_settings().verifies_signatures
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok")
+    assert load_settings().verifies_signatures
+
+
+def test_secrets_never_show_in_reprs_or_logged_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-value")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "twilio-secret-value")
+    monkeypatch.setenv("REALTIME_URL", "wss://gw.example.com/realtime?token=gw-secret-value")
+    settings = load_settings()
+    endpoint = endpoint_from_settings(settings)
+    for text in [repr(settings), str(settings), repr(endpoint), endpoint.safe_url]:
+        for secret in ["sk-test-secret-value", "twilio-secret-value", "gw-secret-value"]:
+            assert secret not in text
+    assert endpoint.headers["Authorization"] == "Bearer sk-test-secret-value"
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_default_endpoint_is_openai_with_the_model_and_dialect_headers(
+    monkeypatch: pytest.MonkeyPatch, dialect: Dialect
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok")
+    monkeypatch.setenv("OPENAI_MODEL", "gpt-realtime-mini")
+    monkeypatch.setenv("REALTIME_DIALECT", dialect.value)
+    endpoint = endpoint_from_settings(load_settings())
+    assert endpoint.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime-mini"
+    assert endpoint.dialect is dialect
+    assert ("OpenAI-Beta" in endpoint.headers) == (dialect is Dialect.BETA)

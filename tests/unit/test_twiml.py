@@ -1,0 +1,71 @@
+"""TwiML answers and signature checks, as Twilio sees them."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from twiml.answer import connect_stream, stream_url
+from twiml.signature import SignatureChecker
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("https://bridge.example.com", "wss://bridge.example.com/media-stream"),
+        ("https://bridge.example.com:8443/", "wss://bridge.example.com:8443/media-stream"),
+        ("https://example.com/phone", "wss://example.com/phone/media-stream"),
+        ("http://127.0.0.1:8080", "ws://127.0.0.1:8080/media-stream"),
+    ],
+)
+def test_stream_url_follows_the_public_base(base: str, expected: str) -> None:
+    assert stream_url(base) == expected
+
+
+def test_connect_stream_passes_call_data_as_parameters_and_falls_back_to_say() -> None:
+    xml = connect_stream(
+        "wss://bridge.example.com/media-stream",
+        {"CallSid": "CA123", "From": "+15550001111", "To": "+15550002222", "Empty": ""},
+        "Sorry, try later.",
+    )
+    root = ET.fromstring(xml)
+    assert [child.tag for child in root] == ["Connect", "Say"]
+    stream = root.find("Connect/Stream")
+    assert stream is not None
+    assert stream.get("url") == "wss://bridge.example.com/media-stream"
+    assert "?" not in stream.get("url", "")
+    params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert params == {"CallSid": "CA123", "From": "+15550001111", "To": "+15550002222"}
+    assert root.find("Say").text == "Sorry, try later."
+
+
+def test_parameters_are_cut_below_twilios_500_character_limit() -> None:
+    root = ET.fromstring(connect_stream("wss://x/media-stream", {"From": "9" * 800}, None))
+    [param] = root.findall("Connect/Stream/Parameter")
+    assert len(param.get("name")) + len(param.get("value")) < 500
+    assert root.find("Say") is None
+
+
+def test_signature_checks_accept_twilios_signature_and_nothing_else() -> None:
+    token = "12345"
+    validator = RequestValidator(token)
+    checker = SignatureChecker(token)
+    url = "https://bridge.example.com/voice"
+    form = {"CallSid": "CA1", "From": "+1555"}
+    good = validator.compute_signature(url, form)
+    assert checker.webhook_is_signed(url, form, good)
+    assert not checker.webhook_is_signed(url, {**form, "From": "+1666"}, good)
+    assert not checker.webhook_is_signed(url, form, None)
+    assert not checker.webhook_is_signed(
+        url, form, RequestValidator("other").compute_signature(url, form)
+    )
+    # Twilio signs the port-less URL; the check accepts it with an explicit :443 too.
+    assert checker.webhook_is_signed("https://bridge.example.com:443/voice", form, good)
+
+    ws_url = "wss://bridge.example.com/media-stream"
+    ws_sig = validator.compute_signature(ws_url, {})
+    assert checker.stream_is_signed(ws_url, ws_sig)
+    assert not checker.stream_is_signed("wss://evil.example.com/media-stream", ws_sig)
+    assert not checker.stream_is_signed(ws_url, "")

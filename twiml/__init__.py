@@ -1,0 +1,1 @@
+"""The webhook side: TwiML answers and Twilio request signatures."""
