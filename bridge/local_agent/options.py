@@ -1,0 +1,35 @@
+"""Tunables of the local agent that are not part of the Realtime protocol itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class AgentOptions:
+    """How the local agent behaves beyond what a client can configure over the wire.
+
+    VAD silence / prefix padding / threshold come from the session's ``turn_detection``
+    (like the real service); these options only shape pacing and test scenarios.
+    """
+
+    chunk_ms: int = 100  # audio per response delta
+    speed: float = 4.0  # deltas are sent this much faster than real time; 0 = no pacing at all
+    stall_after_ms: int | None = None  # after this many ms of a response's audio were sent ...
+    stall_ms: int = 0  # ... pause this long, once (a model stall mid-answer)
+    items_per_response: int = 1  # split the echo over this many assistant items
+    vad_threshold_dbfs: float = -45.0  # energy threshold at turn_detection.threshold = 0.5
+    vad_onset_ms: int = 40  # speech must last this long before speech_started is emitted
+
+    def __post_init__(self) -> None:
+        # Fail at construction, not in the middle of a call.
+        if self.chunk_ms <= 0:
+            raise ValueError("chunk_ms must be positive")
+        if self.speed < 0:
+            raise ValueError("speed must be >= 0 (0 disables pacing)")
+        if self.stall_ms < 0 or (self.stall_after_ms is not None and self.stall_after_ms < 0):
+            raise ValueError("stall_after_ms and stall_ms must be >= 0")
+        if self.items_per_response < 1:
+            raise ValueError("items_per_response must be >= 1")
+        if self.vad_onset_ms < 0:
+            raise ValueError("vad_onset_ms must be >= 0")

@@ -1,0 +1,94 @@
+"""The WebSocket server: accepts Realtime clients and gives each its own AgentSession."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from .options import AgentOptions
+from .session import AgentSession
+
+log = logging.getLogger(__name__)
+
+REALTIME_PATH = "/v1/realtime"
+# input_audio_buffer.append takes up to 15 MiB of audio, i.e. ~20 MiB of base64 plus JSON.
+MAX_MESSAGE_BYTES = 24 * 1024 * 1024
+
+
+class LocalAgent:
+    """A Realtime-protocol server that answers every caller turn with the caller's own audio."""
+
+    def __init__(self, options: AgentOptions | None = None) -> None:
+        self.options = options or AgentOptions()
+        self.sessions: list[AgentSession] = []
+        self._server: Server | None = None
+        self._url: str | None = None
+        self._session_added = asyncio.Condition()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on ``host:port`` (0 = any free port); returns the ws:// URL to connect to."""
+        if self._server is not None:
+            raise RuntimeError("local agent already started")
+        # Any path is accepted (gateways and Azure use their own); REALTIME_PATH is advertised.
+        self._server = await serve(self._handle, host, port, max_size=MAX_MESSAGE_BYTES)
+        bound_port = self._server.sockets[0].getsockname()[1]
+        public_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        public_host = "[::1]" if public_host == "::" else public_host
+        if ":" in public_host and not public_host.startswith("["):
+            public_host = f"[{public_host}]"
+        self._url = f"ws://{public_host}:{bound_port}{REALTIME_PATH}"
+        return self._url
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("local agent not started")
+        return self._url
+
+    async def stop(self) -> None:
+        """Close every session (1001 going away) and the listening socket."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close(close_connections=True)
+        await server.wait_closed()
+
+    async def wait_for_session(self, index: int = 0, timeout: float = 5.0) -> AgentSession:
+        """The ``index``-th accepted session, waiting up to ``timeout`` s for it to connect."""
+        async with asyncio.timeout(timeout), self._session_added:
+            await self._session_added.wait_for(lambda: len(self.sessions) > index)
+        return self.sessions[index]
+
+    async def __aenter__(self) -> LocalAgent:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        session = AgentSession(connection, self.options)
+        self.sessions.append(session)
+        async with self._session_added:
+            self._session_added.notify_all()
+        await session.run()
+
+
+async def run_agent(host: str, port: int, options: AgentOptions | None = None) -> None:
+    """Serve until cancelled (the CLI and ``python -m bridge.local_agent`` use this)."""
+    agent = LocalAgent(options)
+    url = await agent.start(host, port)
+    log.info("local agent listening on %s", url)
+    try:
+        await asyncio.Future()  # forever; cancellation is the way out
+    finally:
+        await agent.stop()

@@ -1,0 +1,659 @@
+"""The local agent, driven over a real WebSocket like the bridge drives OpenAI Realtime."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from bridge.audio import (
+    mulaw_silence,
+    mulaw_to_pcm16,
+    pcm16_to_alaw,
+    synthetic_speech_mulaw,
+)
+from bridge.local_agent import AgentOptions, AgentSession, LocalAgent
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+# A caller turn: 600 ms silence, 1 s of speech, 800 ms silence (mu-law, 8 bytes per ms).
+LEAD_MS, SPEECH_MS, TAIL_MS = 600, 1000, 800
+TURN = mulaw_silence(LEAD_MS) + synthetic_speech_mulaw(SPEECH_MS) + mulaw_silence(TAIL_MS)
+# Default VAD: 40 ms onset, 300 ms prefix padding, 500 ms silence -> speech from 600 ms is
+# reported from 300 ms; the silence from 1600 ms is confirmed at 2100 ms.
+EXPECTED_START_MS = LEAD_MS - 300
+EXPECTED_END_MS = LEAD_MS + SPEECH_MS + 500
+ECHO = TURN[EXPECTED_START_MS * 8 : EXPECTED_END_MS * 8]
+
+GA_PCMU = {
+    "type": "realtime",
+    "audio": {
+        "input": {"format": {"type": "audio/pcmu"}},
+        "output": {"format": {"type": "audio/pcmu"}},
+    },
+}
+BETA_PCMU = {"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}
+
+
+class Client:
+    """A Realtime client that keeps every server event it saw, in order."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.ws.send(orjson.dumps(event).decode())
+
+    async def next(self, timeout: float = 3.0) -> dict[str, Any]:
+        event = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.events.append(event)
+        return event
+
+    async def until(
+        self,
+        kind: str,
+        timeout: float = 3.0,
+        where: Callable[[dict[str, Any]], bool] = lambda e: True,
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.next(timeout)
+                if event["type"] == kind and where(event):
+                    return event
+
+    async def append(self, audio: bytes, sizes: list[int] | None = None) -> None:
+        chunks = itertools.cycle(sizes or [160])
+        pos = 0
+        while pos < len(audio):
+            size = next(chunks)
+            part = base64.b64encode(audio[pos : pos + size]).decode()
+            await self.send({"type": "input_audio_buffer.append", "audio": part})
+            pos += size
+
+    async def update(self, session: dict[str, Any]) -> dict[str, Any]:
+        await self.send({"type": "session.update", "session": session})
+        return await self.until("session.updated")
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def deltas(self, kind: str = "response.output_audio.delta") -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for e in self.events:
+            if e["type"] == kind:
+                out[e["item_id"]] = out.get(e["item_id"], b"") + base64.b64decode(e["delta"])
+        return out
+
+
+AgentFactory = Callable[..., Awaitable[LocalAgent]]
+
+
+@pytest.fixture
+async def make_agent() -> AsyncIterator[AgentFactory]:
+    agents: list[LocalAgent] = []
+
+    async def factory(**options: Any) -> LocalAgent:
+        agent = LocalAgent(AgentOptions(**options))
+        await agent.start("127.0.0.1", 0)
+        agents.append(agent)
+        return agent
+
+    yield factory
+    for agent in agents:
+        await agent.stop()
+
+
+@asynccontextmanager
+async def client(agent: LocalAgent, *, beta: bool = False) -> AsyncIterator[Client]:
+    headers = {"Authorization": "Bearer sk-test"}
+    if beta:
+        headers["OpenAI-Beta"] = "realtime=v1"
+    async with connect(agent.url + "?model=gpt-realtime", additional_headers=headers) as ws:
+        c = Client(ws)
+        await c.until("session.created")
+        yield c
+
+
+async def speak_turn(c: Client, sizes: list[int] | None = None) -> dict[str, Any]:
+    await c.append(TURN, sizes)
+    return await c.until("response.done")
+
+
+# --- dialects and session configuration ----------------------------------------------------
+
+
+async def test_ga_session_created_update_and_request_details(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        created = c.events[0]
+        assert created["type"] == "session.created" and created["event_id"].startswith("event_")
+        session = created["session"]
+        assert session["type"] == "realtime"
+        assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+        assert "input_audio_format" not in session
+
+        updated = await c.update(
+            {
+                "type": "realtime",
+                "instructions": "be brief",
+                "audio": {
+                    "input": {"format": {"type": "audio/pcmu"}},
+                    "output": {"voice": "marin"},
+                },
+            }
+        )
+        new = updated["session"]
+        assert new["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+        # Only the fields sent change.
+        assert new["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        assert new["audio"]["output"]["voice"] == "marin"
+        assert new["instructions"] == "be brief"
+
+        session_obj = await agent.wait_for_session(0)
+        assert session_obj.dialect == "ga"
+        assert session_obj.path == "/v1/realtime?model=gpt-realtime"
+        assert session_obj.headers["authorization"] == "Bearer sk-test"
+        assert [e["type"] for e in session_obj.received] == ["session.update"]
+
+
+async def test_beta_dialect_speaks_beta_names(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent, beta=True) as c:
+        session = c.events[0]["session"]
+        assert session["input_audio_format"] == "pcm16"
+        assert "audio" not in session and "type" not in session
+
+        # A GA-shaped update is not beta: the service names the stray field.
+        await c.send({"type": "session.update", "session": GA_PCMU})
+        error = (await c.until("error"))["error"]
+        assert (error["code"], error["param"]) == ("unknown_parameter", "session.type")
+
+        await c.send({"type": "session.update", "session": {"input_audio_format": "g711-ulaw"}})
+        error = (await c.until("error"))["error"]
+        assert error["message"] == (
+            "Invalid value: 'g711-ulaw'. Supported values are: 'pcm16', 'g711_ulaw', and "
+            "'g711_alaw'."
+        )
+        assert error["param"] == "session.input_audio_format"
+
+        assert (await c.update(BETA_PCMU))["session"]["output_audio_format"] == "g711_ulaw"
+        done = await speak_turn(c)
+
+    types = c.types()
+    for name in (
+        "conversation.item.created",
+        "response.audio.delta",
+        "response.audio.done",
+        "response.audio_transcript.done",
+    ):
+        assert name in types
+    for ga_name in (
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+    ):
+        assert ga_name not in types
+    assert done["response"]["output"][0]["content"][0]["type"] == "audio"
+    assert b"".join(c.deltas("response.audio.delta").values()) == ECHO
+    assert agent.sessions[0].dialect == "beta"
+
+
+async def test_ga_request_errors_match_the_service(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        await c.send({"type": "session.update", "event_id": "evt_1", "session": {"voice": "x"}})
+        error = (await c.until("error"))["error"]
+        assert error == {
+            "type": "invalid_request_error",
+            "code": "missing_required_parameter",
+            "message": "Missing required parameter: 'session.type'.",
+            "param": "session.type",
+            "event_id": "evt_1",
+        }
+
+        bad_format = {"type": "realtime", "audio": {"input": {"format": {"type": "audio/opus"}}}}
+        await c.send({"type": "session.update", "session": bad_format})
+        error = (await c.until("error"))["error"]
+        assert (error["code"], error["param"]) == (
+            "invalid_value",
+            "session.audio.input.format.type",
+        )
+
+        await c.send({"type": "nope"})
+        error = (await c.until("error"))["error"]
+        assert (error["code"], error["param"]) == ("invalid_value", "type")
+        assert error["message"].startswith(
+            "Invalid value: 'nope'. Supported values are: 'session.update', "
+        )
+
+        await c.send({"type": "input_audio_buffer.append", "audio": "%%% not base64 %%%"})
+        error = (await c.until("error"))["error"]
+        assert (error["code"], error["param"]) == ("invalid_value", "audio")
+
+        await c.ws.send("not json")
+        assert (await c.until("error"))["error"]["code"] == "invalid_json"
+        await c.ws.send(b"\x00\x01")
+        assert (await c.until("error"))["error"]["code"] == "invalid_event"
+
+        # None of that hurt the session.
+        await c.update(GA_PCMU)
+        await speak_turn(c)
+
+    session = agent.sessions[0]
+    assert len(session.errors_sent) == 6
+    assert session.appends_received == len(TURN) // 160 + 1
+    assert bytes(session.input_audio) == TURN
+
+
+# --- VAD, commit and the echo ---------------------------------------------------------------
+
+
+def _turn_signature(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    keep = {
+        "input_audio_buffer.speech_started": "audio_start_ms",
+        "input_audio_buffer.speech_stopped": "audio_end_ms",
+        "input_audio_buffer.committed": None,
+        "conversation.item.added": None,
+        "conversation.item.done": None,
+        "response.created": None,
+    }
+    return [(e["type"], e.get(keep[e["type"]] or "")) for e in events if e["type"] in keep]
+
+
+@pytest.mark.parametrize("sizes", [[160], [77, 333, 1, 1000, 159]], ids=["20ms", "odd-sizes"])
+async def test_vad_turn_is_independent_of_chunking(
+    make_agent: AgentFactory, sizes: list[int]
+) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        done = await speak_turn(c, sizes)
+
+    started = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_started")
+    stopped = next(e for e in c.events if e["type"] == "input_audio_buffer.speech_stopped")
+    committed = next(e for e in c.events if e["type"] == "input_audio_buffer.committed")
+    assert started["item_id"] == stopped["item_id"] == committed["item_id"]
+    assert _turn_signature(c.events)[:6] == [
+        ("input_audio_buffer.speech_started", EXPECTED_START_MS),
+        ("input_audio_buffer.speech_stopped", EXPECTED_END_MS),
+        ("input_audio_buffer.committed", None),
+        ("conversation.item.added", None),  # the user item
+        ("conversation.item.done", None),
+        ("response.created", None),
+    ]
+    user_item = next(e for e in c.events if e["type"] == "conversation.item.added")["item"]
+    assert user_item["role"] == "user"
+    assert user_item["content"] == [{"type": "input_audio", "transcript": None}]
+
+    # The answer is exactly the caller's utterance, and the record matches the wire.
+    session = agent.sessions[0]
+    response = session.responses[0]
+    assert response.status == "completed"
+    assert c.deltas() == response.audio_sent
+    assert b"".join(response.audio_sent.values()) == ECHO
+    assert done["response"]["status"] == "completed"
+    assert done["response"]["output"][0]["role"] == "assistant"
+    assert done["response"]["output"][0]["content"][0]["type"] == "output_audio"
+    assert "echo of 1.80 s" in done["response"]["output"][0]["content"][0]["transcript"]
+    usage = done["response"]["usage"]
+    assert usage["output_token_details"]["audio_tokens"] == 36  # 1.8 s x 20 tokens/s
+    assert usage["input_token_details"]["audio_tokens"] == 18  # 1.8 s x 10 tokens/s
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("ga_type", "convert"),
+    [
+        ("audio/pcma", lambda a: pcm16_to_alaw(mulaw_to_pcm16(a))),
+        ("audio/pcm", lambda a: audioop.ratecv(mulaw_to_pcm16(a), 2, 1, 8000, 24000, None)[0]),
+    ],
+    ids=["alaw", "pcm16"],
+)
+async def test_vad_and_echo_in_other_input_formats(
+    make_agent: AgentFactory, ga_type: str, convert: Callable[[bytes], bytes]
+) -> None:
+    agent = await make_agent(speed=0)
+    audio = convert(TURN)
+    fmt = {"type": ga_type}
+    async with client(agent) as c:
+        await c.update(
+            {"type": "realtime", "audio": {"input": {"format": fmt}, "output": {"format": fmt}}}
+        )
+        await c.append(audio, [1001])
+        await c.until("response.done")
+    signature = _turn_signature(c.events)[:2]
+    assert signature == [
+        ("input_audio_buffer.speech_started", EXPECTED_START_MS),
+        ("input_audio_buffer.speech_stopped", EXPECTED_END_MS),
+    ]
+    bpm = 48 if ga_type == "audio/pcm" else 8  # bytes per ms
+    echo = b"".join(agent.sessions[0].responses[0].audio_sent.values())
+    assert echo == audio[EXPECTED_START_MS * bpm : EXPECTED_END_MS * bpm]
+
+
+async def test_response_event_sequence(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0, chunk_ms=500)
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        await speak_turn(c)
+    after = c.types()[c.types().index("response.created") :]
+    assert after == [
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+        "response.output_audio_transcript.delta",
+        *["response.output_audio.delta"] * 4,  # 1800 ms in 500 ms deltas
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "conversation.item.done",
+        "response.output_item.done",
+        "response.done",
+    ]
+    delta = next(e for e in c.events if e["type"] == "response.output_audio.delta")
+    created = next(e for e in c.events if e["type"] == "response.created")
+    assert delta["response_id"] == created["response"]["id"]
+    assert (delta["output_index"], delta["content_index"]) == (0, 0)
+
+
+async def test_echo_is_converted_to_the_output_format(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        # Caller audio in mu-law, answer in the default 24 kHz pcm16.
+        await c.update({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcmu"}}}})
+        await speak_turn(c)
+    audio = b"".join(agent.sessions[0].responses[0].audio_sent.values())
+    expected = (EXPECTED_END_MS - EXPECTED_START_MS) * 48
+    assert abs(len(audio) - expected) <= 6
+
+
+async def test_items_per_response_split_the_echo(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0, items_per_response=2)
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        done = await speak_turn(c)
+    response = agent.sessions[0].responses[0]
+    assert len(response.items) == 2
+    assert [item["id"] for item in done["response"]["output"]] == response.items
+    sent = response.audio_sent
+    assert all(sent[item_id] for item_id in response.items)
+    assert b"".join(sent[item_id] for item_id in response.items) == ECHO
+    added = [e for e in c.events if e["type"] == "response.output_item.added"]
+    assert [e["output_index"] for e in added] == [0, 1]
+
+
+async def test_manual_turns_without_vad(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        manual = {
+            "type": "realtime",
+            "audio": {
+                "input": {"format": {"type": "audio/pcmu"}, "turn_detection": None},
+                "output": {"format": {"type": "audio/pcmu"}},
+            },
+        }
+        assert (await c.update(manual))["session"]["audio"]["input"]["turn_detection"] is None
+
+        await c.send({"type": "input_audio_buffer.commit"})
+        assert (await c.until("error"))["error"]["code"] == "input_audio_buffer_commit_empty"
+
+        await c.append(mulaw_silence(200))
+        await c.send({"type": "input_audio_buffer.clear"})
+        await c.until("input_audio_buffer.cleared")
+
+        await c.append(TURN)
+        await c.send({"type": "input_audio_buffer.commit"})
+        committed = await c.until("input_audio_buffer.committed")
+        await c.send({"type": "response.create"})
+        done = await c.until("response.done")
+
+    assert "input_audio_buffer.speech_started" not in c.types()
+    assert done["response"]["status"] == "completed"
+    # Without VAD the whole buffer is the turn.
+    assert b"".join(agent.sessions[0].responses[0].audio_sent.values()) == TURN
+    assert committed["previous_item_id"] is None
+
+
+async def test_greeting_without_caller_audio_is_synthetic_speech(
+    make_agent: AgentFactory,
+) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        await c.send({"type": "response.create", "response": {"instructions": "Say hello"}})
+        await c.until("response.done")
+        await c.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "x" * 200}],
+                },
+            }
+        )
+        added = await c.until("conversation.item.added")
+        await c.until("conversation.item.done")
+        await c.send({"type": "response.create"})
+        await c.until("response.done")
+    assert added["item"]["role"] == "user" and added["item"]["id"].startswith("item_")
+    first, second = agent.sessions[0].responses
+    # pcm16 at 24 kHz is 48 bytes per ms: 9 characters x 60 ms, then the 3 s cap.
+    assert abs(sum(map(len, first.audio_sent.values())) - 540 * 48) <= 6
+    assert abs(sum(map(len, second.audio_sent.values())) - 3000 * 48) <= 6
+
+
+# --- barge-in, cancel, truncate ---------------------------------------------------------------
+
+
+async def test_barge_in_cancels_with_turn_detected(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=1.0, chunk_ms=100)
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        await c.append(TURN)
+        created = await c.until("response.created")
+        await c.until("response.output_audio.delta")
+        await c.append(synthetic_speech_mulaw(300, seed=1))
+        started = await c.until("input_audio_buffer.speech_started")
+        done = await c.until("response.done")
+
+    rid = created["response"]["id"]
+    assert done["response"]["id"] == rid
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    tail = c.events[c.events.index(started) :]
+    tail_types = [e["type"] for e in tail]
+    audio_done = tail_types.index("response.output_audio.done")
+    item_done = tail_types.index("response.output_item.done")
+    assert audio_done < item_done < tail_types.index("response.done")
+    assert tail[item_done]["item"]["status"] == "incomplete"
+    # No audio for the cancelled response after its audio .done.
+    assert not any(
+        e["type"] == "response.output_audio.delta" and e["response_id"] == rid
+        for e in tail[audio_done:]
+    )
+    session = agent.sessions[0]
+    response = session.responses[0]
+    assert (response.status, response.status_reason) == ("cancelled", "turn_detected")
+    assert 0 < len(b"".join(response.audio_sent.values())) < len(ECHO)
+    assert c.deltas() == response.audio_sent
+    assert session.truncations == []  # the service never truncates by itself
+
+
+async def test_truncate(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        done = await speak_turn(c)
+        assistant_id = done["response"]["output"][0]["id"]
+        user_id = next(e for e in c.events if e["type"] == "input_audio_buffer.committed")[
+            "item_id"
+        ]
+
+        async def truncate(item_id: str, ms: int) -> dict[str, Any]:
+            await c.send(
+                {
+                    "type": "conversation.item.truncate",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "audio_end_ms": ms,
+                }
+            )
+            event = await c.next()
+            while event["type"] == "rate_limits.updated":  # trails response.done
+                event = await c.next()
+            return event
+
+        too_long = await truncate(assistant_id, 99_999)
+        assert too_long["type"] == "error"
+        assert (
+            too_long["error"]["message"]
+            == "Audio content of 1800ms is already shorter than 99999ms"
+        )
+
+        ok = await truncate(assistant_id, 500)
+        assert ok["type"] == "conversation.item.truncated"
+        assert (ok["item_id"], ok["content_index"], ok["audio_end_ms"]) == (assistant_id, 0, 500)
+
+        shorter = await truncate(assistant_id, 600)
+        assert shorter["error"]["message"] == "Audio content of 500ms is already shorter than 600ms"
+        assert (await truncate(assistant_id, 0))["type"] == "conversation.item.truncated"
+
+        unknown = await truncate("item_nope", 10)
+        assert unknown["error"]["code"] == "item_truncate_invalid_item_id"
+        not_audio = await truncate(user_id, 10)
+        assert not_audio["error"]["message"] == "Only model output audio messages can be truncated"
+
+    records = agent.sessions[0].truncations
+    assert [(r["audio_end_ms"], r["accepted"]) for r in records] == [
+        (99_999, False),
+        (500, True),
+        (600, False),
+        (0, True),
+        (10, False),
+        (10, False),
+    ]
+    assert records[0]["error"].startswith("Audio content of") and records[1]["error"] is None
+
+
+async def test_cancel_with_no_active_response_is_an_error(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        await c.send({"type": "response.cancel"})
+        error = (await c.until("error"))["error"]
+    assert error["code"] == "response_cancel_not_active"
+    assert error["message"] == "Cancellation failed: no active response found"
+    assert agent.sessions[0].errors_sent[0]["error"]["code"] == "response_cancel_not_active"
+
+
+async def test_create_while_active_errors_and_cancel_stops_it(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=1.0)
+    async with client(agent) as c:
+        await c.send({"type": "response.create", "response": {"instructions": "a long answer"}})
+        created = await c.until("response.created")
+        rid = created["response"]["id"]
+        await c.send({"type": "response.create"})
+        error = (await c.until("error"))["error"]
+        assert error["code"] == "conversation_already_has_active_response"
+        assert rid in error["message"]
+
+        await c.send({"type": "response.cancel"})
+        done = await c.until("response.done")
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+    response = agent.sessions[0].responses[0]
+    assert (response.status, response.status_reason) == ("cancelled", "client_cancelled")
+    assert len(agent.sessions[0].responses) == 1
+
+
+# --- pacing ---------------------------------------------------------------------------------
+
+
+async def _greeting_times(agent: LocalAgent, text: str) -> list[float]:
+    async with client(agent) as c:
+        await c.send({"type": "response.create", "response": {"instructions": text}})
+        await c.until("response.done")
+    response = agent.sessions[-1].responses[0]
+    return [t for t, _ in response.sent_times[response.items[0]]]
+
+
+async def test_stall_delays_deltas_once(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0, chunk_ms=100, stall_after_ms=200, stall_ms=300)
+    times = await _greeting_times(agent, "x" * 20)  # 1200 ms of audio, 12 deltas
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) == 12
+    assert gaps[1] >= 0.29  # after 200 ms of audio were sent
+    assert max(gaps[:1] + gaps[2:]) < 0.1
+
+
+async def test_deltas_are_paced_at_speed(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=5.0, chunk_ms=100)
+    times = await _greeting_times(agent, "x" * 20)
+    # The last delta starts at 1100 ms of audio: 0.22 s at 5x real time.
+    assert 0.21 <= times[-1] - times[0] < 1.0
+
+
+# --- lifecycle and isolation ----------------------------------------------------------------
+
+
+def _response_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if t.get_name().startswith("local-agent-response-") and not t.done()
+    ]
+
+
+async def test_disconnect_mid_response_cleans_up(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=1.0)
+    async with client(agent) as c:
+        await c.send({"type": "response.create"})
+        await c.until("response.output_audio.delta")
+        session: AgentSession = agent.sessions[0]
+        assert session.closed_at is None
+        assert _response_tasks()
+    assert await session.wait_closed(2.0)
+    assert session.closed_at is not None
+    assert _response_tasks() == []
+    assert session.responses[0].status == "cancelled"
+
+
+async def test_stop_closes_sessions(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        session = await agent.wait_for_session(0)
+        await agent.stop()
+        with pytest.raises(ConnectionClosed):
+            await c.next()
+    assert session.closed_at is not None
+    with pytest.raises(TimeoutError):
+        await LocalAgent().wait_for_session(0, timeout=0.05)
+
+
+async def test_a_misbehaving_client_does_not_affect_another(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=4.0)
+    async with client(agent) as good, client(agent) as bad:
+        await good.update(GA_PCMU)
+        await bad.send({"type": "response.create"})
+        await bad.until("response.output_audio.delta")
+        await bad.ws.send("{{{")
+        await good.append(TURN)
+        await bad.ws.close()
+        done = await good.until("response.done")
+    assert done["response"]["status"] == "completed"
+    first, second = agent.sessions
+    assert await second.wait_closed(2.0)
+    assert b"".join(first.responses[0].audio_sent.values()) == ECHO
