@@ -1,0 +1,96 @@
+"""Run the real bridge under uvicorn on a loopback port, backed by the shipped local agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from bridge.app import create_app
+from bridge.config import Settings, load_settings
+from bridge.local_agent import AgentOptions, LocalAgent
+
+AUTH_TOKEN = "integration-test-auth-token"
+
+
+@dataclass
+class RunningBridge:
+    base_url: str
+    app: FastAPI
+    settings: Settings
+    agent: LocalAgent
+
+    @property
+    def webhook_url(self) -> str:
+        return self.base_url + "/voice"
+
+    @property
+    def stream_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/media-stream"
+
+
+async def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll a cheap condition until it holds; fail the test if it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: FastAPI, sock: socket.socket) -> AsyncIterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_until(lambda: server.started or task.done(), 10, "uvicorn to start")
+        if task.done():
+            task.result()
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(
+    agent_options: AgentOptions | None = None,
+    *,
+    agent: LocalAgent | None = None,
+    **settings: object,
+) -> AsyncIterator[RunningBridge]:
+    """The bridge app on 127.0.0.1:<free port>, signatures on, talking to a local agent.
+
+    `settings` override the bridge's settings (e.g. realtime_dialect="beta"); the agent is
+    started here unless one is given.
+    """
+    own_agent = agent is None
+    agent = agent or LocalAgent(agent_options)
+    if own_agent:
+        await agent.start("127.0.0.1", 0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    values: dict[str, object] = {
+        "public_url": base_url,
+        "twilio_auth_token": AUTH_TOKEN,
+        "realtime_url": agent.url + "?model=gpt-realtime",
+        "_env_file": None,
+    }
+    values.update(settings)
+    config = load_settings(**values)
+    app = create_app(config)
+    try:
+        async with serve_app(app, sock):
+            yield RunningBridge(base_url, app, config, agent)
+    finally:
+        sock.close()
+        if own_agent:
+            await agent.stop()

@@ -1,0 +1,136 @@
+"""Call lifecycle over real loopback sockets: hang-ups, backend failures, signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge, wait_until
+
+pytestmark = pytest.mark.integration
+
+STREAM_SID = "MZ" + "1" * 32
+CALL_SID = "CA" + "1" * 32
+
+
+def signed_headers(url: str, params: dict[str, str] | None = None) -> dict[str, str]:
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params or {})
+    return {"X-Twilio-Signature": signature}
+
+
+async def open_stream(bridge: RunningBridge) -> ClientConnection:
+    """Play Twilio's opening moves on the media stream: connected, then start."""
+    ws = await connect(bridge.stream_url, additional_headers=signed_headers(bridge.stream_url))
+    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    start = {
+        "accountSid": "AC" + "0" * 32,
+        "streamSid": STREAM_SID,
+        "callSid": CALL_SID,
+        "tracks": ["inbound"],
+        "customParameters": {"CallSid": CALL_SID},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    await ws.send(
+        json.dumps(
+            {"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID, "start": start}
+        )
+    )
+    return ws
+
+
+async def test_stop_closes_the_realtime_session_within_a_second() -> None:
+    async with running_bridge() as bridge:
+        ws = await open_stream(bridge)
+        session = await bridge.agent.wait_for_session(0, timeout=5)
+        await wait_until(lambda: session.received, 5, "session.update at the agent")
+        hung_up_at = time.monotonic()
+        await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID, "stop": {}}))
+        assert await session.wait_closed(timeout=1.0)
+        assert session.closed_at is not None and session.closed_at - hung_up_at < 1.0
+        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+        await ws.close()
+
+
+async def test_a_dropped_twilio_socket_closes_the_realtime_session_within_a_second() -> None:
+    async with running_bridge() as bridge:
+        ws = await open_stream(bridge)
+        session = await bridge.agent.wait_for_session(0, timeout=5)
+        await wait_until(lambda: session.received, 5, "session.update at the agent")
+        hung_up_at = time.monotonic()
+        ws.transport.abort()  # no stop, no close frame: the line just went dead
+        assert await session.wait_closed(timeout=1.0)
+        assert session.closed_at is not None and session.closed_at - hung_up_at < 1.0
+        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+
+
+async def test_a_refused_backend_ends_the_twilio_stream_cleanly() -> None:
+    async with running_bridge(realtime_url="ws://127.0.0.1:9/v1/realtime") as bridge:
+        ws = await open_stream(bridge)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        # A normal close lets Twilio go on to the TwiML after <Connect> (the apology).
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+
+
+async def test_a_backend_that_drops_mid_call_ends_the_twilio_stream_cleanly() -> None:
+    async with running_bridge() as bridge:
+        ws = await open_stream(bridge)
+        session = await bridge.agent.wait_for_session(0, timeout=5)
+        await wait_until(lambda: session.received, 5, "session.update at the agent")
+        await bridge.agent.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+
+
+async def test_unsigned_or_wrongly_signed_requests_are_refused_before_any_work() -> None:
+    async with running_bridge() as bridge:
+        form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222"}
+        async with httpx.AsyncClient() as http:
+            unsigned = await http.post(bridge.webhook_url, data=form)
+            forged = await http.post(
+                bridge.webhook_url,
+                data=form,
+                headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"},
+            )
+            tampered = await http.post(
+                bridge.webhook_url,
+                data={**form, "To": "+15559999999"},
+                headers=signed_headers(bridge.webhook_url, form),
+            )
+            signed = await http.post(
+                bridge.webhook_url, data=form, headers=signed_headers(bridge.webhook_url, form)
+            )
+        assert [r.status_code for r in (unsigned, forged, tampered)] == [403, 403, 403]
+        assert "Connect" not in unsigned.text
+        assert signed.status_code == 200 and "<Stream" in signed.text
+
+        for headers in ({}, {"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}):
+            with pytest.raises(InvalidStatus) as rejected:
+                await connect(bridge.stream_url, additional_headers=headers)
+            assert rejected.value.response.status_code == 403
+        assert bridge.agent.sessions == []  # no Realtime session was opened for them
+
+
+async def test_voice_answers_get_and_post_with_the_call_as_stream_parameters() -> None:
+    async with running_bridge() as bridge:
+        query = "CallSid=CA42&From=%2B15550001111&To=%2B15550002222"
+        url = f"{bridge.webhook_url}?{query}"
+        async with httpx.AsyncClient() as http:
+            got = await http.get(url, headers=signed_headers(url))
+        assert got.status_code == 200
+        assert got.headers["content-type"].startswith("application/xml")
+        assert f'url="{bridge.stream_url}"' in got.text
+        assert '<Parameter name="CallSid" value="CA42"' in got.text
+        assert '<Parameter name="From" value="+15550001111"' in got.text
+        assert "<Say>" in got.text.split("</Connect>")[1]
