@@ -1,0 +1,7 @@
+"""`python -m bridge.simulator WEBHOOK_URL ...`: the same as `phone-bridge simulate`."""
+
+import sys
+
+from bridge.simulator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""`phone-bridge simulate`: call a bridge as Twilio would, print what the caller heard."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from bridge.simulator.caller import simulate_call
+from bridge.simulator.options import SimulatorError, SimulatorOptions
+from bridge.simulator.report import format_report
+
+
+def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Act as Twilio against a running bridge: POST the voice webhook, open the "
+            "<Connect><Stream> it answers, speak, listen like a phone and report each turn."
+        ),
+    )
+    parser.add_argument("webhook_url", metavar="WEBHOOK_URL", help="the bridge's voice webhook")
+    parser.add_argument(
+        "--auth-token",
+        default=os.environ.get("TWILIO_AUTH_TOKEN"),
+        help="sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
+    )
+    parser.add_argument(
+        "--wav",
+        help="caller audio: split into utterances at pauses of 400 ms or more, one per turn "
+        "(cycling); default: synthetic speech",
+    )
+    parser.add_argument("--turns", type=int, default=2, help="caller turns (default 2)")
+    parser.add_argument(
+        "--utterance-ms", type=int, default=1200, help="synthetic utterance length (1200)"
+    )
+    parser.add_argument("--pause-ms", type=int, default=500, help="silence before turn 1 (500)")
+    parser.add_argument(
+        "--answer-idle-ms",
+        type=int,
+        default=800,
+        help="an answer is over after this long with nothing playing (800)",
+    )
+    parser.add_argument(
+        "--barge-in-after",
+        type=int,
+        metavar="MS",
+        help="speak over each answer (but the last) after hearing this many ms of it",
+    )
+    parser.add_argument("--out", metavar="FILE", help="write what the caller heard as a WAV")
+    parser.add_argument("--from", dest="from_number", default="+15550001111", help="caller")
+    parser.add_argument("--to", dest="to_number", default="+15550002222", help="called number")
+    parser.add_argument("--get", action="store_true", help="call the webhook with GET")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="give up on the whole call after this many seconds (120)",
+    )
+    parser.add_argument(
+        "--turn-timeout",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="stop waiting for an answer this long after the caller spoke (15)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
+    return SimulatorOptions(
+        webhook_url=args.webhook_url,
+        auth_token=args.auth_token or None,
+        from_number=args.from_number,
+        to_number=args.to_number,
+        wav_path=args.wav,
+        utterance_ms=args.utterance_ms,
+        turns=args.turns,
+        pause_ms=args.pause_ms,
+        answer_idle_ms=args.answer_idle_ms,
+        barge_in_after_ms=args.barge_in_after,
+        turn_timeout_s=args.turn_timeout,
+        max_duration_s=args.timeout,
+        out_path=args.out,
+        method="GET" if args.get else "POST",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one simulated call; 0 when it completed, 1 with a one-line error otherwise."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    if args.verbose:
+        # Only the simulator's own progress, not every library's connection chatter.
+        logging.getLogger("bridge.simulator").setLevel(logging.INFO)
+    try:
+        report = asyncio.run(simulate_call(options_from_args(args)))
+    except SimulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    if report.completed:
+        return 0
+    if report.closed_by_bridge:
+        # 1008 is what a bridge answers to a bad X-Twilio-Signature on the upgrade.
+        hint = " - policy violation: wrong --auth-token?" if report.close_code == 1008 else ""
+        print(
+            f"error: the bridge closed the stream early (code {report.close_code}){hint}",
+            file=sys.stderr,
+        )
+    else:
+        print("error: the call hit --timeout before the script finished", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
