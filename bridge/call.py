@@ -452,7 +452,6 @@ class Call:
         if self.phase is Phase.ENDED:
             return []
         self.phase = Phase.ENDED
-        self.log.info("call ending: %s", reason)
         return [EndCall(reason)]
 
     def _note_once(self, key: str, message: str, *args: object) -> None:

@@ -1,0 +1,138 @@
+"""Whole calls over loopback: the shipped simulator as the caller, the real app under uvicorn,
+the shipped local agent as the Realtime backend."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from bridge.local_agent import AgentOptions, AgentSession
+from bridge.simulator import CallReport, SimulatorOptions, simulate_call
+from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge
+
+pytestmark = pytest.mark.integration
+
+TRUNCATION_TOLERANCE_MS = 20
+
+
+def heard_bytes_by_item(report: CallReport) -> dict[str, bytes]:
+    """What the caller heard of each assistant item, cut out of the call's heard audio."""
+    heard: dict[str, bytearray] = {}
+    offset = 0
+    for segment in report.heard_segments:
+        chunk = report.heard_audio[offset : offset + segment.nbytes]
+        heard.setdefault(segment.item_id, bytearray()).extend(chunk)
+        offset += segment.nbytes
+    assert offset == len(report.heard_audio)
+    return {item: bytes(data) for item, data in heard.items()}
+
+
+def model_audio_by_item(session: AgentSession) -> dict[str, bytes]:
+    return {
+        item: audio for response in session.responses for item, audio in response.audio_sent.items()
+    }
+
+
+async def call_with_barge_in(
+    bridge: RunningBridge, turns: int = 3, barge_in_after_ms: int = 600
+) -> tuple[CallReport, AgentSession]:
+    report = await simulate_call(
+        SimulatorOptions(
+            webhook_url=bridge.webhook_url,
+            auth_token=AUTH_TOKEN,
+            turns=turns,
+            barge_in_after_ms=barge_in_after_ms,
+            turn_timeout_s=10,
+            max_duration_s=60,
+        )
+    )
+    session = bridge.agent.sessions[0]
+    assert await session.wait_closed(timeout=1.0), "the Realtime session outlived the call"
+    return report, session
+
+
+def assert_heard_exactly_what_the_model_sent_up_to_each_cut(
+    report: CallReport, session: AgentSession
+) -> None:
+    model = model_audio_by_item(session)
+    heard = heard_bytes_by_item(report)
+    assert heard, "the caller heard nothing"
+    for item, audio in heard.items():
+        assert audio == model[item][: len(audio)], f"caller heard other audio than {item}"
+    last_item = session.responses[-1].items[-1]
+    assert heard[last_item] == model[last_item], "the last answer was not heard in full"
+
+
+def assert_truncations_match_what_was_heard(report: CallReport, session: AgentSession) -> None:
+    heard_ms = {item: len(audio) / 8 for item, audio in heard_bytes_by_item(report).items()}
+    barge_ins = [turn for turn in report.turns if turn.intentional_barge_in]
+    assert len(barge_ins) == len(report.turns) - 1
+    assert len(session.truncations) == len(barge_ins)
+    for truncation in session.truncations:
+        assert truncation["accepted"], truncation["error"]
+        difference = truncation["audio_end_ms"] - heard_ms[truncation["item_id"]]
+        assert abs(difference) <= TRUNCATION_TOLERANCE_MS, (truncation, heard_ms)
+    # The simulator saw the same cut points through the bridge's `truncated:` marks.
+    assert [t.truncated_at_ms for t in barge_ins] == [
+        t["audio_end_ms"] for t in session.truncations
+    ]
+    assert all(t.clear_latency_ms is not None for t in barge_ins)
+    assert session.errors_sent == []
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+async def test_a_call_with_barge_ins_hears_the_model_exactly_and_truncates_at_the_cut(
+    dialect: str,
+) -> None:
+    async with running_bridge(realtime_dialect=dialect) as bridge:
+        report, session = await call_with_barge_in(bridge)
+    assert session.dialect == dialect
+    assert session.path == "/v1/realtime?model=gpt-realtime"
+    assert report.completed and not report.closed_by_bridge
+    assert report.clears_received == 2
+    assert_heard_exactly_what_the_model_sent_up_to_each_cut(report, session)
+    assert_truncations_match_what_was_heard(report, session)
+    cancelled = [r for r in session.responses if r.status == "cancelled"]
+    assert {r.status_reason for r in cancelled} <= {"turn_detected"}
+
+
+async def test_truncation_stays_exact_when_the_model_stalls_600_ms_mid_answer() -> None:
+    # 300 ms of answer arrive in 75 ms (4x real time), then nothing for 600 ms: the caller
+    # hears the 300 ms, ~375 ms of silence, then the rest. A wall-clock count from the
+    # first delta would run that silence ahead of what was heard.
+    stall = AgentOptions(stall_after_ms=300, stall_ms=600)
+    async with running_bridge(stall) as bridge:
+        report, session = await call_with_barge_in(bridge, turns=2, barge_in_after_ms=700)
+    assert_heard_exactly_what_the_model_sent_up_to_each_cut(report, session)
+    assert_truncations_match_what_was_heard(report, session)
+    first_answer = [s for s in report.heard_segments if s.response == 1]
+    gaps = [b.start_ms - a.end_ms for a, b in itertools.pairwise(first_answer)]
+    assert max(gaps, default=0) > 300, "the stall did not reach the caller as silence"
+
+
+async def test_a_two_item_answer_is_heard_in_order_and_truncated_per_item() -> None:
+    async with running_bridge(AgentOptions(items_per_response=2)) as bridge:
+        report, session = await call_with_barge_in(bridge, turns=2, barge_in_after_ms=1400)
+    first = session.responses[0]
+    assert len(first.items) == 2
+    assert_heard_exactly_what_the_model_sent_up_to_each_cut(report, session)
+    heard = heard_bytes_by_item(report)
+    # Cut in the second item: the first was heard in full and needs no truncation.
+    assert heard[first.items[0]] == first.audio_sent[first.items[0]]
+    [truncation] = session.truncations
+    assert truncation["item_id"] == first.items[1] and truncation["accepted"]
+    assert abs(truncation["audio_end_ms"] - len(heard[first.items[1]]) / 8) <= 20
+
+
+async def test_the_greeting_is_spoken_first() -> None:
+    async with running_bridge(greeting="Hello, this is the demo line.") as bridge:
+        report = await simulate_call(
+            SimulatorOptions(
+                webhook_url=bridge.webhook_url, auth_token=AUTH_TOKEN, turns=1, max_duration_s=30
+            )
+        )
+        session = bridge.agent.sessions[0]
+    assert report.greeting_heard_ms and report.greeting_complete
+    kinds = [event["type"] for event in session.received]
+    assert kinds.index("response.create") > kinds.index("session.update")
