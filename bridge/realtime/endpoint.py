@@ -19,7 +19,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 @dataclass(frozen=True, slots=True)
 class RealtimeEndpoint:
-    url: str
+    url: str = field(repr=False)  # may carry a key as ?token=...
     dialect: Dialect = Dialect.GA
     headers: dict[str, str] = field(default_factory=dict, repr=False)
 
