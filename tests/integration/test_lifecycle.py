@@ -20,6 +20,17 @@ STREAM_SID = "MZ" + "1" * 32
 CALL_SID = "CA" + "1" * 32
 
 
+def call_tasks() -> list[asyncio.Task]:
+    """Tasks the bridge started for calls (named after their role by the call runner)."""
+    roles = ("twilio-reader", "realtime")
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(roles) and not t.done()]
+
+
+async def assert_call_fully_gone(bridge: RunningBridge) -> None:
+    await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+    assert call_tasks() == []
+
+
 def signed_headers(url: str, params: dict[str, str] | None = None) -> dict[str, str]:
     signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params or {})
     return {"X-Twilio-Signature": signature}
@@ -54,7 +65,7 @@ async def test_stop_closes_the_realtime_session_within_a_second() -> None:
         await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID, "stop": {}}))
         assert await session.wait_closed(timeout=1.0)
         assert session.closed_at is not None and session.closed_at - hung_up_at < 1.0
-        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+        await assert_call_fully_gone(bridge)
         await ws.close()
 
 
@@ -67,17 +78,21 @@ async def test_a_dropped_twilio_socket_closes_the_realtime_session_within_a_seco
         ws.transport.abort()  # no stop, no close frame: the line just went dead
         assert await session.wait_closed(timeout=1.0)
         assert session.closed_at is not None and session.closed_at - hung_up_at < 1.0
-        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+        await assert_call_fully_gone(bridge)
 
 
-async def test_a_refused_backend_ends_the_twilio_stream_cleanly() -> None:
+async def test_a_refused_backend_ends_the_twilio_stream_cleanly_and_logs_the_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with running_bridge(realtime_url="ws://127.0.0.1:9/v1/realtime") as bridge:
         ws = await open_stream(bridge)
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
         # A normal close lets Twilio go on to the TwiML after <Connect> (the apology).
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
-        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+        await assert_call_fully_gone(bridge)
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and "Realtime" in r.message]
+    assert failures and all(getattr(r, "call_sid", None) == CALL_SID for r in failures)
 
 
 async def test_a_backend_that_drops_mid_call_ends_the_twilio_stream_cleanly() -> None:
@@ -90,7 +105,7 @@ async def test_a_backend_that_drops_mid_call_ends_the_twilio_stream_cleanly() ->
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
-        await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+        await assert_call_fully_gone(bridge)
 
 
 async def test_unsigned_or_wrongly_signed_requests_are_refused_before_any_work() -> None:
