@@ -28,7 +28,6 @@ def call_config_from_settings(settings: Settings) -> CallConfig:
     return CallConfig(
         dialect=settings.realtime_dialect,
         session=SessionSettings(
-            model=settings.openai_model,
             voice=settings.voice,
             instructions=settings.instructions,
             vad_threshold=settings.vad_threshold,

@@ -34,6 +34,7 @@ from bridge.realtime.session_config import (
     SessionSettings,
     greeting_request,
     interrupts_by_itself,
+    mulaw_both_ways,
     session_update,
 )
 from bridge.twilio_stream import (
@@ -123,7 +124,7 @@ class BargeIn:
 
 @dataclass(slots=True)
 class _Chunk:
-    mark: str
+    mark: str  # as Twilio echoes it back (unescaped)
     item_id: str
     end: int  # byte offset within the item once this chunk has played
     size: int
@@ -134,7 +135,8 @@ class _Chunk:
 class _Item:
     item_id: str
     response_id: str
-    mark_stem: str  # JSON-escaped "item_id:" ready to prefix an offset
+    content_index: int
+    json_stem: str  # "item_id:" escaped for a JSON string, ready to prefix an offset
     sent: int = 0
     heard: int = 0
     audio_done: bool = False
@@ -204,7 +206,8 @@ class Call:
                 return self._end("the caller hung up")
             return []
         if isinstance(event, Dtmf):
-            self.log.info("caller pressed %s (keypad input is not handled yet)", event.digit)
+            # Digits may be PINs or card numbers: never logged.
+            self._note_once("dtmf", "caller used the keypad (keypad input is not handled yet)")
             return []
         assert isinstance(event, Connected)
         return []
@@ -319,11 +322,13 @@ class Call:
             return self._on_session_updated(event.get("session") or {})
         elif kind == "error":
             error = event.get("error") or {}
-            self.log.warning(
-                "Realtime error %s: %s",
-                error.get("code") or error.get("type"),
-                error.get("message"),
-            )
+            code, message = error.get("code") or error.get("type"), error.get("message")
+            if not self._session_configured:
+                # The session.update was refused: the session would read mu-law as PCM and
+                # play PCM as noise. End the call so the caller hears the TwiML apology.
+                self.log.error("Realtime refused the session configuration: %s: %s", code, message)
+                return self._end("the Realtime session refused its configuration")
+            self.log.warning("Realtime error %s: %s", code, message)
         elif kind == "conversation.item.truncated":
             self.log.info(
                 "Realtime confirmed truncation of %s at %s ms",
@@ -333,6 +338,9 @@ class Call:
         return []
 
     def _on_session_updated(self, session: dict[str, Any]) -> list[Action]:
+        if not mulaw_both_ways(session, self.config.dialect):
+            self.log.error("Realtime session is not mu-law in and out: %s", session.get("audio"))
+            return self._end("the Realtime session did not take the mu-law audio format")
         self._auto_interrupt = interrupts_by_itself(session, self.config.dialect)
         if self._session_configured:
             return []
@@ -345,32 +353,43 @@ class Call:
         response_id = response.get("id")
         if response_id == self._active_response:
             self._active_response = None
+        # No delta of a finished response can follow, so it need not be remembered.
+        self._interrupted_responses.discard(response_id)
         if response.get("status") == "failed":
             self.log.warning("response %s failed: %s", response_id, response.get("status_details"))
 
     def _on_audio_delta(self, event: dict[str, Any], now: float) -> list[Action]:
-        response_id = event.get("response_id", "")
+        # A gateway may leave response_id out; the response in progress is the one speaking.
+        response_id = event.get("response_id") or self._active_response or ""
         if response_id in self._interrupted_responses:
             return []  # the caller interrupted it: nothing more of it may play
+        if not self._session_configured:
+            self._note_once(
+                "audio-before-config", "dropped model audio sent before session.updated"
+            )
+            return []
         delta = event.get("delta")
         if not isinstance(delta, str):
             return []
         size = decoded_length(delta)
         if size == 0:
             return []
-        item_id = str(event.get("item_id", ""))
+        item_id = str(event.get("item_id") or "")
         item = self._items.get(item_id)
         if item is None:
             stem = orjson.dumps(item_id).decode()[1:-1] + ":"
-            item = self._items[item_id] = _Item(item_id, response_id, stem)
+            content_index = event.get("content_index")
+            content_index = content_index if isinstance(content_index, int) else 0
+            item = self._items[item_id] = _Item(item_id, response_id, content_index, stem)
         item.sent += size
-        mark = item.mark_stem + str(item.sent)
+        offset = str(item.sent)
+        mark = item_id + ":" + offset
         self._pending.append(_Chunk(mark, item_id, item.sent, size, now))
         self._pending_marks.add(mark)
         # Realtime's base64 alphabet needs no JSON escaping, so the delta is spliced in as is.
         return [
             SendToTwilio(self._media_prefix + delta + '"}}'),
-            SendToTwilio(self._mark_prefix + mark + '"}}'),
+            SendToTwilio(self._mark_prefix + item.json_stem + offset + '"}}'),
         ]
 
     # --- barge-in --------------------------------------------------------------------------
@@ -378,7 +397,8 @@ class Call:
     def _playing_offset(self, chunk: _Chunk, now: float) -> int:
         """Bytes of `chunk` played by `now`: from the moment it started, capped at its size."""
         started = max(self._last_echo_at, chunk.sent_at)
-        played = int((now - started) * MULAW_BYTES_PER_SECOND)
+        # The epsilon keeps float error (0.125 - 0.1 = 0.02499...) from losing a byte.
+        played = int((now - started) * MULAW_BYTES_PER_SECOND + 1e-6)
         return chunk.end - chunk.size + min(max(played, 0), chunk.size)
 
     def _on_speech_started(self, now: float) -> list[Action]:
@@ -392,24 +412,33 @@ class Call:
             actions.append(SendToTwilio(self._clear_text))
             self._pending.clear()
             self._pending_marks.clear()
+        cancelled = None
+        active = self._active_response
+        if active is not None:
+            self._interrupted_responses.add(active)
+            if not self._auto_interrupt and self._cancel_sent_for != active:
+                # Cancel before truncating, so the item is not still growing when cut.
+                self._cancel_sent_for = cancelled = active
+                actions.append(SendToRealtime('{"type":"response.cancel"}'))
         truncations = []
         # Whatever is left in _items now has audio the caller did not hear in full: a
         # queued item, or one whose audio the model had not finished (it may hold more).
         for item in self._items.values():
-            if item.heard == item.sent and item.audio_done:
-                continue
+            if item.response_id:
+                self._interrupted_responses.add(item.response_id)
+            if (item.heard == item.sent and item.audio_done) or not item.item_id:
+                continue  # heard in full, or nothing to name in a truncate
             audio_end_ms = min(item.heard, item.sent) // MULAW_BYTES_PER_MS
             truncations.append(
                 Truncation(item.item_id, audio_end_ms, item.sent / MULAW_BYTES_PER_MS)
             )
-            self._interrupted_responses.add(item.response_id)
             actions.append(
                 SendToRealtime(
                     orjson.dumps(
                         {
                             "type": "conversation.item.truncate",
                             "item_id": item.item_id,
-                            "content_index": 0,
+                            "content_index": item.content_index,
                             "audio_end_ms": audio_end_ms,
                         }
                     ).decode()
@@ -422,19 +451,12 @@ class Call:
                     SendToTwilio(
                         self._mark_prefix
                         + TRUNCATION_MARK_PREFIX
-                        + item.mark_stem
+                        + item.json_stem
                         + str(audio_end_ms)
                         + '"}}'
                     )
                 )
         self._items.clear()
-        cancelled = None
-        active = self._active_response
-        if active is not None:
-            self._interrupted_responses.add(active)
-            if not self._auto_interrupt and self._cancel_sent_for != active:
-                self._cancel_sent_for = cancelled = active
-                actions.append(SendToRealtime('{"type":"response.cancel"}'))
         if cleared or truncations or cancelled:
             self.barge_ins.append(BargeIn(now, cleared, tuple(truncations), cancelled))
             for t in truncations:

@@ -97,13 +97,16 @@ def parse_twilio_message(text: str | bytes) -> TwilioEvent:
         media_format = start.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             raise TwilioProtocolError("start.mediaFormat must be an object")
+        sample_rate = media_format.get("sampleRate", 8000)
+        if not isinstance(sample_rate, int) or isinstance(sample_rate, bool):
+            raise TwilioProtocolError("start.mediaFormat.sampleRate must be an integer")
         return Start(
             stream_sid=_text(start, "streamSid", "start"),
             call_sid=_text(start, "callSid", "start"),
             account_sid=str(start.get("accountSid", "")),
             custom_parameters={str(k): str(v) for k, v in params.items()},
             encoding=str(media_format.get("encoding", "audio/x-mulaw")),
-            sample_rate=int(media_format.get("sampleRate", 8000)),
+            sample_rate=sample_rate,
         )
     if event == "dtmf":
         dtmf = _section(message, "dtmf")

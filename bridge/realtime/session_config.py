@@ -10,7 +10,6 @@ from bridge.realtime.dialects import Dialect
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    model: str = "gpt-realtime"
     voice: str = "marin"
     instructions: str = ""
     vad_threshold: float = 0.5
@@ -54,8 +53,8 @@ def session_update(settings: SessionSettings, dialect: Dialect) -> dict[str, Any
     return {
         "type": "session.update",
         "session": {
+            # No "model": the URL chose it, and a different one here would be refused.
             "type": "realtime",
-            "model": settings.model,
             "output_modalities": ["audio"],
             "instructions": settings.instructions,
             "audio": {
@@ -92,3 +91,22 @@ def interrupts_by_itself(session: dict[str, Any], dialect: Dialect) -> bool:
     if not isinstance(turn_detection, dict):
         return False  # no server VAD: nothing interrupts but us
     return bool(turn_detection.get("interrupt_response", True))
+
+
+_MULAW = {"audio/pcmu", "g711_ulaw"}
+
+
+def mulaw_both_ways(session: dict[str, Any], dialect: Dialect) -> bool:
+    """False if the confirmed session states a non-mu-law input or output format.
+
+    A session that does not state its formats (a terse gateway) gets the benefit of the doubt.
+    """
+    if dialect is Dialect.BETA:
+        formats = [session.get("input_audio_format"), session.get("output_audio_format")]
+    else:
+        audio = session.get("audio") or {}
+        formats = [
+            ((audio.get(direction) or {}).get("format") or {}).get("type")
+            for direction in ("input", "output")
+        ]
+    return all(f is None or f in _MULAW for f in formats)

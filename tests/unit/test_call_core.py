@@ -341,7 +341,7 @@ def test_response_cancel_is_sent_only_without_auto_interrupt_and_only_once() -> 
     h.response_created("r1", 0.0)
     h.delta("r1", "a", 800, 0.0)
     first = [e["type"] for e in to_realtime(h.speech_started(0.05))]
-    assert first == ["conversation.item.truncate", "response.cancel"]
+    assert first == ["response.cancel", "conversation.item.truncate"]
     assert "response.cancel" not in [e["type"] for e in to_realtime(h.speech_started(0.06))]
 
     idle = Harness()
@@ -390,7 +390,8 @@ def test_truncation_stays_exact_across_many_turns_with_stalls_and_varied_chunks(
             heard += round((barge_at - (end_at - size / 8000)) * 8000)
         actions = h.speech_started(barge_at)
         if playing is None:
-            assert truncations(actions) == [] or truncations(actions) == [(iid, sent // 8)]
+            # All sent audio played but the answer is not finished: cut at what was sent.
+            assert truncations(actions) == [(iid, sent // 8)]
         else:
             [(item, ms)] = truncations(actions)
             assert item == iid
@@ -407,3 +408,82 @@ def test_truncation_stays_exact_across_many_turns_with_stalls_and_varied_chunks(
 def test_decoded_length_matches_base64_without_decoding(size: int, b64: str) -> None:
     assert decoded_length(b64) == size
     assert decoded_length(b64.rstrip("=")) == size
+
+
+# --- what the review found ------------------------------------------------------------------
+
+
+def test_a_refused_session_update_ends_the_call_so_the_caller_hears_the_apology() -> None:
+    h = Harness()
+    refused = {"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value"}}
+    [end] = h.server(refused, 0.1)
+    assert isinstance(end, EndCall) and "refused" in end.reason
+
+    configured = Harness()
+    configured.session_updated()
+    assert configured.server(refused, 0.1) == []  # later errors are logged, not fatal
+
+
+@pytest.mark.parametrize("dialect", list(Dialect))
+def test_a_session_that_did_not_take_mulaw_ends_the_call(dialect: Dialect) -> None:
+    h = Harness(dialect)
+    if dialect is Dialect.BETA:
+        session = {"input_audio_format": "pcm16", "output_audio_format": "pcm16"}
+    else:
+        session = {"audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+    [end] = h.server({"type": "session.updated", "session": session}, 0.1)
+    assert isinstance(end, EndCall)
+
+
+def test_no_model_audio_plays_before_the_session_is_configured() -> None:
+    h = Harness()
+    h.response_created("r1", 0.0)
+    assert h.delta("r1", "a", 800, 0.0) == []
+
+
+def test_deltas_without_a_response_id_still_play_after_an_earlier_barge_in(h: Harness) -> None:
+    def delta_without_response_id(item: str, now: float) -> list:
+        payload = base64.b64encode(b"\xff" * 800).decode()
+        return h.server({"type": DELTA_NAME[h.dialect], "item_id": item, "delta": payload}, now)
+
+    h.response_created("r1", 0.0)
+    delta_without_response_id("a", 0.0)
+    assert truncations(h.speech_started(0.05)) == [("a", 50)]
+    assert delta_without_response_id("a", 0.06) == []  # r1 was interrupted
+    h.response_done("r1", 0.07, status="cancelled")
+    h.response_created("r2", 1.0)
+    assert len(delta_without_response_id("b", 1.0)) == 2
+
+
+def test_item_ids_that_need_json_escaping_still_match_their_echoes(h: Harness) -> None:
+    item = 'odd"item\\id'
+    h.response_created("r1", 0.0)
+    out = to_twilio(h.delta("r1", item, 800, 0.0) + h.delta("r1", item, 800, 0.0))
+    names = [m["mark"]["name"] for m in out if m["event"] == "mark"]
+    assert names == [f"{item}:800", f"{item}:1600"]
+    h.echo(names[0], 0.1)
+    assert truncations(h.speech_started(0.125)) == [(item, 125)]
+
+
+def test_truncate_names_the_content_part_the_audio_came_from(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    payload = base64.b64encode(b"\xff" * 800).decode()
+    event = {"type": DELTA_NAME[h.dialect], "response_id": "r1", "item_id": "a", "delta": payload}
+    h.server({**event, "content_index": 1}, 0.0)
+    [truncate] = [e for e in to_realtime(h.speech_started(0.05)) if "item_id" in e]
+    assert truncate["content_index"] == 1
+
+
+def test_keypad_digits_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness()
+    for digit in "4111":
+        h.call.receive_twilio(twilio("dtmf", dtmf={"track": "inbound_track", "digit": digit}), 0)
+    assert "4" not in " ".join(r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("rate", ['"8000"', "null", "8000.5", "true", '{"a":1}'])
+def test_a_start_with_a_broken_media_format_is_dropped_not_fatal(rate: str) -> None:
+    call = Call()
+    message = start_message().replace('"sampleRate": 8000', f'"sampleRate": {rate}')
+    assert call.receive_twilio(message, 0.0) == []
+    assert isinstance(call.receive_twilio(start_message(), 0.0)[0], OpenRealtime)

@@ -41,6 +41,7 @@ class Line:
         self.call = Call()
         self.call.receive_twilio(start_message(), 0.0)
         self.call.realtime_connected()
+        self.call.receive_realtime(json.dumps({"type": "session.updated", "session": {}}), 0.0)
         self.twilio = Playback()
         self.sent: dict[str, int] = {}
 
