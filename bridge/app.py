@@ -33,6 +33,7 @@ def call_config_from_settings(settings: Settings) -> CallConfig:
             vad_threshold=settings.vad_threshold,
             vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
             vad_silence_ms=settings.vad_silence_ms,
+            interrupt_response=settings.vad_interrupt_response,
             transcription_model=settings.transcription_model,
         ),
         greeting=settings.greeting,

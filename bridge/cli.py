@@ -32,6 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_config=None,  # keep our log format
         log_level=settings.log_level,
+        # Access lines would log callers' numbers from GET webhooks; the app logs each call.
+        access_log=False,
         # Twilio may keep a stream open for hours; pings keep idle proxies from cutting it.
         ws_ping_interval=20,
         ws_ping_timeout=20,

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
     vad_prefix_padding_ms: int = Field(300, ge=0, le=5000)
     vad_silence_ms: int = Field(500, ge=100, le=10000)
+    vad_interrupt_response: bool = Field(
+        True,
+        description="Let the session cancel its own answer when the caller talks; when "
+        "false, the bridge sends response.cancel itself.",
+    )
     transcription_model: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -129,6 +134,20 @@ class Settings(BaseSettings):
         return self.twilio_auth_token is not None
 
 
+_URL_SETTINGS = {"PUBLIC_URL", "REALTIME_URL"}
+
+
+def _shown_value(location: str, value: object) -> str:
+    """How a rejected value is echoed back: never a secret, and a URL without the parts
+    that may hold one (user:password@, ?token=)."""
+    if location.endswith(("KEY", "TOKEN")) or isinstance(value, dict):
+        return ""
+    if location in _URL_SETTINGS and isinstance(value, str):
+        parts = urlsplit(value)
+        return f" (got {parts.scheme}://{parts.hostname or ''}{parts.path})" if parts.scheme else ""
+    return f" (got {value!r})"
+
+
 def _describe(error: dict) -> str:
     location = ".".join(str(part) for part in error["loc"]).upper()
     message = error["msg"].removeprefix("Value error, ")
@@ -136,11 +155,7 @@ def _describe(error: dict) -> str:
         return message
     if error["type"] == "missing":
         return f"{location}: required"
-    bad = error.get("input")
-    shown = (
-        "" if location.endswith(("KEY", "TOKEN")) or isinstance(bad, dict) else f" (got {bad!r})"
-    )
-    return f"{location}: {message}{shown}"
+    return f"{location}: {message}{_shown_value(location, error.get('input'))}"
 
 
 def load_settings(**overrides: object) -> Settings:

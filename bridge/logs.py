@@ -23,3 +23,6 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # At DEBUG the websockets library logs every handshake header: the Realtime API key,
+    # a gateway ?token=, Twilio's signatures. Those lines never leave it.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))

@@ -32,6 +32,9 @@ log = logging.getLogger("bridge.media_stream")
 # The Realtime session is paid by the minute it stays open: it must be gone within 1 s of
 # the call ending, whatever the server does.
 REALTIME_CLOSE_DEADLINE_S = 1.0
+# Messages waiting for the Realtime socket (~30 s of caller frames): past this the backend
+# is not keeping up, and the call ends rather than grow without bound.
+MAX_REALTIME_BACKLOG = 1500
 
 
 class CallRunner:
@@ -43,6 +46,9 @@ class CallRunner:
         self.call = Call(config)
         self.end_reason: str | None = None
         self._realtime: ClientConnection | None = None
+        # One queue and one writer task per socket keep messages in the order the core
+        # produced them, even when a send waits on backpressure.
+        self._to_realtime: asyncio.Queue[str] = asyncio.Queue()
         self._ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -66,11 +72,10 @@ class CallRunner:
                 message = await self.twilio.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                text = message.get("text")
-                if text is None:
-                    self.call.log.warning("dropped a binary frame from Twilio")
-                    continue
-                await self._execute(self.call.receive_twilio(text, time.monotonic()))
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""  # the core judges it like any frame
+                await self._execute(self.call.receive_twilio(data, time.monotonic()))
         except (WebSocketDisconnect, RuntimeError):
             pass  # Twilio's socket is gone, as a hang-up
         await self._execute(self.call.twilio_closed())
@@ -84,8 +89,9 @@ class CallRunner:
             )
             await self._execute(self.call.realtime_closed(reason))
             return
-        await self._execute(self.call.realtime_connected())
         realtime = self._realtime
+        self._spawn(self._write_realtime(realtime), "realtime-writer")
+        await self._execute(self.call.realtime_connected())
         try:
             async for message in realtime:
                 await self._execute(self.call.receive_realtime(message, time.monotonic()))
@@ -94,16 +100,23 @@ class CallRunner:
             reason = f"connection lost ({exc})"
         await self._execute(self.call.realtime_closed(reason))
 
+    async def _write_realtime(self, realtime: ClientConnection) -> None:
+        queue = self._to_realtime
+        try:
+            while True:
+                await realtime.send(await queue.get())
+        except ConnectionClosed:
+            pass  # the reader reports the close and ends the call
+
     # --- actions ---------------------------------------------------------------------------
 
     async def _execute(self, actions: list[Action]) -> None:
         for action in actions:
             if type(action) is SendToRealtime:
-                if self._realtime is not None:
-                    try:  # noqa: SIM105 - per frame: cheaper than contextlib.suppress
-                        await self._realtime.send(action.text)
-                    except ConnectionClosed:
-                        pass  # its reader reports the close and ends the call
+                if self._to_realtime.qsize() >= MAX_REALTIME_BACKLOG:
+                    self._finish("the Realtime connection fell too far behind")
+                    return
+                self._to_realtime.put_nowait(action.text)
             elif type(action) is SendToTwilio:
                 try:
                     await self.twilio.send_text(action.text)
