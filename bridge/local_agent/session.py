@@ -130,7 +130,7 @@ class AgentSession:
             "local agent session %s opened (%s dialect, path %s)",
             self.session_id,
             self.dialect,
-            self.path,
+            self.path.split("?", 1)[0],  # a gateway-style ?token= must not reach the log
         )
         try:
             await self.emit("session.created", {"session": self.config.render(self.dialect)})

@@ -136,3 +136,15 @@ async def test_the_greeting_is_spoken_first() -> None:
     assert report.greeting_heard_ms and report.greeting_complete
     kinds = [event["type"] for event in session.received]
     assert kinds.index("response.create") > kinds.index("session.update")
+
+
+async def test_without_auto_interrupt_the_bridge_cancels_a_model_slower_than_real_time() -> None:
+    # The model streams at 0.8x real time, so the caller hears it in bursts with gaps and
+    # the answer is still being generated when the caller barges in.
+    async with running_bridge(AgentOptions(speed=0.8), vad_interrupt_response=False) as bridge:
+        report, session = await call_with_barge_in(bridge, turns=2, barge_in_after_ms=800)
+    assert_heard_exactly_what_the_model_sent_up_to_each_cut(report, session)
+    assert_truncations_match_what_was_heard(report, session)  # also: no error events
+    cancels = [e for e in session.received if e["type"] == "response.cancel"]
+    assert len(cancels) == 1
+    assert session.responses[0].status_reason == "client_cancelled"

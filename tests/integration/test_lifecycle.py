@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import httpx
@@ -12,6 +13,9 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from bridge.local_agent import LocalAgent
+from bridge.logs import configure_logging
+from bridge.simulator import SimulatorOptions, simulate_call
 from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge, wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,9 +40,13 @@ def signed_headers(url: str, params: dict[str, str] | None = None) -> dict[str, 
     return {"X-Twilio-Signature": signature}
 
 
-async def open_stream(bridge: RunningBridge) -> ClientConnection:
-    """Play Twilio's opening moves on the media stream: connected, then start."""
-    ws = await connect(bridge.stream_url, additional_headers=signed_headers(bridge.stream_url))
+async def open_stream(bridge: RunningBridge, signed_url: str | None = None) -> ClientConnection:
+    """Play Twilio's opening moves on the media stream: connected, then start.
+
+    `signed_url` is the URL Twilio signs (the one in the TwiML); the socket itself always
+    goes to the bridge's loopback address, as it does behind a proxy."""
+    headers = signed_headers(signed_url or bridge.stream_url)
+    ws = await connect(bridge.stream_url, additional_headers=headers)
     await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
     start = {
         "accountSid": "AC" + "0" * 32,
@@ -149,3 +157,83 @@ async def test_voice_answers_get_and_post_with_the_call_as_stream_parameters() -
         assert '<Parameter name="CallSid" value="CA42"' in got.text
         assert '<Parameter name="From" value="+15550001111"' in got.text
         assert "<Say>" in got.text.split("</Connect>")[1]
+
+
+async def test_behind_a_proxy_signatures_are_checked_against_public_url() -> None:
+    public = "https://bridge.example.com"
+    async with running_bridge(public_url=public) as bridge:
+        form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222"}
+        async with httpx.AsyncClient() as http:
+            as_twilio_signs = await http.post(
+                bridge.webhook_url, data=form, headers=signed_headers(public + "/voice", form)
+            )
+            as_the_app_sees_it = await http.post(
+                bridge.webhook_url, data=form, headers=signed_headers(bridge.webhook_url, form)
+            )
+        assert as_twilio_signs.status_code == 200
+        assert 'url="wss://bridge.example.com/media-stream"' in as_twilio_signs.text
+        assert as_the_app_sees_it.status_code == 403
+
+        with pytest.raises(InvalidStatus):
+            await open_stream(bridge)  # signed for the loopback URL: not what Twilio signs
+        ws = await open_stream(bridge, signed_url="wss://bridge.example.com/media-stream")
+        session = await bridge.agent.wait_for_session(0, timeout=5)
+        assert len(bridge.agent.sessions) == 1
+        await ws.close()
+        assert await session.wait_closed(timeout=1.0)
+
+
+async def test_without_public_url_the_base_comes_from_the_request_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_bridge(public_url=None) as bridge:
+        report = await simulate_call(
+            SimulatorOptions(webhook_url=bridge.webhook_url, auth_token=AUTH_TOKEN, turns=1)
+        )
+    assert report.completed and report.turns[0].answer_complete
+    assert report.stream_url == bridge.stream_url
+    assert any("PUBLIC_URL is not set" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_refused_session_configuration_ends_the_stream_for_the_apology() -> None:
+    async with running_bridge(voice="Marin") as bridge:  # voices are lower-case
+        ws = await open_stream(bridge)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        session = bridge.agent.sessions[0]
+        assert [e["error"]["code"] for e in session.errors_sent] == ["invalid_value"]
+        assert await session.wait_closed(timeout=1.0)
+        await assert_call_fully_gone(bridge)
+
+
+async def test_debug_logs_keep_keys_tokens_and_signatures_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api_key, gateway_token = "sk-proj-never-logged", "gw-never-logged"
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("websockets").level
+    configure_logging("debug")
+    root.addHandler(caplog.handler)  # configure_logging replaced pytest's handlers
+    agent = LocalAgent()
+    try:
+        url = await agent.start()
+        async with running_bridge(
+            agent=agent, openai_api_key=api_key, realtime_url=f"{url}?token={gateway_token}"
+        ) as bridge:
+            report = await simulate_call(
+                SimulatorOptions(webhook_url=bridge.webhook_url, auth_token=AUTH_TOKEN, turns=1)
+            )
+            stream_signature = signed_headers(bridge.stream_url)["X-Twilio-Signature"]
+        assert agent.sessions[0].headers["authorization"] == f"Bearer {api_key}"
+    finally:
+        await agent.stop()
+        root.handlers[:], level, websockets_level = saved
+        root.setLevel(level)
+        logging.getLogger("websockets").setLevel(websockets_level)
+    assert report.completed
+    logged = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    assert "bridge.call" in logged  # the capture did see the call
+    for secret in (api_key, gateway_token, AUTH_TOKEN, stream_signature):
+        assert secret not in logged

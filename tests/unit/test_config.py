@@ -90,3 +90,15 @@ def test_default_endpoint_is_openai_with_the_model_and_dialect_headers(
     assert endpoint.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime-mini"
     assert endpoint.dialect is dialect
     assert ("OpenAI-Beta" in endpoint.headers) == (dialect is Dialect.BETA)
+
+
+def test_rejected_urls_are_echoed_without_their_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REALTIME_URL", "https://gw.example.com/realtime?token=gw-secret-value")
+    monkeypatch.setenv("PUBLIC_URL", "ftp://user:pw-secret-value@bridge.example.com/")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "gw-secret-value" not in text and "pw-secret-value" not in text
+    assert "gw.example.com" in text and "bridge.example.com" in text
