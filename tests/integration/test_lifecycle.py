@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.local_agent import LocalAgent
+from bridge.local_agent import AgentSession, LocalAgent
 from bridge.logs import configure_logging
 from bridge.simulator import SimulatorOptions, simulate_call
 from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge, wait_until
@@ -33,6 +33,13 @@ def call_tasks() -> list[asyncio.Task]:
 async def assert_call_fully_gone(bridge: RunningBridge) -> None:
     await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
     assert call_tasks() == []
+
+
+async def bridged_session(bridge: RunningBridge) -> AgentSession:
+    """The call's Realtime session at the agent, once the bridge has configured it."""
+    session = await bridge.agent.wait_for_session(0, timeout=5)
+    await wait_until(lambda: session.received, 5, "session.update at the agent")
+    return session
 
 
 def signed_headers(url: str, params: dict[str, str] | None = None) -> dict[str, str]:
@@ -67,8 +74,7 @@ async def open_stream(bridge: RunningBridge, signed_url: str | None = None) -> C
 async def test_stop_closes_the_realtime_session_within_a_second() -> None:
     async with running_bridge() as bridge:
         ws = await open_stream(bridge)
-        session = await bridge.agent.wait_for_session(0, timeout=5)
-        await wait_until(lambda: session.received, 5, "session.update at the agent")
+        session = await bridged_session(bridge)
         hung_up_at = time.monotonic()
         await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID, "stop": {}}))
         assert await session.wait_closed(timeout=1.0)
@@ -80,8 +86,7 @@ async def test_stop_closes_the_realtime_session_within_a_second() -> None:
 async def test_a_dropped_twilio_socket_closes_the_realtime_session_within_a_second() -> None:
     async with running_bridge() as bridge:
         ws = await open_stream(bridge)
-        session = await bridge.agent.wait_for_session(0, timeout=5)
-        await wait_until(lambda: session.received, 5, "session.update at the agent")
+        session = await bridged_session(bridge)
         hung_up_at = time.monotonic()
         ws.transport.abort()  # no stop, no close frame: the line just went dead
         assert await session.wait_closed(timeout=1.0)
@@ -106,8 +111,7 @@ async def test_a_refused_backend_ends_the_twilio_stream_cleanly_and_logs_the_cal
 async def test_a_backend_that_drops_mid_call_ends_the_twilio_stream_cleanly() -> None:
     async with running_bridge() as bridge:
         ws = await open_stream(bridge)
-        session = await bridge.agent.wait_for_session(0, timeout=5)
-        await wait_until(lambda: session.received, 5, "session.update at the agent")
+        await bridged_session(bridge)
         await bridge.agent.stop()
         with pytest.raises(ConnectionClosed) as closed:
             while True:
