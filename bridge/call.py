@@ -31,11 +31,14 @@ import orjson
 
 from bridge.realtime.dialects import Dialect, canonical_event_type
 from bridge.realtime.session_config import (
+    GOODBYE_LEAD,
     SessionSettings,
     greeting_request,
     interrupts_by_itself,
     mulaw_both_ways,
+    say_request,
     session_update,
+    turn_detection_off,
 )
 from bridge.twilio_stream import (
     Connected,
@@ -84,7 +87,15 @@ class EndCall:
     reason: str
 
 
-Action = SendToTwilio | SendToRealtime | OpenRealtime | EndCall
+@dataclass(slots=True, frozen=True)
+class HangUp:
+    """End the phone call itself, not only the stream: the goodbye was the end, so no TwiML
+    after <Connect> (the apology) may run. Then close both sockets."""
+
+    reason: str
+
+
+Action = SendToTwilio | SendToRealtime | OpenRealtime | EndCall | HangUp
 
 
 # --- configuration and records ------------------------------------------------------------
@@ -98,6 +109,15 @@ class CallConfig:
     # Caller audio kept while the Realtime session connects (250 frames = 5 s); older
     # frames are dropped first, so a slow backend costs bounded memory.
     max_frames_before_connect: int = 250
+    # A socket that never sends `start` holds a connection and nothing else: drop it.
+    start_timeout_s: float = 10.0
+    # After this long the assistant says `time_limit_message` and the call is hung up.
+    max_duration_s: float | None = None
+    time_limit_message: str = (
+        "We have reached the time limit for this call. Thank you for calling. Goodbye."
+    )
+    # A goodbye not heard in full by then is cut short: the call ends regardless.
+    goodbye_timeout_s: float = 15.0
 
 
 class Phase(Enum):
@@ -120,6 +140,16 @@ class BargeIn:
     cleared: bool  # audio was still queued at Twilio, so a `clear` was sent
     truncations: tuple[Truncation, ...]
     cancelled_response: str | None  # response.cancel sent for it (only without auto-interrupt)
+
+
+@dataclass(slots=True)
+class _Goodbye:
+    reason: str
+    text: str
+    deadline: float
+    requested: bool = False  # its response.create was sent
+    response_id: str | None = None
+    generated: bool = False  # the model finished it; it ends once heard
 
 
 @dataclass(slots=True)
@@ -157,6 +187,7 @@ class Call:
         self.config = config or CallConfig()
         self.phase = Phase.AWAITING_START
         self.call_sid: str | None = None
+        self.account_sid: str | None = None
         self.stream_sid: str | None = None
         self.custom_parameters: dict[str, str] = {}
         self.barge_ins: list[BargeIn] = []
@@ -178,6 +209,9 @@ class Call:
         self._pending_marks: set[str] = set()
         self._last_echo_at = float("-inf")
         self._noted: set[str] = set()
+        self._opened_at: float | None = None  # first tick: the socket is open
+        self._started_at: float | None = None
+        self._goodbye: _Goodbye | None = None
 
     # --- Twilio side -----------------------------------------------------------------------
 
@@ -198,9 +232,10 @@ class Call:
         if isinstance(event, Mark):
             if event.stream_sid == self.stream_sid:
                 self._on_mark_echo(event.name, now)
+                return self._hang_up_once_goodbye_heard()
             return []
         if isinstance(event, Start):
-            return self._on_start(event)
+            return self._on_start(event, now)
         if isinstance(event, Stop):
             if self.stream_sid is None or event.stream_sid == self.stream_sid:
                 return self._end("the caller hung up")
@@ -216,7 +251,7 @@ class Call:
         """Twilio's WebSocket closed: the call is over."""
         return self._end("the Twilio stream closed")
 
-    def _on_start(self, start: Start) -> list[Action]:
+    def _on_start(self, start: Start, now: float) -> list[Action]:
         if self.phase is not Phase.AWAITING_START:
             self._note_once("second-start", "ignored a second 'start' on the same stream")
             return []
@@ -225,7 +260,9 @@ class Call:
                 "unexpected media format %s at %d Hz", start.encoding, start.sample_rate
             )
         self.call_sid, self.stream_sid = start.call_sid, start.stream_sid
+        self.account_sid = start.account_sid or None
         self.custom_parameters = start.custom_parameters
+        self._started_at = now
         self.log = logging.LoggerAdapter(log, {"call_sid": start.call_sid})
         sid = orjson.dumps(start.stream_sid).decode()
         self._media_prefix = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
@@ -242,6 +279,8 @@ class Call:
             else:
                 self._note_once("wrong-stream", "dropped audio for another stream")
             return []
+        if self._goodbye is not None:
+            return []  # the call is ending: nothing the caller says can change that
         # The payload goes on as it came: no base64 or audio decoding per frame. orjson
         # escapes it, so a hostile payload cannot inject fields into the Realtime event.
         text = orjson.dumps({"type": "input_audio_buffer.append", "audio": media.payload}).decode()
@@ -310,6 +349,9 @@ class Call:
         if kind == "response.created":
             response = event.get("response") or {}
             self._active_response = response.get("id")
+            goodbye = self._goodbye
+            if goodbye is not None and goodbye.requested and goodbye.response_id is None:
+                goodbye.response_id = self._active_response
         elif kind == "response.output_audio.done":
             item = self._items.get(event.get("item_id", ""))
             if item is not None:
@@ -317,7 +359,7 @@ class Call:
                 if item.heard == item.sent:
                     del self._items[item.item_id]
         elif kind == "response.done":
-            self._on_response_done(event.get("response") or {})
+            return self._on_response_done(event.get("response") or {})
         elif kind == "session.updated":
             return self._on_session_updated(event.get("session") or {})
         elif kind == "error":
@@ -349,7 +391,7 @@ class Call:
             return [SendToRealtime(orjson.dumps(greeting_request(self.config.greeting)).decode())]
         return []
 
-    def _on_response_done(self, response: dict[str, Any]) -> None:
+    def _on_response_done(self, response: dict[str, Any]) -> list[Action]:
         response_id = response.get("id")
         if response_id == self._active_response:
             self._active_response = None
@@ -357,6 +399,15 @@ class Call:
         self._interrupted_responses.discard(response_id)
         if response.get("status") == "failed":
             self.log.warning("response %s failed: %s", response_id, response.get("status_details"))
+        goodbye = self._goodbye
+        if goodbye is None:
+            return []
+        if not goodbye.requested and self._active_response is None:
+            return self._request_goodbye()  # the cancelled answer is out of the way
+        if response_id is not None and response_id == goodbye.response_id:
+            goodbye.generated = True
+            return self._hang_up_once_goodbye_heard()
+        return []
 
     def _on_audio_delta(self, event: dict[str, Any], now: float) -> list[Action]:
         # A gateway may leave response_id out; the response in progress is the one speaking.
@@ -402,6 +453,11 @@ class Call:
         return chunk.end - chunk.size + min(max(played, 0), chunk.size)
 
     def _on_speech_started(self, now: float) -> list[Action]:
+        return self._interrupt(now, cancel_always=False)
+
+    def _interrupt(self, now: float, cancel_always: bool) -> list[Action]:
+        """Stop the assistant where the caller is: clear Twilio's queue, truncate what was
+        not heard, drop the rest of the answer, and cancel it if the session will not."""
         actions: list[Action] = []
         cleared = bool(self._pending)
         if cleared:
@@ -416,7 +472,7 @@ class Call:
         active = self._active_response
         if active is not None:
             self._interrupted_responses.add(active)
-            if not self._auto_interrupt and self._cancel_sent_for != active:
+            if (cancel_always or not self._auto_interrupt) and self._cancel_sent_for != active:
                 # Cancel before truncating, so the item is not still growing when cut.
                 self._cancel_sent_for = cancelled = active
                 actions.append(SendToRealtime('{"type":"response.cancel"}'))
@@ -457,7 +513,7 @@ class Call:
                     )
                 )
         self._items.clear()
-        if cleared or truncations or cancelled:
+        if (cleared or truncations or cancelled) and not cancel_always:  # caller barge-ins only
             self.barge_ins.append(BargeIn(now, cleared, tuple(truncations), cancelled))
             for t in truncations:
                 self.log.info(
@@ -468,6 +524,59 @@ class Call:
                 )
         return actions
 
+    # --- time and goodbyes -----------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """The clock: call it every fraction of a second for time limits to apply."""
+        if self.phase is Phase.ENDED:
+            return []
+        if self._opened_at is None:
+            self._opened_at = now
+        if self.phase is Phase.AWAITING_START:
+            if now - self._opened_at >= self.config.start_timeout_s:
+                self._note_once("no-start", "no 'start' from Twilio in time: closing the socket")
+                return self._end("no 'start' message arrived")
+            return []
+        goodbye = self._goodbye
+        if goodbye is not None:
+            if now >= goodbye.deadline:
+                self.log.warning("the goodbye was not heard in time; hanging up regardless")
+                return self._hang_up(goodbye.reason)
+            return []
+        limit = self.config.max_duration_s
+        if limit and self._started_at is not None and now - self._started_at >= limit:
+            return self.say_goodbye(self.config.time_limit_message, "time limit reached", now)
+        return []
+
+    def say_goodbye(self, text: str, reason: str, now: float) -> list[Action]:
+        """End the call politely: stop the current answer, speak `text` with nothing able to
+        interrupt it, and hang up once the caller has heard it (or at the deadline)."""
+        if self.phase is Phase.ENDED or self._goodbye is not None:
+            return []
+        if self.phase is not Phase.BRIDGING or not self._session_configured:
+            return self._hang_up(reason)  # no session to say it with
+        self.log.info("ending the call with a goodbye: %s", reason)
+        self._goodbye = _Goodbye(reason, text, now + self.config.goodbye_timeout_s)
+        actions = self._interrupt(now, cancel_always=True)
+        # With turn detection off, the caller talking cannot cancel the goodbye.
+        off = turn_detection_off(self.config.dialect)
+        actions.append(SendToRealtime(orjson.dumps(off).decode()))
+        if self._active_response is None:
+            actions += self._request_goodbye()
+        return actions
+
+    def _request_goodbye(self) -> list[Action]:
+        assert self._goodbye is not None
+        self._goodbye.requested = True
+        request = say_request(self._goodbye.text, GOODBYE_LEAD)
+        return [SendToRealtime(orjson.dumps(request).decode())]
+
+    def _hang_up_once_goodbye_heard(self) -> list[Action]:
+        goodbye = self._goodbye
+        if goodbye is not None and goodbye.generated and not self._pending:
+            return self._hang_up(goodbye.reason)
+        return []
+
     # --- helpers ---------------------------------------------------------------------------
 
     def _end(self, reason: str) -> list[Action]:
@@ -475,6 +584,12 @@ class Call:
             return []
         self.phase = Phase.ENDED
         return [EndCall(reason)]
+
+    def _hang_up(self, reason: str) -> list[Action]:
+        if self.phase is Phase.ENDED:
+            return []
+        self.phase = Phase.ENDED
+        return [HangUp(reason)]
 
     def _note_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._noted:

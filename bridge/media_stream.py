@@ -21,11 +21,13 @@ from bridge.call import (
     Call,
     CallConfig,
     EndCall,
+    HangUp,
     OpenRealtime,
     SendToRealtime,
     SendToTwilio,
 )
 from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
+from twiml.rest import TwilioRest
 
 log = logging.getLogger("bridge.media_stream")
 
@@ -35,16 +37,26 @@ REALTIME_CLOSE_DEADLINE_S = 1.0
 # Messages waiting for the Realtime socket (~30 s of caller frames): past this the backend
 # is not keeping up, and the call ends rather than grow without bound.
 MAX_REALTIME_BACKLOG = 1500
+# How often the call's clock ticks (time limits, goodbye deadlines, the start timeout).
+TICK_INTERVAL_S = 0.25
 
 
 class CallRunner:
     """Runs one Media Streams connection until the call ends."""
 
-    def __init__(self, twilio: WebSocket, endpoint: RealtimeEndpoint, config: CallConfig) -> None:
+    def __init__(
+        self,
+        twilio: WebSocket,
+        endpoint: RealtimeEndpoint,
+        config: CallConfig,
+        rest: TwilioRest | None = None,
+    ) -> None:
         self.twilio = twilio
         self.endpoint = endpoint
         self.call = Call(config)
+        self.rest = rest
         self.end_reason: str | None = None
+        self._hang_up_requested = False
         self._realtime: ClientConnection | None = None
         # One queue and one writer task per socket keep messages in the order the core
         # produced them, even when a send waits on backpressure.
@@ -54,6 +66,7 @@ class CallRunner:
 
     async def run(self) -> None:
         self._spawn(self._read_twilio(), "twilio-reader")
+        self._spawn(self._run_clock(), "call-clock")
         try:
             await self._ended.wait()
         finally:
@@ -61,8 +74,19 @@ class CallRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._close_realtime()
+            if self._hang_up_requested:
+                await self._hang_up()
             await self._close_twilio()
             self.call.log.info("call ended: %s", self.end_reason or "cancelled")
+
+    async def say_goodbye(self, text: str, reason: str) -> None:
+        """Have the assistant say `text`, then hang up (used when the server shuts down)."""
+        await self._execute(self.call.say_goodbye(text, reason, time.monotonic()))
+
+    async def _run_clock(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL_S)
+            await self._execute(self.call.tick(time.monotonic()))
 
     # --- readers ---------------------------------------------------------------------------
 
@@ -127,6 +151,9 @@ class CallRunner:
                 self._spawn(self._run_realtime(), "realtime")
             elif type(action) is EndCall:
                 self._finish(action.reason)
+            elif type(action) is HangUp:
+                self._hang_up_requested = True
+                self._finish(action.reason)
 
     def _finish(self, reason: str) -> None:
         if self.end_reason is None:
@@ -157,6 +184,18 @@ class CallRunner:
             # If the close handshake did not finish in time, drop the TCP connection.
             if realtime.transport is not None and not realtime.transport.is_closing():
                 realtime.transport.abort()
+
+    async def _hang_up(self) -> None:
+        """End the phone call through Twilio's REST API, so no TwiML after <Connect> runs."""
+        call_sid, account_sid = self.call.call_sid, self.call.account_sid
+        if self.rest is None or not call_sid or not account_sid:
+            self.call.log.info("no TWILIO_AUTH_TOKEN: ending the stream without a REST hang-up")
+            return
+        try:
+            if not await self.rest.hang_up(account_sid, call_sid):
+                self.call.log.info("the call was already over when hanging up")
+        except Exception as exc:  # the call still ends: its stream is closed next
+            self.call.log.error("hang-up through Twilio's REST API failed: %s", exc)
 
     async def _close_twilio(self) -> None:
         if self.twilio.application_state is WebSocketState.CONNECTED:

@@ -65,15 +65,27 @@ def session_update(settings: SessionSettings, dialect: Dialect) -> dict[str, Any
     }
 
 
+GREETING_LEAD = "Greet the caller by saying exactly the following, then wait for them: "
+GOODBYE_LEAD = "End the call now by saying exactly the following, and nothing else: "
+
+
+def say_request(text: str, lead: str) -> dict[str, Any]:
+    """A `response.create` that makes the assistant say `text` (same in both dialects)."""
+    return {"type": "response.create", "response": {"instructions": lead + text}}
+
+
 def greeting_request(greeting: str) -> dict[str, Any]:
-    """A `response.create` that makes the assistant speak first (same in both dialects)."""
+    """The assistant speaks first."""
+    return say_request(greeting, GREETING_LEAD)
+
+
+def turn_detection_off(dialect: Dialect) -> dict[str, Any]:
+    """A `session.update` that stops server VAD, so nothing the caller says interrupts."""
+    if dialect is Dialect.BETA:
+        return {"type": "session.update", "session": {"turn_detection": None}}
     return {
-        "type": "response.create",
-        "response": {
-            "instructions": (
-                "Greet the caller by saying exactly the following, then wait for them: " + greeting
-            )
-        },
+        "type": "session.update",
+        "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
     }
 
 

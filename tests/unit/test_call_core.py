@@ -11,6 +11,7 @@ from bridge.call import (
     Call,
     CallConfig,
     EndCall,
+    HangUp,
     OpenRealtime,
     SendToRealtime,
     SendToTwilio,
@@ -487,3 +488,78 @@ def test_a_start_with_a_broken_media_format_is_dropped_not_fatal(rate: str) -> N
     message = start_message().replace('"sampleRate": 8000', f'"sampleRate": {rate}')
     assert call.receive_twilio(message, 0.0) == []
     assert isinstance(call.receive_twilio(start_message(), 0.0)[0], OpenRealtime)
+
+
+# --- clock: start timeout, time limit, goodbyes ----------------------------------------------
+
+
+def realtime_types(actions: list) -> list[str]:
+    return [e["type"] for e in to_realtime(actions)]
+
+
+def test_a_socket_that_never_sends_start_is_closed() -> None:
+    call = Call(CallConfig(start_timeout_s=10))
+    assert call.tick(100.0) == []
+    assert call.tick(109.9) == []
+    [end] = call.tick(110.0)
+    assert isinstance(end, EndCall)
+
+
+def test_at_the_time_limit_the_assistant_says_goodbye_then_hangs_up_once_heard(
+    h: Harness,
+) -> None:
+    h = Harness(h.dialect, max_duration_s=60, time_limit_message="Time is up. Bye!")
+    h.session_updated()
+    assert h.call.tick(59.9) == []
+    actions = h.call.tick(60.0)
+    assert realtime_types(actions) == ["session.update", "response.create"]
+    update, request = to_realtime(actions)
+    turn_detection = (
+        update["session"]["turn_detection"]
+        if h.dialect is Dialect.BETA
+        else update["session"]["audio"]["input"]["turn_detection"]
+    )
+    assert turn_detection is None  # nothing the caller says can cut the goodbye
+    assert request["response"]["instructions"].endswith("Time is up. Bye!")
+    # the caller's words no longer reach the model
+    assert h.call.receive_twilio(twilio("media", media={"payload": "/w=="}), 60.1) == []
+
+    h.response_created("bye", 60.2)
+    h.delta("bye", "g", 800, 60.2)
+    h.audio_done("bye", "g", 60.2)
+    assert h.response_done("bye", 60.3) == []  # generated, not yet heard
+    assert h.echo("g:800", 60.3) == [HangUp("time limit reached")]
+    assert h.call.tick(100.0) == []
+
+
+def test_a_time_limit_mid_answer_stops_it_and_speaks_after_the_cancel_lands() -> None:
+    h = Harness(max_duration_s=60)
+    h.session_updated()  # auto-interrupt on: still the bridge must cancel, nobody spoke
+    h.response_created("r1", 59.0)
+    h.delta("r1", "a", 8000, 59.0)  # 1 s of answer, 0.5 s heard by the limit
+    actions = h.call.tick(59.5 + 0.5)
+    assert to_twilio(actions)[0]["event"] == "clear"
+    assert realtime_types(actions) == [
+        "response.cancel",
+        "conversation.item.truncate",
+        "session.update",
+    ]
+    assert truncations(actions) == [("a", 1000)]
+    assert h.call.barge_ins == []  # not the caller's doing
+    assert h.delta("r1", "a", 800, 60.1) == []
+    assert realtime_types(h.response_done("r1", 60.2, status="cancelled")) == ["response.create"]
+
+
+def test_a_goodbye_that_is_not_heard_in_time_still_hangs_up() -> None:
+    h = Harness(max_duration_s=60, goodbye_timeout_s=15)
+    h.session_updated()
+    h.call.tick(60.0)
+    assert h.call.tick(74.9) == []
+    assert h.call.tick(75.0) == [HangUp("time limit reached")]
+
+
+def test_a_goodbye_before_the_session_is_configured_hangs_up_at_once() -> None:
+    h = Harness()
+    assert h.call.say_goodbye("Bye", "server shutting down", 1.0) == [
+        HangUp("server shutting down")
+    ]
