@@ -8,14 +8,17 @@ from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response, WebSocket
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from twilio.http import HttpClient
 
+from bridge.admission import CallRegistry
 from bridge.call import CallConfig
 from bridge.config import Settings
 from bridge.media_stream import CallRunner
 from bridge.realtime.endpoint import RealtimeEndpoint, endpoint_from_settings
 from bridge.realtime.session_config import SessionSettings
-from twiml.answer import MEDIA_STREAM_PATH, connect_stream, stream_url
+from twiml.answer import MEDIA_STREAM_PATH, busy, connect_stream, stream_url
+from twiml.rest import TwilioRest
 from twiml.signature import SIGNATURE_HEADER, SignatureChecker
 
 log = logging.getLogger("bridge.app")
@@ -37,12 +40,19 @@ def call_config_from_settings(settings: Settings) -> CallConfig:
             transcription_model=settings.transcription_model,
         ),
         greeting=settings.greeting,
+        max_duration_s=settings.max_call_duration_s or None,
+        time_limit_message=settings.time_limit_message,
     )
 
 
-def create_app(settings: Settings, endpoint: RealtimeEndpoint | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    endpoint: RealtimeEndpoint | None = None,
+    twilio_http: HttpClient | None = None,
+) -> FastAPI:
     """The bridge app. Without an `endpoint`, it is built from the settings, starting the
-    built-in local echo agent on loopback when no Realtime backend is configured."""
+    built-in local echo agent on loopback when no Realtime backend is configured.
+    `twilio_http` replaces the twilio SDK's HTTP client (tests: no network)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,12 +91,10 @@ def create_app(settings: Settings, endpoint: RealtimeEndpoint | None = None) -> 
 
     app = FastAPI(title="phone-bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.active_calls = set()
-    checker = (
-        SignatureChecker(settings.twilio_auth_token.get_secret_value())
-        if settings.twilio_auth_token is not None
-        else None
-    )
+    calls = app.state.calls = CallRegistry(settings.max_concurrent_calls)
+    token = settings.twilio_auth_token
+    checker = SignatureChecker(token.get_secret_value()) if token is not None else None
+    rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
     call_config = call_config_from_settings(settings)
     derived_base_logged: set[str] = set()
 
@@ -122,6 +130,10 @@ def create_app(settings: Settings, endpoint: RealtimeEndpoint | None = None) -> 
                 log.warning("rejected an unsigned or wrongly signed /voice request")
                 return PlainTextResponse("invalid Twilio signature", status_code=403)
         params = fields if request.method == "POST" else dict(request.query_params)
+        if not calls.accepting:
+            why = "draining for shutdown" if calls.draining else f"{len(calls)} calls in progress"
+            log.warning("call %s: answered busy (%s)", params.get("CallSid", "?"), why)
+            return Response(content=busy(settings.busy_message), media_type="application/xml")
         url = stream_url(base)
         if not url.startswith("wss://"):
             log.warning("stream URL %s is not wss://: real Twilio will refuse it", url)
@@ -144,17 +156,30 @@ def create_app(settings: Settings, endpoint: RealtimeEndpoint | None = None) -> 
                 log.warning("rejected an unsigned or wrongly signed media stream")
                 await websocket.close(code=1008)
                 return
+        if calls.full:
+            # Only a race between webhooks gets here; 1013 = try again later, and Twilio
+            # plays the fallback after <Connect>. No AI session is opened.
+            log.warning("refused a media stream: %d calls already in progress", len(calls))
+            await websocket.close(code=1013)
+            return
         await websocket.accept()
-        runner = CallRunner(websocket, app.state.endpoint, call_config)
-        app.state.active_calls.add(runner)
+        runner = CallRunner(websocket, app.state.endpoint, call_config, rest)
+        calls.add(runner)
         try:
             await runner.run()
         finally:
-            app.state.active_calls.discard(runner)
+            calls.discard(runner)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
         """Alive, with the number of calls in progress."""
-        return {"status": "ok", "active_calls": len(app.state.active_calls)}
+        return {"status": "ok", "active_calls": len(calls)}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Taking new calls: fails while draining for shutdown or when full."""
+        ready = calls.accepting
+        body = {"ready": ready, "draining": calls.draining, "active_calls": len(calls)}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return app

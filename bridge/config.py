@@ -72,6 +72,23 @@ class Settings(BaseSettings):
         "false, the bridge sends response.cancel itself.",
     )
     transcription_model: str | None = None
+    max_concurrent_calls: int = Field(
+        100, ge=1, description="Calls beyond this hear BUSY_MESSAGE; no AI session is opened."
+    )
+    max_call_duration_s: float = Field(
+        3600, ge=0, description="Then the assistant says TIME_LIMIT_MESSAGE and hangs up; 0: none."
+    )
+    shutdown_grace_s: float = Field(
+        20, ge=0, description="On SIGTERM, how long calls may go on before the goodbye."
+    )
+    busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
+    time_limit_message: str = (
+        "We have reached the time limit for this call. Thank you for calling. Goodbye."
+    )
+    shutdown_message: str = (
+        "I'm sorry, I have to end our call now for maintenance. Please call back in a "
+        "minute. Goodbye."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_url")

@@ -36,3 +36,11 @@ def connect_stream(url: str, parameters: dict[str, str], fallback_message: str |
     if fallback_message:
         response.say(fallback_message)
     return str(response)
+
+
+def busy(message: str) -> str:
+    """The answer when the bridge takes no more calls: a polite message, then hang up."""
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)

@@ -26,12 +26,12 @@ CALL_SID = "CA" + "1" * 32
 
 def call_tasks() -> list[asyncio.Task]:
     """Tasks the bridge started for calls (named after their role by the call runner)."""
-    roles = ("twilio-reader", "realtime")
+    roles = ("twilio-reader", "realtime", "call-clock")
     return [t for t in asyncio.all_tasks() if t.get_name().startswith(roles) and not t.done()]
 
 
 async def assert_call_fully_gone(bridge: RunningBridge) -> None:
-    await wait_until(lambda: not bridge.app.state.active_calls, 1, "the call to be gone")
+    await wait_until(lambda: not bridge.app.state.calls.active, 1, "the call to be gone")
     assert call_tasks() == []
 
 
