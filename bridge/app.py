@@ -20,6 +20,7 @@ from bridge.realtime.session_config import SessionSettings
 from twiml.answer import MEDIA_STREAM_PATH, busy, connect_stream, stream_url
 from twiml.rest import TwilioRest
 from twiml.signature import SIGNATURE_HEADER, SignatureChecker
+from twiml.stream_token import StreamTokens
 
 log = logging.getLogger("bridge.app")
 
@@ -95,6 +96,9 @@ def create_app(
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
+    # Same secret on every replica (derived from the auth token): any instance admits a
+    # stream whose TwiML another one answered.
+    tokens = StreamTokens.from_auth_token(token.get_secret_value()) if token is not None else None
     call_config = call_config_from_settings(settings)
     derived_base_logged: set[str] = set()
 
@@ -137,11 +141,10 @@ def create_app(
         url = stream_url(base)
         if not url.startswith("wss://"):
             log.warning("stream URL %s is not wss://: real Twilio will refuse it", url)
-        twiml = connect_stream(
-            url,
-            {name: params.get(name, "") for name in CALL_PARAMETERS},
-            settings.fallback_message,
-        )
+        parameters = {name: params.get(name, "") for name in CALL_PARAMETERS}
+        if tokens is not None and parameters["CallSid"]:
+            parameters[StreamTokens.PARAMETER] = tokens.issue(parameters["CallSid"])
+        twiml = connect_stream(url, parameters, settings.fallback_message)
         log.info("call %s: answering with a media stream", params.get("CallSid", "?"))
         return Response(content=twiml, media_type="application/xml")
 
@@ -163,7 +166,7 @@ def create_app(
             await websocket.close(code=1013)
             return
         await websocket.accept()
-        runner = CallRunner(websocket, app.state.endpoint, call_config, rest)
+        runner = CallRunner(websocket, app.state.endpoint, call_config, rest, tokens)
         calls.add(runner)
         try:
             await runner.run()

@@ -28,6 +28,7 @@ from bridge.call import (
 )
 from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
 from twiml.rest import TwilioRest
+from twiml.stream_token import StreamTokenError, StreamTokens
 
 log = logging.getLogger("bridge.media_stream")
 
@@ -50,12 +51,15 @@ class CallRunner:
         endpoint: RealtimeEndpoint,
         config: CallConfig,
         rest: TwilioRest | None = None,
+        tokens: StreamTokens | None = None,
     ) -> None:
         self.twilio = twilio
         self.endpoint = endpoint
         self.call = Call(config)
         self.rest = rest
+        self.tokens = tokens
         self.end_reason: str | None = None
+        self._close_code = 1000  # a normal close lets Twilio run the TwiML after <Connect>
         self._hang_up_requested = False
         self._realtime: ClientConnection | None = None
         # One queue and one writer task per socket keep messages in the order the core
@@ -148,12 +152,27 @@ class CallRunner:
                     self._finish("the Twilio stream closed")
                     return
             elif type(action) is OpenRealtime:
-                self._spawn(self._run_realtime(), "realtime")
+                if self._admitted(action):
+                    self._spawn(self._run_realtime(), "realtime")
             elif type(action) is EndCall:
                 self._finish(action.reason)
             elif type(action) is HangUp:
                 self._hang_up_requested = True
                 self._finish(action.reason)
+
+    def _admitted(self, start: OpenRealtime) -> bool:
+        """The stream's token is genuine, fresh, for this call and unused: only then is an
+        AI session, which costs money, opened for it."""
+        if self.tokens is None:
+            return True
+        try:
+            self.tokens.redeem(start.custom_parameters.get(StreamTokens.PARAMETER), start.call_sid)
+        except StreamTokenError as exc:
+            self.call.log.warning("refused the media stream: %s", exc)  # never the token
+            self._close_code = 1008  # policy violation
+            self._finish(f"stream token refused ({exc.reason})")
+            return False
+        return True
 
     def _finish(self, reason: str) -> None:
         if self.end_reason is None:
@@ -200,7 +219,7 @@ class CallRunner:
     async def _close_twilio(self) -> None:
         if self.twilio.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
-                await self.twilio.close(code=1000)
+                await self.twilio.close(code=self._close_code)
 
 
 def _describe(exc: BaseException, endpoint: RealtimeEndpoint) -> str:

@@ -295,7 +295,11 @@ def format_report(report: CallReport) -> str:
     """The call as a human-readable per-turn timeline."""
     lines = [f"call {report.call_sid} stream {report.stream_sid} via {report.stream_url}"]
     if report.parameters:
-        shown = ", ".join(f"{k}={v}" for k, v in report.parameters.items())
+        # A stream token admits a call: shown by length only, like any secret.
+        shown = ", ".join(
+            f"{k}=<{len(v)} chars>" if k == "token" else f"{k}={v}"
+            for k, v in report.parameters.items()
+        )
         lines.append(f"parameters  {shown}")
     if report.greeting_heard_ms is not None:
         state = "complete" if report.greeting_complete else "cut"

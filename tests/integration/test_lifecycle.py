@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import xml.etree.ElementTree as ET
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from bridge.local_agent import AgentSession, LocalAgent
 from bridge.logs import configure_logging
 from bridge.simulator import SimulatorOptions, simulate_call
 from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge, wait_until
+from twiml.answer import stream_url
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +49,25 @@ def signed_headers(url: str, params: dict[str, str] | None = None) -> dict[str, 
     return {"X-Twilio-Signature": signature}
 
 
-async def open_stream(bridge: RunningBridge, signed_url: str | None = None) -> ClientConnection:
-    """Play Twilio's opening moves on the media stream: connected, then start.
+async def answer_call(bridge: RunningBridge, public_base: str | None = None) -> dict[str, str]:
+    """Twilio's first move: the signed voice webhook. Returns the TwiML's stream parameters."""
+    public_base = public_base or bridge.base_url
+    form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222"}
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            bridge.webhook_url, data=form, headers=signed_headers(public_base + "/voice", form)
+        )
+    assert answer.status_code == 200, answer.text
+    return {p.get("name"): p.get("value") for p in ET.fromstring(answer.text).iter("Parameter")}
 
-    `signed_url` is the URL Twilio signs (the one in the TwiML); the socket itself always
-    goes to the bridge's loopback address, as it does behind a proxy."""
-    headers = signed_headers(signed_url or bridge.stream_url)
+
+async def start_stream(
+    bridge: RunningBridge, parameters: dict[str, str], public_base: str | None = None
+) -> ClientConnection:
+    """Open the media stream as Twilio does (signed for the TwiML's URL), send connected and
+    start with `parameters`. The socket itself goes to the bridge's loopback address, as it
+    does behind a proxy."""
+    headers = signed_headers(stream_url(public_base or bridge.base_url))
     ws = await connect(bridge.stream_url, additional_headers=headers)
     await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
     start = {
@@ -60,7 +75,7 @@ async def open_stream(bridge: RunningBridge, signed_url: str | None = None) -> C
         "streamSid": STREAM_SID,
         "callSid": CALL_SID,
         "tracks": ["inbound"],
-        "customParameters": {"CallSid": CALL_SID},
+        "customParameters": parameters,
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
     }
     await ws.send(
@@ -69,6 +84,11 @@ async def open_stream(bridge: RunningBridge, signed_url: str | None = None) -> C
         )
     )
     return ws
+
+
+async def open_stream(bridge: RunningBridge, public_base: str | None = None) -> ClientConnection:
+    """A call as Twilio places it: the webhook, then the stream with the TwiML's parameters."""
+    return await start_stream(bridge, await answer_call(bridge, public_base), public_base)
 
 
 async def test_stop_closes_the_realtime_session_within_a_second() -> None:
@@ -178,9 +198,9 @@ async def test_behind_a_proxy_signatures_are_checked_against_public_url() -> Non
         assert 'url="wss://bridge.example.com/media-stream"' in as_twilio_signs.text
         assert as_the_app_sees_it.status_code == 403
 
-        with pytest.raises(InvalidStatus):
-            await open_stream(bridge)  # signed for the loopback URL: not what Twilio signs
-        ws = await open_stream(bridge, signed_url="wss://bridge.example.com/media-stream")
+        with pytest.raises(InvalidStatus):  # signed for the loopback URL: not what Twilio signs
+            await connect(bridge.stream_url, additional_headers=signed_headers(bridge.stream_url))
+        ws = await open_stream(bridge, public_base=public)
         session = await bridge.agent.wait_for_session(0, timeout=5)
         assert len(bridge.agent.sessions) == 1
         await ws.close()
@@ -241,3 +261,26 @@ async def test_debug_logs_keep_keys_tokens_and_signatures_out(
     assert "bridge.call" in logged  # the capture did see the call
     for secret in (api_key, gateway_token, AUTH_TOKEN, stream_signature):
         assert secret not in logged
+
+
+async def test_a_stream_needs_the_fresh_single_use_token_of_its_own_call() -> None:
+    async with running_bridge() as bridge:
+        parameters = await answer_call(bridge)
+        assert len(parameters["token"]) > 40
+        forged = {**parameters, "token": parameters["token"][:-2] + "AA"}
+        for bad in ({"CallSid": CALL_SID}, forged):  # missing, forged
+            ws = await start_stream(bridge, bad)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert bridge.agent.sessions == []  # no paid session for either
+
+        ws = await start_stream(bridge, parameters)  # the real one works ...
+        session = await bridged_session(bridge)
+        await ws.close()
+        assert await session.wait_closed(timeout=1.0)
+        replay = await start_stream(bridge, parameters)  # ... once
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(replay.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert len(bridge.agent.sessions) == 1
