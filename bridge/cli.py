@@ -11,11 +11,10 @@ from bridge import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from bridge.app import create_app
     from bridge.config import ConfigError, load_settings
     from bridge.logs import configure_logging
+    from bridge.server import DrainingServer, server_config
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
@@ -26,19 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep our log format
-        log_level=settings.log_level,
-        # Access lines would log callers' numbers from GET webhooks; the app logs each call.
-        access_log=False,
-        # Twilio may keep a stream open for hours; pings keep idle proxies from cutting it.
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
-        ws_max_size=1024 * 1024,
-    )
+    app = create_app(settings)
+    DrainingServer(server_config(app, settings), app, settings).run()
     return 0
 
 

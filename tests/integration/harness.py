@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
+from twilio.http import HttpClient
 
 from bridge.app import create_app
 from bridge.config import Settings, load_settings
 from bridge.local_agent import AgentOptions, LocalAgent
+from bridge.server import server_config
 
 AUTH_TOKEN = "integration-test-auth-token"
 
@@ -45,8 +47,8 @@ async def wait_until(condition, timeout: float, what: str) -> None:  # type: ign
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: FastAPI, sock: socket.socket) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+async def serve_app(app: FastAPI, settings: Settings, sock: socket.socket) -> AsyncIterator[None]:
+    server = uvicorn.Server(server_config(app, settings, log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await wait_until(lambda: server.started or task.done(), 10, "uvicorn to start")
@@ -63,12 +65,13 @@ async def running_bridge(
     agent_options: AgentOptions | None = None,
     *,
     agent: LocalAgent | None = None,
+    twilio_http: HttpClient | None = None,
     **settings: object,
 ) -> AsyncIterator[RunningBridge]:
     """The bridge app on 127.0.0.1:<free port>, signatures on, talking to a local agent.
 
     `settings` override the bridge's settings (e.g. realtime_dialect="beta"); the agent is
-    started here unless one is given.
+    started here unless one is given. `twilio_http` stands in for Twilio's REST API.
     """
     own_agent = agent is None
     agent = agent or LocalAgent(agent_options)
@@ -86,9 +89,9 @@ async def running_bridge(
     }
     values.update(settings)
     config = load_settings(**values)
-    app = create_app(config)
+    app = create_app(config, twilio_http=twilio_http)
     try:
-        async with serve_app(app, sock):
+        async with serve_app(app, config, sock):
             yield RunningBridge(base_url, app, config, agent)
     finally:
         sock.close()

@@ -3,13 +3,18 @@ the shipped local agent as the Realtime backend."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
+import httpx
 import pytest
+from twilio.request_validator import RequestValidator
 
 from bridge.local_agent import AgentOptions, AgentSession
 from bridge.simulator import CallReport, SimulatorOptions, simulate_call
+from bridge.simulator.options import SimulatorError
 from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge
+from tests.twilio_rest_fake import RecordingTwilio
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +153,62 @@ async def test_without_auto_interrupt_the_bridge_cancels_a_model_slower_than_rea
     cancels = [e for e in session.received if e["type"] == "response.cancel"]
     assert len(cancels) == 1
     assert session.responses[0].status_reason == "client_cancelled"
+
+
+async def test_at_the_time_limit_the_caller_hears_a_goodbye_then_twilio_hangs_up() -> None:
+    twilio = RecordingTwilio()
+    async with running_bridge(
+        max_call_duration_s=3, twilio_http=twilio, time_limit_message="Our time is up, goodbye."
+    ) as bridge:
+        report = await simulate_call(
+            SimulatorOptions(
+                webhook_url=bridge.webhook_url, auth_token=AUTH_TOKEN, turns=4, max_duration_s=30
+            )
+        )
+        session = bridge.agent.sessions[0]
+        assert await session.wait_closed(timeout=1.0)
+    assert report.closed_by_bridge and report.close_code == 1000
+    goodbye = session.responses[-1]
+    request = next(e for e in session.received[::-1] if e["type"] == "response.create")
+    assert request["response"]["instructions"].endswith("Our time is up, goodbye.")
+    [item] = goodbye.items
+    assert heard_bytes_by_item(report)[item] == goodbye.audio_sent[item], "goodbye cut short"
+    # One hang-up through the REST API, for this call, only once the goodbye had played:
+    # the agent sends it at 4x real time, so generating it takes a quarter of hearing it.
+    [hang_up] = twilio.requests
+    assert hang_up["path"].endswith(f"/Calls/{report.call_sid}.json")
+    assert hang_up["data"] == {"Status": "completed"}
+    first_sent_at = goodbye.sent_times[item][0][0]
+    goodbye_ms = len(goodbye.audio_sent[item]) / 8
+    assert (hang_up["at"] - first_sent_at) * 1000 >= goodbye_ms - 20
+
+
+async def test_callers_over_the_limit_hear_busy_and_open_no_session() -> None:
+    async with running_bridge(max_concurrent_calls=1, busy_message="All lines busy.") as bridge:
+        first = asyncio.create_task(
+            simulate_call(
+                SimulatorOptions(webhook_url=bridge.webhook_url, auth_token=AUTH_TOKEN, turns=1)
+            )
+        )
+        await bridge.agent.wait_for_session(0, timeout=5)
+        async with httpx.AsyncClient() as http:
+            readiness = await http.get(bridge.base_url + "/readyz")
+        with pytest.raises(SimulatorError, match="Connect"):
+            await simulate_call(
+                SimulatorOptions(webhook_url=bridge.webhook_url, auth_token=AUTH_TOKEN, turns=1)
+            )
+        assert (await first).completed
+        assert len(bridge.agent.sessions) == 1
+        async with httpx.AsyncClient() as http:
+            form = {"CallSid": "CA2", "From": "+1", "To": "+2"}
+            busy = await http.post(
+                bridge.webhook_url, data=form, headers=signed(bridge.webhook_url, form)
+            )
+            ready_again = await http.get(bridge.base_url + "/readyz")
+    assert readiness.status_code == 503
+    assert ready_again.status_code == 200
+    assert "<Stream" in busy.text  # the line is free again
+
+
+def signed(url: str, form: dict[str, str]) -> dict[str, str]:
+    return {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, form)}

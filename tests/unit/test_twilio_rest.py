@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from urllib.parse import urlsplit
-
 import pytest
 from twilio.base.exceptions import TwilioRestException
-from twilio.http import HttpClient
-from twilio.http.response import Response
 
+from tests.twilio_rest_fake import RecordingTwilio
 from twiml.rest import TwilioRest
 
 ACCOUNT = "AC" + "a" * 32
 CALL = "CA" + "b" * 32
-
-
-class RecordingTwilio(HttpClient):
-    """Answers like api.twilio.com would, and records each request."""
-
-    def __init__(self, status: int = 200, body: dict | None = None) -> None:
-        self.requests: list[dict] = []
-        self.status = status
-        self.body = body or {"sid": CALL, "status": "completed"}
-
-    def request(self, method, uri, params=None, data=None, headers=None, auth=None, **kw):  # type: ignore[no-untyped-def, override]
-        self.requests.append(
-            {"method": method, "path": urlsplit(uri).path, "data": data, "auth": auth}
-        )
-        return Response(self.status, json.dumps(self.body))
 
 
 async def test_hang_up_posts_status_completed_to_the_call() -> None:
