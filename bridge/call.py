@@ -22,6 +22,7 @@ with the queue, so they never count as playback.
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -55,6 +56,8 @@ from bridge.twilio_stream import (
 MULAW_BYTES_PER_SECOND = 8000
 MULAW_BYTES_PER_MS = 8
 TRUNCATION_MARK_PREFIX = "truncated:"
+# Checks the alphabet and padding without decoding anything (~0.5 µs per frame).
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 log = logging.getLogger("bridge.call")
 
@@ -118,6 +121,12 @@ class CallConfig:
     )
     # A goodbye not heard in full by then is cut short: the call ends regardless.
     goodbye_timeout_s: float = 15.0
+    # Twilio sends ~50 media messages a second plus marks; far more is a flood, and the
+    # call is ended. Caller audio beyond real time (with slack for network bursts) is
+    # dropped: it would only cost tokens.
+    max_messages_per_s: float = 200.0
+    max_audio_speed: float = 1.5  # x real time, sustained
+    audio_burst_s: float = 3.0
 
 
 class Phase(Enum):
@@ -140,6 +149,25 @@ class BargeIn:
     cleared: bool  # audio was still queued at Twilio, so a `clear` was sent
     truncations: tuple[Truncation, ...]
     cancelled_response: str | None  # response.cancel sent for it (only without auto-interrupt)
+
+
+class _Budget:
+    """A token bucket: `rate` per second, up to `capacity` at once."""
+
+    __slots__ = ("at", "capacity", "level", "rate")
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate, self.capacity, self.level = rate, capacity, capacity
+        self.at: float | None = None
+
+    def take(self, amount: float, now: float) -> bool:
+        if self.at is not None:
+            self.level = min(self.capacity, self.level + (now - self.at) * self.rate)
+        self.at = now
+        if self.level < amount:
+            return False
+        self.level -= amount
+        return True
 
 
 @dataclass(slots=True)
@@ -212,11 +240,25 @@ class Call:
         self._opened_at: float | None = None  # first tick: the socket is open
         self._started_at: float | None = None
         self._goodbye: _Goodbye | None = None
+        config = self.config
+        self._message_budget = _Budget(config.max_messages_per_s, 2 * config.max_messages_per_s)
+        # Counted in base64 characters (4 per 3 bytes), so no frame is decoded to count it.
+        chars_per_s = MULAW_BYTES_PER_SECOND * 4 / 3
+        self._audio_budget = _Budget(
+            chars_per_s * config.max_audio_speed, chars_per_s * config.audio_burst_s
+        )
 
     # --- Twilio side -----------------------------------------------------------------------
 
     def receive_twilio(self, text: str | bytes, now: float) -> list[Action]:
         """Handle one text frame from Twilio's Media Streams WebSocket."""
+        if not self._message_budget.take(1, now):
+            if self.phase is Phase.ENDED:
+                return []
+            self.log.error(
+                "more than %.0f messages/s from Twilio's side", self.config.max_messages_per_s
+            )
+            return self._end("flooded with messages")
         try:
             event = parse_twilio_message(text)
         except TwilioProtocolError as exc:
@@ -228,7 +270,7 @@ class Call:
         if self.phase is Phase.ENDED:
             return []
         if isinstance(event, Media):
-            return self._on_caller_audio(event)
+            return self._on_caller_audio(event, now)
         if isinstance(event, Mark):
             if event.stream_sid == self.stream_sid:
                 self._on_mark_echo(event.name, now)
@@ -272,7 +314,7 @@ class Call:
         self.log.info("stream %s started; opening the Realtime session", start.stream_sid)
         return [OpenRealtime(start.call_sid, start.custom_parameters)]
 
-    def _on_caller_audio(self, media: Media) -> list[Action]:
+    def _on_caller_audio(self, media: Media, now: float) -> list[Action]:
         if media.stream_sid != self.stream_sid:
             if self.stream_sid is None:
                 self._note_once("media-before-start", "dropped caller audio sent before 'start'")
@@ -281,6 +323,13 @@ class Call:
             return []
         if self._goodbye is not None:
             return []  # the call is ending: nothing the caller says can change that
+        payload = media.payload
+        if len(payload) % 4 or not payload or _BASE64.fullmatch(payload) is None:
+            self._note_once("bad-base64", "dropped caller audio that is not valid base64")
+            return []
+        if not self._audio_budget.take(len(payload), now):
+            self._note_once("audio-flood", "caller audio faster than real time: dropped the excess")
+            return []
         # The payload goes on as it came: no base64 or audio decoding per frame. orjson
         # escapes it, so a hostile payload cannot inject fields into the Realtime event.
         text = orjson.dumps({"type": "input_audio_buffer.append", "audio": media.payload}).decode()

@@ -99,6 +99,10 @@ class CallRunner:
             while True:
                 message = await self.twilio.receive()
                 if message["type"] == "websocket.disconnect":
+                    code = message.get("code")
+                    if code not in (None, 1000, 1001, 1005):
+                        # 1009: a message over the size limit; the server closed the socket.
+                        self.call.log.warning("Twilio's socket closed with code %s", code)
                     break
                 data = message.get("text")
                 if data is None:

@@ -6,89 +6,28 @@ import asyncio
 import json
 import logging
 import time
-import xml.etree.ElementTree as ET
 
 import httpx
 import pytest
-from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.local_agent import AgentSession, LocalAgent
+from bridge.local_agent import LocalAgent
 from bridge.logs import configure_logging
 from bridge.simulator import SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge, wait_until
-from twiml.answer import stream_url
+from tests.integration.harness import AUTH_TOKEN, running_bridge
+from tests.integration.twilio_side import (
+    CALL_SID,
+    STREAM_SID,
+    answer_call,
+    assert_call_fully_gone,
+    bridged_session,
+    open_stream,
+    signed_headers,
+    start_stream,
+)
 
 pytestmark = pytest.mark.integration
-
-STREAM_SID = "MZ" + "1" * 32
-CALL_SID = "CA" + "1" * 32
-
-
-def call_tasks() -> list[asyncio.Task]:
-    """Tasks the bridge started for calls (named after their role by the call runner)."""
-    roles = ("twilio-reader", "realtime", "call-clock")
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith(roles) and not t.done()]
-
-
-async def assert_call_fully_gone(bridge: RunningBridge) -> None:
-    await wait_until(lambda: not bridge.app.state.calls.active, 1, "the call to be gone")
-    assert call_tasks() == []
-
-
-async def bridged_session(bridge: RunningBridge) -> AgentSession:
-    """The call's Realtime session at the agent, once the bridge has configured it."""
-    session = await bridge.agent.wait_for_session(0, timeout=5)
-    await wait_until(lambda: session.received, 5, "session.update at the agent")
-    return session
-
-
-def signed_headers(url: str, params: dict[str, str] | None = None) -> dict[str, str]:
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params or {})
-    return {"X-Twilio-Signature": signature}
-
-
-async def answer_call(bridge: RunningBridge, public_base: str | None = None) -> dict[str, str]:
-    """Twilio's first move: the signed voice webhook. Returns the TwiML's stream parameters."""
-    public_base = public_base or bridge.base_url
-    form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222"}
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(
-            bridge.webhook_url, data=form, headers=signed_headers(public_base + "/voice", form)
-        )
-    assert answer.status_code == 200, answer.text
-    return {p.get("name"): p.get("value") for p in ET.fromstring(answer.text).iter("Parameter")}
-
-
-async def start_stream(
-    bridge: RunningBridge, parameters: dict[str, str], public_base: str | None = None
-) -> ClientConnection:
-    """Open the media stream as Twilio does (signed for the TwiML's URL), send connected and
-    start with `parameters`. The socket itself goes to the bridge's loopback address, as it
-    does behind a proxy."""
-    headers = signed_headers(stream_url(public_base or bridge.base_url))
-    ws = await connect(bridge.stream_url, additional_headers=headers)
-    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-    start = {
-        "accountSid": "AC" + "0" * 32,
-        "streamSid": STREAM_SID,
-        "callSid": CALL_SID,
-        "tracks": ["inbound"],
-        "customParameters": parameters,
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-    }
-    await ws.send(
-        json.dumps(
-            {"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID, "start": start}
-        )
-    )
-    return ws
-
-
-async def open_stream(bridge: RunningBridge, public_base: str | None = None) -> ClientConnection:
-    """A call as Twilio places it: the webhook, then the stream with the TwiML's parameters."""
-    return await start_stream(bridge, await answer_call(bridge, public_base), public_base)
 
 
 async def test_stop_closes_the_realtime_session_within_a_second() -> None:

@@ -563,3 +563,42 @@ def test_a_goodbye_before_the_session_is_configured_hangs_up_at_once() -> None:
     assert h.call.say_goodbye("Bye", "server shutting down", 1.0) == [
         HangUp("server shutting down")
     ]
+
+
+# --- bad input from Twilio's side -------------------------------------------------------------
+
+
+def media(payload: str) -> str:
+    return twilio("media", media={"payload": payload})
+
+
+@pytest.mark.parametrize(
+    "payload", ["", "abc", "ab=c", "a===", "////=///", "é" * 4, 'AAA"', "AA AA", "/w==/w=="]
+)
+def test_caller_audio_that_is_not_base64_is_dropped(payload: str) -> None:
+    h = Harness()
+    assert h.call.receive_twilio(media(payload), 0.0) == []
+    assert len(h.call.receive_twilio(media("/w=="), 0.0)) == 1  # the call goes on
+
+
+def test_caller_audio_at_real_time_pace_is_never_dropped() -> None:
+    h = Harness()
+    frame = base64.b64encode(b"\xff" * 160).decode()
+    sent = [h.call.receive_twilio(media(frame), k * 0.020) for k in range(3000)]  # 60 s
+    assert all(len(actions) == 1 for actions in sent)
+
+
+def test_caller_audio_far_faster_than_real_time_is_capped() -> None:
+    h = Harness()
+    frame = base64.b64encode(b"\xff" * 160).decode()
+    # 10 s of audio within one second: the 3 s burst plus 1.5 s of sustained rate pass.
+    forwarded = sum(len(h.call.receive_twilio(media(frame), k * 0.002)) for k in range(500))
+    assert 3.0 * 50 <= forwarded <= 4.6 * 50
+
+
+def test_a_message_flood_ends_the_call_once() -> None:
+    h = Harness()
+    mark = twilio("mark", mark={"name": "x"})
+    results = [h.call.receive_twilio(mark, 1.0) for _ in range(1000)]
+    ends = [a for actions in results for a in actions if isinstance(a, EndCall)]
+    assert len(ends) == 1 and "flood" in ends[0].reason
