@@ -94,25 +94,33 @@ def parse_twilio_message(text: str | bytes) -> TwilioEvent:
         params = start.get("customParameters") or {}
         if not isinstance(params, dict):
             raise TwilioProtocolError("start.customParameters must be an object")
+        # Twilio sends strings; a nested value is not a parameter (and str() of a deeply
+        # nested one would recurse past Python's limit).
+        if not all(isinstance(v, str | int | float | bool) for v in params.values()):
+            raise TwilioProtocolError("start.customParameters values must be strings")
         media_format = start.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             raise TwilioProtocolError("start.mediaFormat must be an object")
+        encoding = media_format.get("encoding", "audio/x-mulaw")
+        account_sid = start.get("accountSid", "")
+        if not isinstance(encoding, str) or not isinstance(account_sid, str):
+            raise TwilioProtocolError("start.accountSid and mediaFormat.encoding must be strings")
         sample_rate = media_format.get("sampleRate", 8000)
         if not isinstance(sample_rate, int) or isinstance(sample_rate, bool):
             raise TwilioProtocolError("start.mediaFormat.sampleRate must be an integer")
         return Start(
             stream_sid=_text(start, "streamSid", "start"),
             call_sid=_text(start, "callSid", "start"),
-            account_sid=str(start.get("accountSid", "")),
+            account_sid=account_sid,
             custom_parameters={str(k): str(v) for k, v in params.items()},
-            encoding=str(media_format.get("encoding", "audio/x-mulaw")),
+            encoding=encoding,
             sample_rate=sample_rate,
         )
     if event == "dtmf":
         dtmf = _section(message, "dtmf")
         return Dtmf(_text(message, "streamSid", "dtmf"), _text(dtmf, "digit", "dtmf"))
     if event == "stop":
-        return Stop(str(message.get("streamSid", "")))
+        return Stop(_text(message, "streamSid", "stop"))
     if event == "connected":
         return Connected()
     raise TwilioProtocolError(f"unknown event {event!r}")
