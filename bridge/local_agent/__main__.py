@@ -37,6 +37,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items-per-response", type=int, default=defaults.items_per_response)
     parser.add_argument("--stall-after-ms", type=int, default=None)
     parser.add_argument("--stall-ms", type=int, default=0)
+    parser.add_argument(
+        "--drop-after-ms",
+        type=int,
+        default=None,
+        help="abort one session's connection after this much response audio",
+    )
+    parser.add_argument(
+        "--max-session-s",
+        type=float,
+        default=None,
+        help="expire sessions at this age, like the service's session limit",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -48,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         items_per_response=args.items_per_response,
         stall_after_ms=args.stall_after_ms,
         stall_ms=args.stall_ms,
+        drop_after_ms=args.drop_after_ms,
+        max_session_s=args.max_session_s,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args.host, args.port, options))

@@ -8,6 +8,7 @@ whole, like the real service, so the session never ends up half-updated.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -120,9 +121,14 @@ class SessionConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def initial(cls, session_id: str, model: str, dialect: str) -> SessionConfig:
-        lifetime_s = 1800 if dialect == BETA else 3600
-        return cls(session_id=session_id, model=model, expires_at=int(time.time()) + lifetime_s)
+    def initial(
+        cls, session_id: str, model: str, dialect: str, lifetime_s: float | None = None
+    ) -> SessionConfig:
+        """``lifetime_s``: the session's length limit, when the agent enforces one."""
+        if lifetime_s is None:
+            lifetime_s = 1800 if dialect == BETA else 3600
+        expires_at = math.ceil(time.time() + lifetime_s)
+        return cls(session_id=session_id, model=model, expires_at=expires_at)
 
     def vad(self) -> VadSettings | None:
         td = self.turn_detection

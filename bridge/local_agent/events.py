@@ -182,6 +182,30 @@ def item_missing(action: str, item_id: object, code: str) -> RealtimeError:
     )
 
 
+def content_type_must_be(value: object, expected: str, param: str) -> RealtimeError:
+    """A message content part of a type its role does not take, when the role takes one."""
+    return RealtimeError(
+        f"Invalid value: '{value}'. Value must be '{expected}'.", "invalid_value", param
+    )
+
+
+def session_expired(limit_s: float) -> RealtimeError:
+    """Sent when a session reaches its maximum duration, just before the service closes it
+    with 1001 (going away) and the same message as the close reason."""
+    return RealtimeError(
+        f"Your session hit the maximum duration of {duration_words(limit_s)}.",
+        "session_expired",
+    )
+
+
+def duration_words(seconds: float) -> str:
+    """'60 minutes' as the service words its limits; a test's short limit in seconds."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
+    return f"{seconds:g} second" if seconds == 1 else f"{seconds:g} seconds"
+
+
 def voice_locked() -> RealtimeError:
     return RealtimeError(
         "Cannot update a conversation's voice if assistant audio is present.",

@@ -20,6 +20,13 @@ class AgentOptions:
     items_per_response: int = 1  # split the echo over this many assistant items
     vad_threshold_dbfs: float = -45.0  # energy threshold at turn_detection.threshold = 0.5
     vad_onset_ms: int = 40  # speech must last this long before speech_started is emitted
+    # A flaky network or a backend crash: abort the TCP connection (no close frame) once this
+    # many ms of response audio have been sent in a session. Only the first session of an agent
+    # to get there is dropped, so a client's reconnection is not dropped in turn.
+    drop_after_ms: int | None = None
+    # The service's session length limit (60 min on GA): at this age a session gets the
+    # service's session_expired error and is closed. None: sessions last as long as the client.
+    max_session_s: float | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction, not in the middle of a call.
@@ -33,3 +40,7 @@ class AgentOptions:
             raise ValueError("items_per_response must be >= 1")
         if self.vad_onset_ms < 0:
             raise ValueError("vad_onset_ms must be >= 0")
+        if self.drop_after_ms is not None and self.drop_after_ms < 0:
+            raise ValueError("drop_after_ms must be >= 0")
+        if self.max_session_s is not None and not self.max_session_s > 0:
+            raise ValueError("max_session_s must be positive")

@@ -38,7 +38,9 @@ class AgentResponse:
 
     response_id: str
     status: str = "in_progress"  # in_progress | completed | cancelled (| failed: agent bug)
-    status_reason: str | None = None  # turn_detected | client_cancelled | client_disconnected
+    # turn_detected | client_cancelled | client_disconnected | connection_dropped (the agent
+    # dropped it) | session_expired (max_session_s)
+    status_reason: str | None = None
     items: list[str] = field(default_factory=list)
     # Per item: (time.monotonic() of each delta send, byte offset of that delta's end).
     sent_times: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
@@ -63,6 +65,10 @@ class _Progress:
     item: Item
     output_index: int
     sent: set[str] = field(default_factory=set)  # logical names of the events already sent
+
+
+class _Dropped(Exception):
+    """The agent dropped the connection under this response (drop_after_ms)."""
 
 
 class ResponseRun:
@@ -102,12 +108,12 @@ class ResponseRun:
             await self._close_item(progress, "incomplete")
         await self._finish("cancelled", reason)
 
-    async def abort(self) -> None:
-        """The socket is gone: stop without sending anything."""
+    async def abort(self, reason: str = "client_disconnected") -> None:
+        """The socket is gone (or going): stop without sending anything."""
         await self._stop_task()
         if not self._finished:
             self._finished = True
-            self._record_end("cancelled", "client_disconnected")
+            self._record_end("cancelled", reason)
 
     async def _stop_task(self) -> None:
         task = self._task
@@ -126,7 +132,7 @@ class ResponseRun:
             for index, planned in enumerate(self.plan):
                 await self._stream_item(index, planned)
             await self._finish("completed", None)
-        except ConnectionClosed:
+        except (ConnectionClosed, _Dropped):
             pass  # the session's teardown records the end
         except Exception:
             log.exception("local agent response %s failed", self.response_id)
@@ -187,17 +193,23 @@ class ResponseRun:
         for start in range(0, len(audio), chunk_bytes):
             chunk = audio[start : start + chunk_bytes]
             await self._pace()
+            self._check_drop()  # drop_after_ms = 0: before any audio
             # Record before the write: the frame goes out synchronously inside send().
             item.audio += chunk
             self.response._audio[item.id] += chunk
             self.response.sent_times[item.id].append((time.monotonic(), start + len(chunk)))
             self._sent_ms += len(chunk) / bpm
-            session.note_assistant_audio()
+            session.note_assistant_audio(len(chunk) / bpm)
             await session.emit(
                 "response.output_audio.delta",
                 {**ids, **part, "delta": base64.b64encode(chunk).decode("ascii")},
             )
+            self._check_drop()  # as soon as the delta reaching drop_after_ms went out
         await self._close_item(progress, "completed")
+
+    def _check_drop(self) -> None:
+        if self.session.maybe_auto_drop():
+            raise _Dropped
 
     async def _pace(self) -> None:
         options = self.session.options

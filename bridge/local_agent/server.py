@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from .options import AgentOptions
 from .session import AgentSession
@@ -23,17 +25,29 @@ class LocalAgent:
 
     def __init__(self, options: AgentOptions | None = None) -> None:
         self.options = options or AgentOptions()
+        # Every session ever accepted, in order of acceptance (closed ones stay).
         self.sessions: list[AgentSession] = []
+        # While true, WebSocket handshakes are answered with HTTP 503 (the backend is down);
+        # settable at any time, it does not touch sessions already open.
+        self.refuse_connections = False
+        self.refused = 0  # handshakes refused so far
         self._server: Server | None = None
         self._url: str | None = None
         self._session_added = asyncio.Condition()
+        self._auto_drop_spent = False  # drop_after_ms drops one session per agent
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 = any free port); returns the ws:// URL to connect to."""
         if self._server is not None:
             raise RuntimeError("local agent already started")
         # Any path is accepted (gateways and Azure use their own); REALTIME_PATH is advertised.
-        self._server = await serve(self._handle, host, port, max_size=MAX_MESSAGE_BYTES)
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            max_size=MAX_MESSAGE_BYTES,
+            process_request=self._process_request,
+        )
         bound_port = self._server.sockets[0].getsockname()[1]
         public_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
         public_host = "[::1]" if public_host == "::" else public_host
@@ -57,7 +71,11 @@ class LocalAgent:
         await server.wait_closed()
 
     async def wait_for_session(self, index: int = 0, timeout: float = 5.0) -> AgentSession:
-        """The ``index``-th accepted session, waiting up to ``timeout`` s for it to connect."""
+        """The ``index``-th accepted session, waiting up to ``timeout`` s for it to connect.
+
+        Indexes count every session this agent ever accepted (closed ones included, refused
+        handshakes not), so ``wait_for_session(len(agent.sessions))`` awaits the next one.
+        """
         async with asyncio.timeout(timeout), self._session_added:
             await self._session_added.wait_for(lambda: len(self.sessions) > index)
         return self.sessions[index]
@@ -75,8 +93,24 @@ class LocalAgent:
     ) -> None:
         await self.stop()
 
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self.refuse_connections:
+            return None
+        self.refused += 1
+        log.info("local agent refused a connection (refuse_connections is set)")
+        return connection.respond(
+            HTTPStatus.SERVICE_UNAVAILABLE, "The local agent is refusing connections.\n"
+        )
+
+    def _claim_auto_drop(self) -> bool:
+        """True for the first session to reach ``drop_after_ms``, False for any later one."""
+        if self._auto_drop_spent:
+            return False
+        self._auto_drop_spent = True
+        return True
+
     async def _handle(self, connection: ServerConnection) -> None:
-        session = AgentSession(connection, self.options)
+        session = AgentSession(connection, self.options, claim_auto_drop=self._claim_auto_drop)
         self.sessions.append(session)
         async with self._session_added:
             self._session_added.notify_all()

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from bridge.audio import synthetic_speech_mulaw
 
@@ -51,9 +52,32 @@ DB_PER_THRESHOLD_UNIT = 40.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
+# Content part types a client-created message takes, per role, as the service checks them:
+# (the types accepted, the types its error names). A role with one named type gets the
+# service's "Value must be 'x'." wording, the user role "Supported values are: ...".
+_CONTENT_TYPES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # GA also documents input_image for user items; its error still names only these two.
+    (GA, "user"): (("input_text", "input_audio", "input_image"), ("input_text", "input_audio")),
+    (GA, "assistant"): (("output_text",), ("output_text",)),
+    (GA, "system"): (("input_text",), ("input_text",)),
+    (BETA, "user"): (("input_text", "input_audio"), ("input_text", "input_audio")),
+    (BETA, "assistant"): (("text",), ("text",)),
+    (BETA, "system"): (("input_text",), ("input_text",)),
+}
+_TEXT_PART_TYPES = ("input_text", "output_text", "text")
+
 
 class AgentSession:
-    def __init__(self, connection: ServerConnection, options: AgentOptions) -> None:
+    def __init__(
+        self,
+        connection: ServerConnection,
+        options: AgentOptions,
+        *,
+        claim_auto_drop: Callable[[], bool] | None = None,
+    ) -> None:
+        """``claim_auto_drop``: asked once this session reaches ``options.drop_after_ms``;
+        the session is dropped only if it answers True (LocalAgent lets one session per agent
+        be dropped). Without it, the session is dropped."""
         self._conn = connection
         self.options = options
         request = connection.request
@@ -64,7 +88,9 @@ class AgentSession:
         self.dialect: str = BETA if "realtime=v1" in beta else GA
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
-        self.config = SessionConfig.initial(self.session_id, self._model_from_path(), self.dialect)
+        self.config = SessionConfig.initial(
+            self.session_id, self._model_from_path(), self.dialect, options.max_session_s
+        )
 
         self.received: list[dict[str, Any]] = []
         self.appends_received = 0
@@ -72,8 +98,17 @@ class AgentSession:
         self.truncations: list[dict[str, Any]] = []
         self.responses: list[AgentResponse] = []
         self.errors_sent: list[dict[str, Any]] = []
+        # (role, text) of every text message the client created, in order of creation (a
+        # log: conversation.item.delete does not remove entries).
+        self.conversation_texts: list[tuple[str, str]] = []
+        self.response_audio_ms = 0.0  # response audio sent in this session, all responses
+        self.dropped = False  # the agent aborted the connection (drop() or drop_after_ms)
+        self.expired = False  # the session hit options.max_session_s
+        self.opened_at = time.monotonic()
         self.closed_at: float | None = None
         self._closed = asyncio.Event()
+        self._claim_auto_drop = claim_auto_drop or (lambda: True)
+        self._auto_drop_checked = False
 
         self.conversation = Conversation()
         self._active: ResponseRun | None = None
@@ -114,6 +149,31 @@ class AgentSession:
 
     # --- public helpers -------------------------------------------------------------------
 
+    async def drop(self) -> None:
+        """Abort the TCP connection without a close frame, as a network failure or a backend
+        crash would; returns once the session is torn down. No-op if already closed."""
+        if self._abort_connection():
+            await self._closed.wait()
+
+    def _abort_connection(self) -> bool:
+        if self._closed.is_set() or self._conn.state is State.CLOSED:
+            return False
+        self.dropped = True
+        log.info("local agent session %s: dropping the connection", self.session_id)
+        self._conn.transport.abort()
+        return True
+
+    def maybe_auto_drop(self) -> bool:
+        """Drop the connection if ``drop_after_ms`` of response audio were sent; True if so.
+
+        Synchronous, so the response streamer can call it between deltas and stop.
+        """
+        limit = self.options.drop_after_ms
+        if limit is None or self._auto_drop_checked or self.response_audio_ms < limit:
+            return False
+        self._auto_drop_checked = True
+        return self._claim_auto_drop() and self._abort_connection()
+
     async def wait_closed(self, timeout: float) -> bool:
         """True once the socket is closed (either side), False if ``timeout`` passes first."""
         try:
@@ -132,16 +192,29 @@ class AgentSession:
             self.dialect,
             self.path.split("?", 1)[0],  # a gateway-style ?token= must not reach the log
         )
+        limit = self.options.max_session_s
+        loop = asyncio.get_running_loop()
+        deadline = None if limit is None else loop.time() + limit - self._age()
         try:
             await self.emit("session.created", {"session": self.config.render(self.dialect)})
-            async for message in self._conn:
-                await self._dispatch(message)
+            try:
+                # Past the deadline the reader is cancelled wherever it is: the session is
+                # over, whatever it was doing.
+                async with asyncio.timeout_at(deadline) as lifetime:
+                    async for message in self._conn:
+                        await self._dispatch(message)
+            except TimeoutError:
+                if not lifetime.expired():
+                    raise
+                assert limit is not None
+                await self._expire(limit)
         except ConnectionClosed:
             pass
         finally:
             try:
                 if self._active is not None:
-                    await self._active.abort()
+                    reason = "connection_dropped" if self.dropped else "client_disconnected"
+                    await self._active.abort(reason)
             finally:
                 self.closed_at = time.monotonic()
                 self._closed.set()
@@ -151,6 +224,19 @@ class AgentSession:
                     len(self.responses),
                     len(self.errors_sent),
                 )
+
+    def _age(self) -> float:
+        return time.monotonic() - self.opened_at
+
+    async def _expire(self, limit_s: float) -> None:
+        """The service's end of a session at its maximum duration: the error, then 1001."""
+        self.expired = True
+        log.info("local agent session %s hit its maximum duration", self.session_id)
+        if self._active is not None:
+            await self._active.abort("session_expired")
+        error = events.session_expired(limit_s)
+        await self._send_error(error, None)
+        await self._conn.close(1001, error.message)
 
     async def emit(self, name: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """Send one server event under its logical (GA) name; None if the dialect lacks it."""
@@ -207,8 +293,9 @@ class AgentSession:
         if self._active is run:
             self._active = None
 
-    def note_assistant_audio(self) -> None:
+    def note_assistant_audio(self, ms: float) -> None:
         self._assistant_audio = True
+        self.response_audio_ms += ms
 
     def input_token_counts(self) -> tuple[int, int, int, int]:
         """(text, audio, cached text, cached audio) input tokens for a response starting now.
@@ -408,6 +495,7 @@ class AgentSession:
                 raise events.invalid_value(role, ("user", "assistant", "system"), "item.role")
             if not isinstance(raw.get("content"), list):
                 raise events.missing_parameter("item.content")
+            self._check_content(role, raw["content"])
         item_id = raw.get("id") or new_id("item")
         if item_id in self.conversation:
             raise RealtimeError(
@@ -415,12 +503,36 @@ class AgentSession:
             )
         item = Item(id=str(item_id), type=kind, role=role, client_item=dict(raw))
         previous = self.conversation.add(item)
-        rendered = {"previous_item_id": previous, "item": item.render(self.dialect)}
-        await self.emit("conversation.item.added", rendered)
-        await self.emit("conversation.item.done", rendered)
+        # Recorded before the events go out, so whoever sees them finds the record complete.
+        if kind == "message":
+            texts = [p["text"] for p in raw["content"] if p["type"] in _TEXT_PART_TYPES]
+            if texts:
+                self.conversation_texts.append((role, " ".join(texts)))
         text = _item_text(raw)
         if text and (role == "user" or kind == "function_call_output"):
             self._pending_text = text
+        rendered = {"previous_item_id": previous, "item": item.render(self.dialect)}
+        await self.emit("conversation.item.added", rendered)
+        await self.emit("conversation.item.done", rendered)
+
+    def _check_content(self, role: str, content: list[Any]) -> None:
+        accepted, named = _CONTENT_TYPES[(self.dialect, role)]
+        for index, part in enumerate(content):
+            param = f"item.content[{index}]"
+            if not isinstance(part, dict):
+                raise events.invalid_type(param, "an object")
+            part_type = part.get("type")
+            if part_type is None:
+                raise events.missing_parameter(f"{param}.type")
+            if part_type not in accepted:
+                if len(named) == 1:
+                    raise events.content_type_must_be(part_type, named[0], f"{param}.type")
+                raise events.invalid_value(part_type, named, f"{param}.type")
+            if part_type in _TEXT_PART_TYPES:
+                if "text" not in part:
+                    raise events.missing_parameter(f"{param}.text")
+                if not isinstance(part["text"], str):
+                    raise events.invalid_type(f"{param}.text", "a string")
 
     async def _on_truncate(self, event: dict[str, Any]) -> None:
         item_id = event.get("item_id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.audio import (
     mulaw_silence,
@@ -657,3 +658,401 @@ async def test_a_misbehaving_client_does_not_affect_another(make_agent: AgentFac
     first, second = agent.sessions
     assert await second.wait_closed(2.0)
     assert b"".join(first.responses[0].audio_sent.values()) == ECHO
+
+
+# --- restoring a conversation as text items ---------------------------------------------------
+
+
+def _text_item(role: str, part_type: str, text: str) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": role, "content": [{"type": part_type, "text": text}]},
+    }
+
+
+async def test_ga_text_items_are_added_and_recorded_in_order(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    restored = [
+        ("system", "input_text", "The caller is Ada."),
+        ("user", "input_text", "Hi, I'd like to book a table."),
+        ("assistant", "output_text", "Sure, for how many people?"),
+        ("user", "input_text", "Four."),
+    ]
+    async with client(agent) as c:
+        previous = None
+        for role, part_type, text in restored:
+            await c.send(_text_item(role, part_type, text))
+            added = await c.next()
+            done = await c.next()
+            assert (added["type"], done["type"]) == (
+                "conversation.item.added",
+                "conversation.item.done",
+            )
+            item = added["item"]
+            assert done["item"] == item
+            assert added["previous_item_id"] == previous
+            assert item["id"].startswith("item_") and item["object"] == "realtime.item"
+            assert (item["role"], item["status"]) == (role, "completed")
+            assert item["content"] == [{"type": part_type, "text": text}]
+            previous = item["id"]
+        # The restored conversation goes on: the last user text is answered.
+        await c.send({"type": "response.create"})
+        done = await c.until("response.done")
+    assert done["response"]["status"] == "completed"
+    session = agent.sessions[0]
+    assert session.conversation_texts == [(role, text) for role, _, text in restored]
+    assert session.errors_sent == []
+
+
+async def test_beta_text_items_answer_created_only(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent, beta=True) as c:
+        await c.send(_text_item("system", "input_text", "Be brief."))
+        await c.send(_text_item("user", "input_text", "Hello?"))
+        await c.send(_text_item("assistant", "text", "Hello! How can I help?"))
+        created = [await c.next() for _ in range(3)]
+        # Nothing more was sent for them: the next event answers the next request.
+        await c.send({"type": "response.cancel"})
+        assert (await c.next())["type"] == "error"
+    assert [e["type"] for e in created] == ["conversation.item.created"] * 3
+    assert [e["item"]["content"][0]["type"] for e in created] == [
+        "input_text",
+        "input_text",
+        "text",
+    ]
+    assert [e["previous_item_id"] for e in created[1:]] == [e["item"]["id"] for e in created[:2]]
+    assert agent.sessions[0].conversation_texts == [
+        ("system", "Be brief."),
+        ("user", "Hello?"),
+        ("assistant", "Hello! How can I help?"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("beta", "role", "part_type", "message"),
+    [
+        (
+            False,
+            "assistant",
+            "input_text",
+            "Invalid value: 'input_text'. Value must be 'output_text'.",
+        ),
+        (False, "assistant", "text", "Invalid value: 'text'. Value must be 'output_text'."),
+        (False, "system", "text", "Invalid value: 'text'. Value must be 'input_text'."),
+        (
+            False,
+            "system",
+            "output_text",
+            "Invalid value: 'output_text'. Value must be 'input_text'.",
+        ),
+        (
+            False,
+            "user",
+            "output_text",
+            "Invalid value: 'output_text'. Supported values are: 'input_text' and 'input_audio'.",
+        ),
+        (True, "assistant", "input_text", "Invalid value: 'input_text'. Value must be 'text'."),
+        (True, "assistant", "output_text", "Invalid value: 'output_text'. Value must be 'text'."),
+        (
+            True,
+            "user",
+            "text",
+            "Invalid value: 'text'. Supported values are: 'input_text' and 'input_audio'.",
+        ),
+    ],
+)
+async def test_wrong_content_type_for_the_role_is_the_service_error(
+    make_agent: AgentFactory, beta: bool, role: str, part_type: str, message: str
+) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent, beta=beta) as c:
+        event = _text_item(role, part_type, "hello")
+        # The part is checked wherever it is in the content list.
+        good = "input_text" if role != "assistant" else ("text" if beta else "output_text")
+        event["item"]["content"].insert(0, {"type": good, "text": "fine"})
+        await c.send({**event, "event_id": "evt_7"})
+        error = (await c.next())["error"]
+    assert error == {
+        "type": "invalid_request_error",
+        "code": "invalid_value",
+        "message": message,
+        "param": "item.content[1].type",
+        "event_id": "evt_7",
+    }
+    session = agent.sessions[0]
+    assert session.conversation_texts == []
+    assert list(session.conversation) == []
+
+
+async def test_malformed_text_parts_are_refused(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+
+        async def refusal(content: list[Any]) -> dict[str, Any]:
+            item = {"type": "message", "role": "user", "content": content}
+            await c.send({"type": "conversation.item.create", "item": item})
+            event = await c.next()
+            assert event["type"] == "error"
+            return event["error"]
+
+        missing_text = await refusal([{"type": "input_text"}])
+        assert (missing_text["code"], missing_text["param"]) == (
+            "missing_required_parameter",
+            "item.content[0].text",
+        )
+        not_a_string = await refusal([{"type": "input_text", "text": 5}])
+        assert (not_a_string["code"], not_a_string["param"]) == (
+            "invalid_type",
+            "item.content[0].text",
+        )
+        no_type = await refusal([{"text": "hi"}])
+        assert (no_type["code"], no_type["param"]) == (
+            "missing_required_parameter",
+            "item.content[0].type",
+        )
+        assert (await refusal(["hi"]))["param"] == "item.content[0]"
+        # Several text parts make one entry; audio-only user items are not text items.
+        await c.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "one"},
+                        {"type": "input_audio", "audio": ""},
+                        {"type": "input_text", "text": "two"},
+                    ],
+                },
+            }
+        )
+        await c.until("conversation.item.done")
+        audio_only = {"type": "message", "role": "user", "content": [{"type": "input_audio"}]}
+        await c.send({"type": "conversation.item.create", "item": audio_only})
+        await c.until("conversation.item.done")
+    assert agent.sessions[0].conversation_texts == [("user", "one two")]
+
+
+# --- dropped connections ------------------------------------------------------------------------
+
+
+async def _until_connection_lost(c: Client) -> ConnectionClosed:
+    with pytest.raises(ConnectionClosed) as lost:
+        while True:
+            await c.next()
+    return lost.value
+
+
+async def test_drop_aborts_without_a_close_frame(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=1.0)
+    async with client(agent) as c:
+        session = await agent.wait_for_session(0)
+        await c.send({"type": "response.create"})
+        await c.until("response.output_audio.delta")
+        await session.drop()
+        # Torn down by the time drop() returns.
+        assert session.dropped and session.closed_at is not None
+        assert _response_tasks() == []
+        lost = await _until_connection_lost(c)
+    assert lost.rcvd is None  # no close frame: a network failure, not a goodbye
+    response = session.responses[0]
+    assert (response.status, response.status_reason) == ("cancelled", "connection_dropped")
+    assert "response.done" not in c.types()
+    assert not session.expired
+
+    # Dropping a closed session is a no-op.
+    async with client(agent):
+        pass
+    closed = agent.sessions[1]
+    assert await closed.wait_closed(2.0)
+    await closed.drop()
+    assert not closed.dropped
+
+
+async def test_drop_after_ms_drops_the_first_session_mid_answer(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0, chunk_ms=100, drop_after_ms=300)
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        # 1200 ms of synthetic speech: dropped right after the delta that reaches 300 ms.
+        await c.send({"type": "response.create", "response": {"instructions": "x" * 20}})
+        lost = await _until_connection_lost(c)
+    assert lost.rcvd is None
+    first = agent.sessions[0]
+    assert await first.wait_closed(2.0)
+    assert first.dropped and not first.expired
+    assert first.response_audio_ms == 300
+    response = first.responses[0]
+    assert (response.status, response.status_reason) == ("cancelled", "connection_dropped")
+    sent = b"".join(response.audio_sent.values())
+    assert len(sent) == 300 * 8
+    # What the client got before the drop is a prefix of what was sent; no closing events.
+    assert sent.startswith(b"".join(c.deltas().values()))
+    assert "response.output_audio.done" not in c.types()
+
+    # The reconnection is not dropped: the agent drops once.
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        await c.send({"type": "response.create", "response": {"instructions": "x" * 20}})
+        done = await c.until("response.done")
+    second = agent.sessions[1]
+    assert done["response"]["status"] == "completed"
+    assert not second.dropped and second.response_audio_ms == 1200
+
+
+async def test_drop_after_ms_counts_audio_across_responses(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0, chunk_ms=100, drop_after_ms=700)
+    async with client(agent) as c:
+        await c.update(GA_PCMU)
+        await c.send({"type": "response.create", "response": {"instructions": "x" * 10}})
+        assert (await c.until("response.done"))["response"]["status"] == "completed"  # 600 ms
+        await c.send({"type": "response.create", "response": {"instructions": "x" * 10}})
+        await _until_connection_lost(c)
+    session = agent.sessions[0]
+    assert session.dropped
+    assert [sum(map(len, r.audio_sent.values())) // 8 for r in session.responses] == [600, 100]
+
+
+async def test_drop_after_zero_ms_drops_before_any_audio(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0, drop_after_ms=0)
+    async with client(agent) as c:
+        await c.send({"type": "response.create"})
+        await _until_connection_lost(c)
+    session = agent.sessions[0]
+    assert session.dropped and session.response_audio_ms == 0
+    assert "response.created" in c.types()
+    assert "response.output_audio.delta" not in c.types()
+    assert session.responses[0].status_reason == "connection_dropped"
+
+
+# --- session length limit -------------------------------------------------------------------
+
+
+async def test_max_session_s_expires_like_the_service(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=1.0, max_session_s=0.3)
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    async with client(agent) as c:
+        expires_at = c.events[0]["session"]["expires_at"]
+        # A long answer is under way when the session ends.
+        await c.send({"type": "response.create", "response": {"instructions": "x" * 200}})
+        await c.until("response.output_audio.delta")
+        error = await c.until("error", timeout=5.0)
+        expired_after = loop.time() - opened
+        with pytest.raises(ConnectionClosed) as closed:
+            await c.next()
+    assert error["error"] == {
+        "type": "invalid_request_error",
+        "code": "session_expired",
+        "message": "Your session hit the maximum duration of 0.3 seconds.",
+        "param": None,
+        "event_id": None,
+    }
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, error["error"]["message"])
+    assert 0.3 <= expired_after < 2.0
+    session = agent.sessions[0]
+    assert await session.wait_closed(2.0)
+    assert session.expired and not session.dropped
+    assert session.closed_at is not None and session.closed_at - session.opened_at >= 0.3
+    assert session.errors_sent[-1]["error"]["code"] == "session_expired"
+    assert (session.responses[0].status, session.responses[0].status_reason) == (
+        "cancelled",
+        "session_expired",
+    )
+    # Nothing of the response after the error: it was the session's last event.
+    assert c.events[-1] == error
+    assert abs(expires_at - (time.time() + 0.3)) <= 2
+    assert _response_tasks() == []
+
+
+def test_session_expired_wording_for_service_limits() -> None:
+    from bridge.local_agent import events
+
+    assert events.session_expired(3600).message == (
+        "Your session hit the maximum duration of 60 minutes."
+    )
+    assert events.session_expired(1800).message.endswith("of 30 minutes.")
+    assert events.session_expired(60).message.endswith("of 1 minute.")
+    assert events.session_expired(1.5).message.endswith("of 1.5 seconds.")
+    assert events.session_expired(3600).code == "session_expired"
+
+
+async def test_sessions_within_max_session_s_are_untouched(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0, max_session_s=30)
+    async with client(agent) as c:
+        created = c.events[0]["session"]
+        await c.update(GA_PCMU)
+        await speak_turn(c)
+    session = agent.sessions[0]
+    assert await session.wait_closed(2.0)
+    assert not session.expired and session.errors_sent == []
+    assert abs(created["expires_at"] - (time.time() + 30)) <= 2
+
+
+def test_option_validation() -> None:
+    with pytest.raises(ValueError, match="drop_after_ms"):
+        AgentOptions(drop_after_ms=-1)
+    with pytest.raises(ValueError, match="max_session_s"):
+        AgentOptions(max_session_s=0)
+
+
+# --- refusing connections, and awaiting later sessions --------------------------------------
+
+
+async def test_refuse_connections_answers_503_until_cleared(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as open_before:
+        agent.refuse_connections = True
+        for _ in range(2):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(agent.url):
+                    pass
+            assert refused.value.response.status_code == 503
+        assert agent.refused == 2
+        assert len(agent.sessions) == 1
+        # A session opened before is not affected.
+        await open_before.send({"type": "response.create"})
+        assert (await open_before.until("response.done"))["response"]["status"] == "completed"
+
+        agent.refuse_connections = False
+        url = agent.url
+        async with client(agent) as c:
+            await c.send({"type": "response.create"})
+            await c.until("response.done")
+    assert agent.url == url  # same port throughout
+    assert agent.refused == 2
+    assert len(agent.sessions) == 2
+
+
+async def test_wait_for_session_after_earlier_sessions_closed(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent):
+        pass
+    first = await agent.wait_for_session(0)
+    assert await first.wait_closed(2.0)
+
+    # Waiting for the next session before it connects.
+    waiter = asyncio.create_task(agent.wait_for_session(1, timeout=5.0))
+    await asyncio.wait({waiter}, timeout=0)
+    assert not waiter.done()
+    async with client(agent):
+        second = await waiter
+        assert second is agent.sessions[1] and second is not first
+        assert second.closed_at is None
+    assert await agent.wait_for_session(0) is first  # earlier indexes answer at once
+
+    # Also after a drop, with a refused attempt in between.
+    await agent.wait_for_session(1)
+    agent.refuse_connections = True
+    with pytest.raises(InvalidStatus):
+        async with connect(agent.url):
+            pass
+    agent.refuse_connections = False
+    async with client(agent) as c:
+        third = await agent.wait_for_session(2)
+        await third.drop()
+        await _until_connection_lost(c)
+    async with client(agent):
+        assert (await agent.wait_for_session(3)) is agent.sessions[3]
+    with pytest.raises(TimeoutError):
+        await agent.wait_for_session(4, timeout=0.05)
