@@ -24,7 +24,7 @@ def setup() -> Call:
         "start": {"streamSid": STREAM, "callSid": "CA" + "0" * 32, "accountSid": "AC"},
     }
     call.receive_twilio(json.dumps(start), 0.0)
-    call.realtime_connected()
+    call.realtime_connected(0.0)
     call.receive_realtime(json.dumps({"type": "session.updated", "session": {}}), 0.0)
     call.receive_realtime(json.dumps({"type": "response.created", "response": {"id": "r"}}), 0.0)
     return call

@@ -42,6 +42,8 @@ def call_config_from_settings(settings: Settings) -> CallConfig:
         ),
         greeting=settings.greeting,
         max_duration_s=settings.max_call_duration_s or None,
+        reconnect_budget_s=settings.reconnect_budget_s,
+        rollover_after_s=settings.rollover_after_s,
         time_limit_message=settings.time_limit_message,
     )
 

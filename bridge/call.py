@@ -30,9 +30,11 @@ from typing import Any
 
 import orjson
 
+from bridge.conversation import DEFAULT_MAX_REPLAY_CHARS, Conversation
 from bridge.realtime.dialects import Dialect, canonical_event_type
 from bridge.realtime.session_config import (
     GOODBYE_LEAD,
+    RESUME_INSTRUCTIONS,
     SessionSettings,
     greeting_request,
     interrupts_by_itself,
@@ -56,6 +58,8 @@ from bridge.twilio_stream import (
 MULAW_BYTES_PER_SECOND = 8000
 MULAW_BYTES_PER_MS = 8
 TRUNCATION_MARK_PREFIX = "truncated:"
+# First attempt at once, then backing off (seconds), the last delay repeating.
+RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
 # Checks the alphabet and padding without decoding anything (~0.5 µs per frame).
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
@@ -91,6 +95,15 @@ class EndCall:
 
 
 @dataclass(slots=True, frozen=True)
+class ReconnectRealtime:
+    """Close the Realtime socket if it is still open, wait `delay_s`, open a new one, then
+    report `realtime_connected` (or `realtime_closed` if that fails)."""
+
+    delay_s: float
+    reason: str
+
+
+@dataclass(slots=True, frozen=True)
 class HangUp:
     """End the phone call itself, not only the stream: the goodbye was the end, so no TwiML
     after <Connect> (the apology) may run. Then close both sockets."""
@@ -98,7 +111,7 @@ class HangUp:
     reason: str
 
 
-Action = SendToTwilio | SendToRealtime | OpenRealtime | EndCall | HangUp
+Action = SendToTwilio | SendToRealtime | OpenRealtime | ReconnectRealtime | EndCall | HangUp
 
 
 # --- configuration and records ------------------------------------------------------------
@@ -127,12 +140,21 @@ class CallConfig:
     max_messages_per_s: float = 200.0
     max_audio_speed: float = 1.5  # x real time, sustained
     audio_burst_s: float = 3.0
+    # A Realtime socket lost mid-call is reopened with backoff for this long, the
+    # conversation restored as text; after that the call ends with the apology.
+    reconnect_budget_s: float = 10.0
+    # Move to a fresh session after this long (the service ends sessions at 60 min on GA,
+    # 30 on beta/Azure), at a quiet moment, or regardless `rollover_grace_s` later.
+    rollover_after_s: float | None = None
+    rollover_grace_s: float = 240.0
+    max_replay_chars: int = DEFAULT_MAX_REPLAY_CHARS
 
 
 class Phase(Enum):
     AWAITING_START = "awaiting start"
     CONNECTING = "connecting"
     BRIDGING = "bridging"
+    RECONNECTING = "reconnecting"  # the session was lost or is being replaced
     ENDED = "ended"
 
 
@@ -240,6 +262,12 @@ class Call:
         self._opened_at: float | None = None  # first tick: the socket is open
         self._started_at: float | None = None
         self._goodbye: _Goodbye | None = None
+        self.conversation = Conversation(self.config.max_replay_chars)
+        self._greeted = False
+        self._session_opened_at: float | None = None
+        self._lost_at: float | None = None  # when the session in use was lost or retired
+        self._reconnect_attempts = 0
+        self._caller_speaking = False
         config = self.config
         self._message_budget = _Budget(config.max_messages_per_s, 2 * config.max_messages_per_s)
         # Counted in base64 characters (4 per 3 bytes), so no frame is decoded to count it.
@@ -335,7 +363,7 @@ class Call:
         text = orjson.dumps({"type": "input_audio_buffer.append", "audio": media.payload}).decode()
         if self.phase is Phase.BRIDGING:
             return [SendToRealtime(text)]
-        if self.phase is Phase.CONNECTING:
+        if self.phase is Phase.CONNECTING or self.phase is Phase.RECONNECTING:
             self._frames_before_connect.append(text)
         return []
 
@@ -357,23 +385,65 @@ class Call:
 
     # --- Realtime side ---------------------------------------------------------------------
 
-    def realtime_connected(self) -> list[Action]:
-        """The Realtime socket is open: configure the session, then send the waiting audio."""
-        if self.phase is not Phase.CONNECTING:
+    def realtime_connected(self, now: float) -> list[Action]:
+        """The Realtime socket is open: configure the session, restore the conversation if
+        this replaces a lost one, then send the caller audio that waited."""
+        if self.phase is not Phase.CONNECTING and self.phase is not Phase.RECONNECTING:
             return []
+        restoring = self.phase is Phase.RECONNECTING
         self.phase = Phase.BRIDGING
+        self._session_opened_at = now
+        self._session_configured = False
         update = session_update(self.config.session, self.config.dialect)
         actions: list[Action] = [SendToRealtime(orjson.dumps(update).decode())]
+        if restoring:
+            lost_at = now if self._lost_at is None else self._lost_at
+            replay = self.conversation.replay(self.config.dialect)
+            actions += [SendToRealtime(orjson.dumps(item).decode()) for item in replay]
+            self.log.info(
+                "new Realtime session after %.1f s: restored %d turns as text",
+                now - lost_at,
+                len(replay),
+            )
+            if self.conversation.awaiting_answer:
+                resume = {
+                    "type": "response.create",
+                    "response": {"instructions": RESUME_INSTRUCTIONS},
+                }
+                actions.append(SendToRealtime(orjson.dumps(resume).decode()))
+            self._lost_at = None
+            self._reconnect_attempts = 0
         actions.extend(SendToRealtime(text) for text in self._frames_before_connect)
         self._frames_before_connect.clear()
         return actions
 
-    def realtime_closed(self, reason: str) -> list[Action]:
-        """The Realtime socket closed or could not be opened."""
+    def realtime_closed(self, reason: str, now: float) -> list[Action]:
+        """The Realtime socket closed, or could not be opened.
+
+        Lost mid-call, it is reopened with backoff and the conversation restored, for up to
+        `reconnect_budget_s`; then, or if no session ever worked, the call ends (apology)."""
         if self.phase is Phase.ENDED:
             return []
+        if self.phase is Phase.BRIDGING and self._session_configured and self._goodbye is None:
+            self.log.warning("Realtime session lost (%s): reconnecting", reason)
+            actions = self._interrupt(now, cancel_always=False, backend_alive=False)
+            self.phase = Phase.RECONNECTING
+            self._lost_at = now
+            return [*actions, self._next_reconnect(reason)]
+        if self.phase is Phase.RECONNECTING:
+            lost_at = now if self._lost_at is None else self._lost_at
+            if now - lost_at < self.config.reconnect_budget_s:
+                return [self._next_reconnect(reason)]
+            self.log.error("Realtime session could not be restored: %s", reason)
+            return self._end("the Realtime session was lost and could not be restored")
         self.log.error("Realtime session ended: %s", reason)
         return self._end(f"the Realtime session ended ({reason})")
+
+    def _next_reconnect(self, reason: str) -> ReconnectRealtime:
+        delays = RECONNECT_DELAYS_S
+        delay = delays[min(self._reconnect_attempts, len(delays) - 1)]
+        self._reconnect_attempts += 1
+        return ReconnectRealtime(delay, reason)
 
     def receive_realtime(self, text: str | bytes, now: float) -> list[Action]:
         """Handle one server event from the Realtime session."""
@@ -394,8 +464,22 @@ class Call:
         if kind == "response.output_audio.delta":
             return self._on_audio_delta(event, now)
         if kind == "input_audio_buffer.speech_started":
+            self._caller_speaking = True
             return self._on_speech_started(now)
-        if kind == "response.created":
+        if kind == "input_audio_buffer.speech_stopped":
+            self._caller_speaking = False
+            return []
+        if kind == "input_audio_buffer.committed":
+            self.conversation.caller_spoke(str(event.get("item_id") or ""))
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            transcript = event.get("transcript")
+            if isinstance(transcript, str):
+                self.conversation.caller_transcript(str(event.get("item_id") or ""), transcript)
+        elif kind == "response.output_audio_transcript.done":
+            transcript = event.get("transcript")
+            if isinstance(transcript, str) and event.get("item_id"):
+                self.conversation.assistant_transcript(str(event["item_id"]), transcript)
+        elif kind == "response.created":
             response = event.get("response") or {}
             self._active_response = response.get("id")
             goodbye = self._goodbye
@@ -436,7 +520,8 @@ class Call:
         if self._session_configured:
             return []
         self._session_configured = True
-        if self.config.greeting:
+        if self.config.greeting and not self._greeted:
+            self._greeted = True
             return [SendToRealtime(orjson.dumps(greeting_request(self.config.greeting)).decode())]
         return []
 
@@ -481,6 +566,8 @@ class Call:
             content_index = event.get("content_index")
             content_index = content_index if isinstance(content_index, int) else 0
             item = self._items[item_id] = _Item(item_id, response_id, content_index, stem)
+            if item_id:
+                self.conversation.assistant_spoke(item_id)
         item.sent += size
         offset = str(item.sent)
         mark = item_id + ":" + offset
@@ -504,9 +591,12 @@ class Call:
     def _on_speech_started(self, now: float) -> list[Action]:
         return self._interrupt(now, cancel_always=False)
 
-    def _interrupt(self, now: float, cancel_always: bool) -> list[Action]:
+    def _interrupt(
+        self, now: float, cancel_always: bool, backend_alive: bool = True
+    ) -> list[Action]:
         """Stop the assistant where the caller is: clear Twilio's queue, truncate what was
-        not heard, drop the rest of the answer, and cancel it if the session will not."""
+        not heard, drop the rest of the answer, and cancel it if the session will not.
+        With the backend gone, only Twilio and the conversation memory are told."""
         actions: list[Action] = []
         cleared = bool(self._pending)
         if cleared:
@@ -521,7 +611,8 @@ class Call:
         active = self._active_response
         if active is not None:
             self._interrupted_responses.add(active)
-            if (cancel_always or not self._auto_interrupt) and self._cancel_sent_for != active:
+            wants_cancel = cancel_always or not self._auto_interrupt
+            if backend_alive and wants_cancel and self._cancel_sent_for != active:
                 # Cancel before truncating, so the item is not still growing when cut.
                 self._cancel_sent_for = cancelled = active
                 actions.append(SendToRealtime('{"type":"response.cancel"}'))
@@ -534,9 +625,11 @@ class Call:
             if (item.heard == item.sent and item.audio_done) or not item.item_id:
                 continue  # heard in full, or nothing to name in a truncate
             audio_end_ms = min(item.heard, item.sent) // MULAW_BYTES_PER_MS
-            truncations.append(
-                Truncation(item.item_id, audio_end_ms, item.sent / MULAW_BYTES_PER_MS)
-            )
+            truncation = Truncation(item.item_id, audio_end_ms, item.sent / MULAW_BYTES_PER_MS)
+            truncations.append(truncation)
+            self.conversation.assistant_cut(item.item_id, audio_end_ms, truncation.sent_ms)
+            if not backend_alive:
+                continue
             actions.append(
                 SendToRealtime(
                     orjson.dumps(
@@ -562,6 +655,12 @@ class Call:
                     )
                 )
         self._items.clear()
+        if not backend_alive:
+            # A new session knows none of these ids: start clean.
+            self._active_response = self._cancel_sent_for = None
+            self._interrupted_responses.clear()
+            self._caller_speaking = False
+            return actions
         if (cleared or truncations or cancelled) and not cancel_always:  # caller barge-ins only
             self.barge_ins.append(BargeIn(now, cleared, tuple(truncations), cancelled))
             for t in truncations:
@@ -595,7 +694,26 @@ class Call:
         limit = self.config.max_duration_s
         if limit and self._started_at is not None and now - self._started_at >= limit:
             return self.say_goodbye(self.config.time_limit_message, "time limit reached", now)
-        return []
+        return self._maybe_roll_over(now)
+
+    def _maybe_roll_over(self, now: float) -> list[Action]:
+        """Replace a session nearing the service's length limit, at a quiet moment: no
+        answer being generated or played. Past the grace period, regardless."""
+        after = self.config.rollover_after_s
+        opened = self._session_opened_at
+        if self.phase is not Phase.BRIDGING or not after or opened is None:
+            return []
+        age = now - opened
+        # Not mid-answer, and not mid-sentence: the old session has heard its start.
+        quiet = self._active_response is None and not self._pending and not self._caller_speaking
+        if age < after or (not quiet and age < after + self.config.rollover_grace_s):
+            return []
+        self.log.info("rolling over to a new Realtime session after %.0f s", age)
+        actions = self._interrupt(now, cancel_always=False, backend_alive=False)
+        self.phase = Phase.RECONNECTING
+        self._lost_at = now
+        self._reconnect_attempts = 0
+        return [*actions, self._next_reconnect("session rollover")]
 
     def say_goodbye(self, text: str, reason: str, now: float) -> list[Action]:
         """End the call politely: stop the current answer, speak `text` with nothing able to

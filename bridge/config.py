@@ -71,7 +71,20 @@ class Settings(BaseSettings):
         description="Let the session cancel its own answer when the caller talks; when "
         "false, the bridge sends response.cancel itself.",
     )
-    transcription_model: str | None = None
+    transcription_model: str | None = Field(
+        "gpt-4o-mini-transcribe",
+        description="Transcribes the caller, so a restored session knows both sides; "
+        "empty to turn it off.",
+    )
+    reconnect_budget_s: float = Field(
+        10, ge=0, description="How long a lost Realtime session is retried before the apology."
+    )
+    session_rollover_s: float | None = Field(
+        None,
+        ge=5,
+        description="Move to a fresh Realtime session after this long; default 55 min on GA, "
+        "25 min on beta (the service ends sessions at 60 / 30 min).",
+    )
     max_concurrent_calls: int = Field(
         100, ge=1, description="Calls beyond this hear BUSY_MESSAGE; no AI session is opened."
     )
@@ -113,7 +126,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a ws:// or wss:// URL")
         return value
 
-    @field_validator("openai_api_key", "twilio_auth_token", mode="before")
+    @field_validator("openai_api_key", "twilio_auth_token", "transcription_model", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -136,6 +149,12 @@ class Settings(BaseSettings):
                 "info), or ALLOW_UNSIGNED_TWILIO=true for local development only."
             )
         return self
+
+    @property
+    def rollover_after_s(self) -> float:
+        if self.session_rollover_s is not None:
+            return self.session_rollover_s
+        return 55 * 60 if self.realtime_dialect is Dialect.GA else 25 * 60
 
     @property
     def uses_local_agent(self) -> bool:

@@ -23,6 +23,7 @@ from bridge.call import (
     EndCall,
     HangUp,
     OpenRealtime,
+    ReconnectRealtime,
     SendToRealtime,
     SendToTwilio,
 )
@@ -65,6 +66,9 @@ class CallRunner:
         # One queue and one writer task per socket keep messages in the order the core
         # produced them, even when a send waits on backpressure.
         self._to_realtime: asyncio.Queue[str] = asyncio.Queue()
+        self._realtime_writer: asyncio.Task[None] | None = None
+        # Bumped when a session is replaced: events from an older socket are ignored.
+        self._generation = 0
         self._ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -113,24 +117,39 @@ class CallRunner:
         await self._execute(self.call.twilio_closed())
 
     async def _run_realtime(self) -> None:
+        generation = self._generation
         try:
-            self._realtime = await open_realtime(self.endpoint)
+            realtime = await open_realtime(self.endpoint)
         except (OSError, TimeoutError, WebSocketException) as exc:
             reason = (
                 f"could not connect to {self.endpoint.safe_url}: {_describe(exc, self.endpoint)}"
             )
-            await self._execute(self.call.realtime_closed(reason))
+            await self._execute(self.call.realtime_closed(reason, time.monotonic()))
             return
-        realtime = self._realtime
-        self._spawn(self._write_realtime(realtime), "realtime-writer")
-        await self._execute(self.call.realtime_connected())
+        self._realtime = realtime
+        self._realtime_writer = self._spawn(self._write_realtime(realtime), "realtime-writer")
+        await self._execute(self.call.realtime_connected(time.monotonic()))
         try:
             async for message in realtime:
                 await self._execute(self.call.receive_realtime(message, time.monotonic()))
             reason = f"closed by the server (code {realtime.close_code})"
         except ConnectionClosed as exc:
             reason = f"connection lost ({exc})"
-        await self._execute(self.call.realtime_closed(reason))
+        if generation == self._generation:
+            await self._execute(self.call.realtime_closed(reason, time.monotonic()))
+
+    async def _reconnect(self, delay_s: float) -> None:
+        """Retire the current socket (its late events are ignored), wait, open a new one."""
+        self._generation += 1
+        realtime, self._realtime = self._realtime, None
+        if self._realtime_writer is not None:
+            self._realtime_writer.cancel()
+        # Whatever waited for the old session must not reach the new one before its config.
+        self._to_realtime = asyncio.Queue()
+        if realtime is not None:
+            await self._close_socket(realtime)
+        await asyncio.sleep(delay_s)
+        await self._run_realtime()
 
     async def _write_realtime(self, realtime: ClientConnection) -> None:
         queue = self._to_realtime
@@ -155,6 +174,8 @@ class CallRunner:
                 except (WebSocketDisconnect, RuntimeError):
                     self._finish("the Twilio stream closed")
                     return
+            elif type(action) is ReconnectRealtime:
+                self._spawn(self._reconnect(action.delay_s), "realtime-reconnect")
             elif type(action) is OpenRealtime:
                 if self._admitted(action):
                     self._spawn(self._run_realtime(), "realtime")
@@ -183,10 +204,11 @@ class CallRunner:
             self.end_reason = reason
         self._ended.set()
 
-    def _spawn(self, coroutine, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coroutine, name: str) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coroutine, name=f"{name} {id(self):x}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -197,8 +219,11 @@ class CallRunner:
 
     async def _close_realtime(self) -> None:
         realtime, self._realtime = self._realtime, None
-        if realtime is None:
-            return
+        if realtime is not None:
+            await self._close_socket(realtime)
+
+    @staticmethod
+    async def _close_socket(realtime: ClientConnection) -> None:
         try:
             await asyncio.wait_for(realtime.close(), REALTIME_CLOSE_DEADLINE_S)
         except (TimeoutError, OSError, WebSocketException):

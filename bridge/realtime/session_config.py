@@ -67,6 +67,10 @@ def session_update(settings: SessionSettings, dialect: Dialect) -> dict[str, Any
 
 GREETING_LEAD = "Greet the caller by saying exactly the following, then wait for them: "
 GOODBYE_LEAD = "End the call now by saying exactly the following, and nothing else: "
+RESUME_INSTRUCTIONS = (
+    "The phone line dropped for a moment. Carry on the conversation naturally from where it "
+    "stopped, without mentioning the interruption unless something was lost."
+)
 
 
 def say_request(text: str, lead: str) -> dict[str, Any]:

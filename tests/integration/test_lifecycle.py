@@ -67,15 +67,17 @@ async def test_a_refused_backend_ends_the_twilio_stream_cleanly_and_logs_the_cal
     assert failures and all(getattr(r, "call_sid", None) == CALL_SID for r in failures)
 
 
-async def test_a_backend_that_drops_mid_call_ends_the_twilio_stream_cleanly() -> None:
-    async with running_bridge() as bridge:
+async def test_a_backend_that_stays_down_ends_the_stream_after_the_reconnect_budget() -> None:
+    async with running_bridge(reconnect_budget_s=1.0) as bridge:
         ws = await open_stream(bridge)
         await bridged_session(bridge)
-        await bridge.agent.stop()
+        await bridge.agent.stop()  # gone for good: every reconnect is refused
+        lost_at = time.monotonic()
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        assert 1.0 <= time.monotonic() - lost_at < 4.0
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000  # apology
         await assert_call_fully_gone(bridge)
 
 

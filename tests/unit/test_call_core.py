@@ -13,6 +13,7 @@ from bridge.call import (
     EndCall,
     HangUp,
     OpenRealtime,
+    ReconnectRealtime,
     SendToRealtime,
     SendToTwilio,
     decoded_length,
@@ -73,7 +74,7 @@ class Harness:
         self.call = Call(CallConfig(dialect=dialect, **config))
         self.sent_marks: list[str] = []
         assert isinstance(self.call.receive_twilio(start_message(), 0.0)[0], OpenRealtime)
-        self.call.realtime_connected()
+        self.call.realtime_connected(0.0)
 
     def server(self, event: dict, now: float) -> list:
         return self.call.receive_realtime(json.dumps(event), now)
@@ -142,7 +143,7 @@ def test_session_update_asks_for_mulaw_both_ways_voice_instructions_and_server_v
 ) -> None:
     call = Call(CallConfig(dialect=dialect, session=SessionSettings(instructions="Be brief.")))
     call.receive_twilio(start_message(), 0.0)
-    [update] = to_realtime(call.realtime_connected())
+    [update] = to_realtime(call.realtime_connected(0.0))
     session = update["session"]
     assert update["type"] == "session.update"
     if dialect is Dialect.GA:
@@ -165,7 +166,7 @@ def test_caller_audio_passes_through_untouched_in_order() -> None:
     # Audio that arrives while the Realtime socket opens is kept and sent after the config.
     for p in payloads[:3]:
         assert call.receive_twilio(twilio("media", media={"payload": p}), 0.0) == []
-    sent = to_realtime(call.realtime_connected())
+    sent = to_realtime(call.realtime_connected(0.0))
     for p in payloads[3:]:
         sent += to_realtime(call.receive_twilio(twilio("media", media={"payload": p}), 0.1))
     assert sent[0]["type"] == "session.update"
@@ -178,7 +179,7 @@ def test_audio_before_start_or_for_another_stream_is_dropped() -> None:
     media = twilio("media", media={"payload": "/w=="})
     assert call.receive_twilio(media, 0.0) == []
     call.receive_twilio(start_message(), 0.0)
-    call.realtime_connected()
+    call.realtime_connected(0.0)
     other = json.dumps({"event": "media", "streamSid": "MZother", "media": {"payload": "/w=="}})
     assert call.receive_twilio(other, 0.0) == []
     assert len(call.receive_twilio(media, 0.0)) == 1
@@ -208,7 +209,7 @@ def test_model_audio_goes_to_twilio_with_a_uniquely_named_mark_after_each_chunk(
 
 def test_greeting_is_requested_only_after_session_updated() -> None:
     h = Harness(greeting="Hello, you reached the demo line.")
-    assert h.call.realtime_connected() == []
+    assert h.call.realtime_connected(0.0) == []
     [request] = to_realtime(h.session_updated())
     assert request["type"] == "response.create"
     assert "Hello, you reached the demo line." in request["response"]["instructions"]
@@ -221,9 +222,9 @@ def test_stop_and_closed_sockets_end_the_call_once() -> None:
         EndCall("the caller hung up")
     ]
     assert h.call.twilio_closed() == []
-    assert h.call.realtime_closed("gone") == []
+    assert h.call.realtime_closed("gone", 1.0) == []
     h2 = Harness()
-    [end] = h2.call.realtime_closed("connection lost")
+    [end] = h2.call.realtime_closed("connection lost", 1.0)
     assert isinstance(end, EndCall) and "connection lost" in end.reason
 
 
@@ -602,3 +603,131 @@ def test_a_message_flood_ends_the_call_once() -> None:
     results = [h.call.receive_twilio(mark, 1.0) for _ in range(1000)]
     ends = [a for actions in results for a in actions if isinstance(a, EndCall)]
     assert len(ends) == 1 and "flood" in ends[0].reason
+
+
+# --- a lost or retired Realtime session -----------------------------------------------------
+
+
+def transcript_done(h: Harness, item: str, text: str, now: float) -> list:
+    kind = (
+        "response.output_audio_transcript.done"
+        if h.dialect is Dialect.GA
+        else "response.audio_transcript.done"
+    )
+    return h.server({"type": kind, "item_id": item, "transcript": text}, now)
+
+
+def caller_turn(h: Harness, item: str, text: str, now: float) -> None:
+    h.server({"type": "input_audio_buffer.committed", "item_id": item}, now)
+    h.server(
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": item,
+            "transcript": text,
+        },
+        now,
+    )
+
+
+def test_a_session_lost_mid_answer_is_reopened_with_the_conversation_as_heard(
+    h: Harness,
+) -> None:
+    caller_turn(h, "u1", "What are your opening hours?", 1.0)
+    h.response_created("r1", 1.5)
+    h.delta("r1", "a1", 8000, 1.5)  # 1 s of answer, all queued at once
+    transcript_done(h, "a1", "We are open from nine to five every weekday.", 1.5)
+    lost = h.call.realtime_closed("connection lost", 2.0)  # half of it heard
+    assert to_twilio(lost)[0]["event"] == "clear"
+    assert to_realtime(lost) == []  # nothing can be sent to a dead socket
+    assert [type(a) for a in lost][-1] is ReconnectRealtime
+    assert lost[-1].delay_s == 0.0
+    # The caller keeps talking during the gap: kept for the new session.
+    assert h.call.receive_twilio(twilio("media", media={"payload": "/w=="}), 2.1) == []
+    assert h.delta("r1", "a1", 800, 2.1) == []
+
+    restored = to_realtime(h.call.realtime_connected(2.4))
+    assert [e["type"] for e in restored] == [
+        "session.update",
+        "conversation.item.create",
+        "conversation.item.create",
+        "response.create",  # the answer was cut off: the model carries on
+        "input_audio_buffer.append",
+    ]
+    user, assistant = (e["item"] for e in restored[1:3])
+    assert user["role"] == "user"
+    assert user["content"] == [{"type": "input_text", "text": "What are your opening hours?"}]
+    assert assistant["role"] == "assistant"
+    [content] = assistant["content"]
+    assert content["type"] == ("output_text" if h.dialect is Dialect.GA else "text")
+    assert content["text"] == "We are open from nine…"  # what the caller heard
+    # No audio plays until the new session confirms its format.
+    h.response_created("r2", 2.5)
+    assert h.delta("r2", "a2", 800, 2.5) == []
+    h.session_updated(now=2.6)
+    assert len(h.delta("r2", "a2", 800, 2.7)) == 2
+
+
+def test_reconnects_back_off_and_give_up_with_the_apology_after_the_budget() -> None:
+    h = Harness(reconnect_budget_s=10)
+    h.session_updated()
+    attempts = [h.call.realtime_closed("connection lost", 0.0)[-1]]
+    now = 0.0
+    while True:
+        now += 1.0
+        [action] = h.call.realtime_closed("refused", now)
+        if not isinstance(action, ReconnectRealtime):
+            break
+        attempts.append(action)
+    assert [a.delay_s for a in attempts[:5]] == [0.0, 0.25, 0.5, 1.0, 2.0]
+    assert isinstance(action, EndCall) and "could not be restored" in action.reason
+    assert now == 10.0
+
+
+def test_a_backend_that_never_worked_ends_the_call_at_once() -> None:
+    call = Call()
+    call.receive_twilio(start_message(), 0.0)
+    [end] = call.realtime_closed("refused", 0.1)
+    assert isinstance(end, EndCall)
+
+
+def test_the_greeting_is_not_repeated_in_a_restored_session() -> None:
+    h = Harness(greeting="Hello!")
+    assert realtime_types(h.session_updated()) == ["response.create"]
+    h.call.realtime_closed("connection lost", 1.0)
+    h.call.realtime_connected(1.2)
+    assert h.session_updated(now=1.3) == []
+
+
+def test_sessions_roll_over_at_a_quiet_moment_before_the_service_limit() -> None:
+    h = Harness(rollover_after_s=100, rollover_grace_s=60)
+    h.session_updated()
+    assert h.call.tick(99.0) == []
+    h.response_created("r1", 99.5)
+    h.delta("r1", "a", 8000, 99.5)
+    assert h.call.tick(100.0) == []  # mid-answer: wait for a pause
+    h.audio_done("r1", "a", 99.6)
+    h.response_done("r1", 99.6)
+    h.echo("a:8000", 100.5)
+    [rollover] = h.call.tick(100.75)
+    assert isinstance(rollover, ReconnectRealtime) and rollover.delay_s == 0.0
+    assert realtime_types(h.call.realtime_connected(101.0))[0] == "session.update"
+
+
+def test_a_session_that_is_never_quiet_still_rolls_over_after_the_grace() -> None:
+    h = Harness(rollover_after_s=100, rollover_grace_s=60)
+    h.session_updated()
+    h.response_created("r1", 150.0)
+    h.delta("r1", "a", 80000, 150.0)  # 10 s of answer playing
+    assert h.call.tick(159.9) == []
+    actions = h.call.tick(160.0)
+    assert to_twilio(actions)[0]["event"] == "clear"
+    assert isinstance(actions[-1], ReconnectRealtime)
+
+
+def test_no_rollover_while_the_caller_is_mid_sentence() -> None:
+    h = Harness(rollover_after_s=100)
+    h.session_updated()
+    h.server({"type": "input_audio_buffer.speech_started", "item_id": "u"}, 99.0)
+    assert h.call.tick(100.0) == []
+    h.server({"type": "input_audio_buffer.speech_stopped", "item_id": "u"}, 101.0)
+    assert isinstance(h.call.tick(101.25)[-1], ReconnectRealtime)

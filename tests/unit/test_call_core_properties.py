@@ -40,7 +40,7 @@ class Line:
         self.echoes_in_flight: list[tuple[float, str]] = []
         self.call = Call()
         self.call.receive_twilio(start_message(), 0.0)
-        self.call.realtime_connected()
+        self.call.realtime_connected(0.0)
         self.call.receive_realtime(json.dumps({"type": "session.updated", "session": {}}), 0.0)
         self.twilio = Playback()
         self.sent: dict[str, int] = {}

@@ -1,0 +1,108 @@
+"""What was said on a call, as text, to carry it into a fresh Realtime session.
+
+A Realtime session cannot be resumed: after a dropped connection, or before the session
+length limit, the bridge opens a new one and replays the conversation as text items. The
+caller's turns come from input transcription; the assistant's from its audio transcripts,
+cut to the share of the audio the caller actually heard when a turn was interrupted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.realtime.dialects import Dialect
+
+# The replay keeps the most recent turns within this many characters (~5k tokens).
+DEFAULT_MAX_REPLAY_CHARS = 20_000
+
+
+@dataclass(slots=True)
+class Turn:
+    role: str  # "user" or "assistant"
+    item_id: str
+    text: str | None = None
+    heard_ms: int | None = None  # set when an assistant turn was cut short
+    sent_ms: float | None = None
+
+    def heard_text(self) -> str | None:
+        """The text as the caller heard it: an interrupted answer is cut in proportion to
+        the audio heard, back to a word boundary."""
+        if self.text is None or self.heard_ms is None or not self.sent_ms:
+            return self.text
+        if self.heard_ms >= self.sent_ms:
+            return self.text
+        cut = int(len(self.text) * self.heard_ms / self.sent_ms)
+        words = self.text[:cut].rsplit(" ", 1)[0] if " " in self.text[:cut] else ""
+        return words.rstrip(" ,;:") + "…" if words else ""
+
+
+class Conversation:
+    """The turns of one call, in the order the server committed them."""
+
+    def __init__(self, max_replay_chars: int = DEFAULT_MAX_REPLAY_CHARS) -> None:
+        self.max_replay_chars = max_replay_chars
+        self.turns: list[Turn] = []
+        self._by_item: dict[str, Turn] = {}
+
+    def _turn(self, role: str, item_id: str) -> Turn:
+        turn = self._by_item.get(item_id)
+        if turn is None:
+            turn = self._by_item[item_id] = Turn(role, item_id)
+            self.turns.append(turn)
+        return turn
+
+    def caller_spoke(self, item_id: str) -> None:
+        """The caller's audio was committed as an item (its transcript may come later)."""
+        self._turn("user", item_id)
+
+    def caller_transcript(self, item_id: str, text: str) -> None:
+        self._turn("user", item_id).text = text
+
+    def assistant_spoke(self, item_id: str) -> None:
+        """The first audio of an assistant item: its place in the conversation."""
+        self._turn("assistant", item_id)
+
+    def assistant_transcript(self, item_id: str, text: str) -> None:
+        self._turn("assistant", item_id).text = text
+
+    def assistant_cut(self, item_id: str, heard_ms: int, sent_ms: float) -> None:
+        turn = self._turn("assistant", item_id)
+        turn.heard_ms, turn.sent_ms = heard_ms, sent_ms
+
+    @property
+    def awaiting_answer(self) -> bool:
+        """The caller spoke last, or the assistant was cut off mid-answer."""
+        if not self.turns:
+            return False
+        last = self.turns[-1]
+        return last.role == "user" or (
+            last.heard_ms is not None and last.heard_ms < (last.sent_ms or 0)
+        )
+
+    def replay(self, dialect: Dialect) -> list[dict[str, Any]]:
+        """`conversation.item.create` events restoring the most recent turns as text."""
+        texts: list[tuple[str, str]] = []
+        budget = self.max_replay_chars
+        for turn in reversed(self.turns):
+            text = turn.heard_text()
+            if not text:
+                continue  # nothing heard, or no transcript (TRANSCRIPTION_MODEL unset)
+            budget -= len(text)
+            if budget < 0:
+                break
+            texts.append((turn.role, text))
+        assistant_type = "text" if dialect is Dialect.BETA else "output_text"
+        return [
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": role,
+                    "content": [
+                        {"type": "input_text" if role == "user" else assistant_type, "text": text}
+                    ],
+                },
+            }
+            for role, text in reversed(texts)
+        ]
