@@ -220,6 +220,8 @@ class _Item:
     sent: int = 0
     heard: int = 0
     audio_done: bool = False
+    # From a session since lost or replaced: still playing, but unknown to the current one.
+    orphaned: bool = False
 
 
 def decoded_length(b64: str) -> int:
@@ -268,6 +270,7 @@ class Call:
         self._lost_at: float | None = None  # when the session in use was lost or retired
         self._reconnect_attempts = 0
         self._caller_speaking = False
+        self._resume_answer = False  # the lost session was mid-answer
         config = self.config
         self._message_budget = _Budget(config.max_messages_per_s, 2 * config.max_messages_per_s)
         # Counted in base64 characters (4 per 3 bytes), so no frame is decoded to count it.
@@ -405,7 +408,8 @@ class Call:
                 now - lost_at,
                 len(replay),
             )
-            if self.conversation.awaiting_answer:
+            if self._resume_answer:
+                self._resume_answer = False
                 resume = {
                     "type": "response.create",
                     "response": {"instructions": RESUME_INSTRUCTIONS},
@@ -426,10 +430,8 @@ class Call:
             return []
         if self.phase is Phase.BRIDGING and self._session_configured and self._goodbye is None:
             self.log.warning("Realtime session lost (%s): reconnecting", reason)
-            actions = self._interrupt(now, cancel_always=False, backend_alive=False)
-            self.phase = Phase.RECONNECTING
-            self._lost_at = now
-            return [*actions, self._next_reconnect(reason)]
+            self._retire_session(now)
+            return [self._next_reconnect(reason)]
         if self.phase is Phase.RECONNECTING:
             lost_at = now if self._lost_at is None else self._lost_at
             if now - lost_at < self.config.reconnect_budget_s:
@@ -591,12 +593,9 @@ class Call:
     def _on_speech_started(self, now: float) -> list[Action]:
         return self._interrupt(now, cancel_always=False)
 
-    def _interrupt(
-        self, now: float, cancel_always: bool, backend_alive: bool = True
-    ) -> list[Action]:
+    def _interrupt(self, now: float, cancel_always: bool) -> list[Action]:
         """Stop the assistant where the caller is: clear Twilio's queue, truncate what was
-        not heard, drop the rest of the answer, and cancel it if the session will not.
-        With the backend gone, only Twilio and the conversation memory are told."""
+        not heard, drop the rest of the answer, and cancel it if the session will not."""
         actions: list[Action] = []
         cleared = bool(self._pending)
         if cleared:
@@ -612,7 +611,7 @@ class Call:
         if active is not None:
             self._interrupted_responses.add(active)
             wants_cancel = cancel_always or not self._auto_interrupt
-            if backend_alive and wants_cancel and self._cancel_sent_for != active:
+            if wants_cancel and self._cancel_sent_for != active:
                 # Cancel before truncating, so the item is not still growing when cut.
                 self._cancel_sent_for = cancelled = active
                 actions.append(SendToRealtime('{"type":"response.cancel"}'))
@@ -628,8 +627,8 @@ class Call:
             truncation = Truncation(item.item_id, audio_end_ms, item.sent / MULAW_BYTES_PER_MS)
             truncations.append(truncation)
             self.conversation.assistant_cut(item.item_id, audio_end_ms, truncation.sent_ms)
-            if not backend_alive:
-                continue
+            if item.orphaned:
+                continue  # the session that made it is gone; only the memory is told
             actions.append(
                 SendToRealtime(
                     orjson.dumps(
@@ -655,12 +654,6 @@ class Call:
                     )
                 )
         self._items.clear()
-        if not backend_alive:
-            # A new session knows none of these ids: start clean.
-            self._active_response = self._cancel_sent_for = None
-            self._interrupted_responses.clear()
-            self._caller_speaking = False
-            return actions
         if (cleared or truncations or cancelled) and not cancel_always:  # caller barge-ins only
             self.barge_ins.append(BargeIn(now, cleared, tuple(truncations), cancelled))
             for t in truncations:
@@ -709,11 +702,26 @@ class Call:
         if age < after or (not quiet and age < after + self.config.rollover_grace_s):
             return []
         self.log.info("rolling over to a new Realtime session after %.0f s", age)
-        actions = self._interrupt(now, cancel_always=False, backend_alive=False)
+        self._retire_session(now)
+        return [self._next_reconnect("session rollover")]
+
+    def _retire_session(self, now: float) -> None:
+        """Leave the session in use (lost, or being replaced) for a new one.
+
+        Audio already sent to Twilio plays on, so the caller hears no gap while the new
+        session opens. Its items stay tracked, so a barge-in still clears it and records
+        what was heard, but they can no longer be truncated on the server."""
+        self._resume_answer = self._active_response is not None
+        for item in self._items.values():
+            item.orphaned = True
+            item.audio_done = True  # nothing more of it will arrive
+        self._items = {key: item for key, item in self._items.items() if item.heard < item.sent}
+        self._active_response = self._cancel_sent_for = None
+        self._interrupted_responses.clear()
+        self._caller_speaking = False
         self.phase = Phase.RECONNECTING
         self._lost_at = now
         self._reconnect_attempts = 0
-        return [*actions, self._next_reconnect("session rollover")]
 
     def say_goodbye(self, text: str, reason: str, now: float) -> list[Action]:
         """End the call politely: stop the current answer, speak `text` with nothing able to

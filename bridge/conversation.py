@@ -70,16 +70,6 @@ class Conversation:
         turn = self._turn("assistant", item_id)
         turn.heard_ms, turn.sent_ms = heard_ms, sent_ms
 
-    @property
-    def awaiting_answer(self) -> bool:
-        """The caller spoke last, or the assistant was cut off mid-answer."""
-        if not self.turns:
-            return False
-        last = self.turns[-1]
-        return last.role == "user" or (
-            last.heard_ms is not None and last.heard_ms < (last.sent_ms or 0)
-        )
-
     def replay(self, dialect: Dialect) -> list[dict[str, Any]]:
         """`conversation.item.create` events restoring the most recent turns as text."""
         texts: list[tuple[str, str]] = []

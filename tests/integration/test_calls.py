@@ -212,3 +212,76 @@ async def test_callers_over_the_limit_hear_busy_and_open_no_session() -> None:
 
 def signed(url: str, form: dict[str, str]) -> dict[str, str]:
     return {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, form)}
+
+
+def model_audio_of_all(sessions: list[AgentSession]) -> dict[str, bytes]:
+    return {item: audio for s in sessions for item, audio in model_audio_by_item(s).items()}
+
+
+def assert_every_item_heard_as_sent(report: CallReport, sessions: list[AgentSession]) -> None:
+    model = model_audio_of_all(sessions)
+    for item, audio in heard_bytes_by_item(report).items():
+        assert audio == model[item][: len(audio)], f"caller heard other audio than {item}"
+
+
+async def plain_call(bridge: RunningBridge, turns: int) -> CallReport:
+    return await simulate_call(
+        SimulatorOptions(
+            webhook_url=bridge.webhook_url,
+            auth_token=AUTH_TOKEN,
+            turns=turns,
+            turn_timeout_s=10,
+            max_duration_s=60,
+        )
+    )
+
+
+async def test_a_backend_dropped_mid_answer_is_reopened_and_the_call_goes_on() -> None:
+    async with running_bridge(AgentOptions(drop_after_ms=600)) as bridge:
+        report = await plain_call(bridge, turns=2)
+        sessions = list(bridge.agent.sessions)
+        for session in sessions:
+            assert await session.wait_closed(timeout=1.0)
+    assert [s.dropped for s in sessions] == [True, False]
+    first, second = sessions
+    assert report.completed and not report.closed_by_bridge
+    # The new session was told the conversation so far, and the cut answer carried on.
+    assert second.conversation_texts and second.conversation_texts[0][0] == "user"
+    kinds = [e["type"] for e in second.received]
+    assert kinds.index("response.create") > kinds.index("conversation.item.create")
+    assert report.turns[1].answer_complete  # the next turn was answered by the new session
+    assert_every_item_heard_as_sent(report, sessions)
+    # The caller heard a short pause, not dead air: from the cut to the resumed answer.
+    first_items = set(model_audio_by_item(first))
+    answer = [s for s in report.heard_segments if s.response == 1]
+    cut = max(s.end_ms for s in answer if s.item_id in first_items)
+    resumed = min(
+        s.start_ms
+        for s in report.heard_segments
+        if s.start_ms >= cut and s.item_id not in first_items
+    )
+    assert resumed - cut < 1000
+
+
+async def test_sessions_roll_over_mid_call_and_the_caller_hears_every_answer() -> None:
+    async with running_bridge(session_rollover_s=5) as bridge:
+        report = await plain_call(bridge, turns=3)
+        sessions = list(bridge.agent.sessions)
+        for session in sessions:
+            assert await session.wait_closed(timeout=1.0)
+    assert len(sessions) >= 2
+    assert not any(s.dropped or s.expired for s in sessions)  # retired by the bridge
+    assert sessions[1].conversation_texts  # the new session knew the conversation
+    assert report.completed
+    assert all(turn.answer_complete for turn in report.turns)
+    assert_every_item_heard_as_sent(report, sessions)
+    assert all(s.errors_sent == [] for s in sessions)
+
+
+async def test_a_session_ended_by_the_service_limit_is_replaced_and_the_call_goes_on() -> None:
+    async with running_bridge(AgentOptions(max_session_s=4)) as bridge:
+        report = await plain_call(bridge, turns=2)
+        sessions = list(bridge.agent.sessions)
+    assert sessions[0].expired and len(sessions) >= 2
+    assert report.completed and all(turn.answer_complete for turn in report.turns)
+    assert_every_item_heard_as_sent(report, sessions)

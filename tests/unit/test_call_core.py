@@ -18,6 +18,7 @@ from bridge.call import (
     SendToTwilio,
     decoded_length,
 )
+from bridge.conversation import Conversation
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.session_config import SessionSettings
 
@@ -629,42 +630,66 @@ def caller_turn(h: Harness, item: str, text: str, now: float) -> None:
     )
 
 
-def test_a_session_lost_mid_answer_is_reopened_with_the_conversation_as_heard(
+def test_a_session_lost_mid_answer_is_reopened_with_the_conversation_and_asked_to_go_on(
     h: Harness,
 ) -> None:
     caller_turn(h, "u1", "What are your opening hours?", 1.0)
     h.response_created("r1", 1.5)
-    h.delta("r1", "a1", 8000, 1.5)  # 1 s of answer, all queued at once
-    transcript_done(h, "a1", "We are open from nine to five every weekday.", 1.5)
-    lost = h.call.realtime_closed("connection lost", 2.0)  # half of it heard
-    assert to_twilio(lost)[0]["event"] == "clear"
-    assert to_realtime(lost) == []  # nothing can be sent to a dead socket
-    assert [type(a) for a in lost][-1] is ReconnectRealtime
-    assert lost[-1].delay_s == 0.0
+    h.delta("r1", "a1", 8000, 1.5)  # 1 s of answer queued at Twilio
+    lost = h.call.realtime_closed("connection lost", 2.0)
+    # What Twilio has plays on through the reconnect: no clear, no gap.
+    assert [type(a) for a in lost] == [ReconnectRealtime] and lost[0].delay_s == 0.0
     # The caller keeps talking during the gap: kept for the new session.
-    assert h.call.receive_twilio(twilio("media", media={"payload": "/w=="}), 2.1) == []
-    assert h.delta("r1", "a1", 800, 2.1) == []
+    assert h.call.receive_twilio(twilio("media", media={"payload": "/w=="}), 2.05) == []
 
-    restored = to_realtime(h.call.realtime_connected(2.4))
+    restored = to_realtime(h.call.realtime_connected(2.1))
     assert [e["type"] for e in restored] == [
         "session.update",
         "conversation.item.create",
-        "conversation.item.create",
-        "response.create",  # the answer was cut off: the model carries on
+        "response.create",  # the answer was still being generated: carry on
         "input_audio_buffer.append",
     ]
-    user, assistant = (e["item"] for e in restored[1:3])
-    assert user["role"] == "user"
-    assert user["content"] == [{"type": "input_text", "text": "What are your opening hours?"}]
-    assert assistant["role"] == "assistant"
-    [content] = assistant["content"]
-    assert content["type"] == ("output_text" if h.dialect is Dialect.GA else "text")
-    assert content["text"] == "We are open from nine…"  # what the caller heard
+    assert restored[1]["item"]["role"] == "user"
+    assert restored[1]["item"]["content"] == [
+        {"type": "input_text", "text": "What are your opening hours?"}
+    ]
     # No audio plays until the new session confirms its format.
-    h.response_created("r2", 2.5)
-    assert h.delta("r2", "a2", 800, 2.5) == []
-    h.session_updated(now=2.6)
-    assert len(h.delta("r2", "a2", 800, 2.7)) == 2
+    h.response_created("r2", 2.15)
+    assert h.delta("r2", "a2", 800, 2.15) == []
+    h.session_updated(now=2.2)
+    # A barge-in still stops the old answer and records what was heard of it, but cannot
+    # truncate it on a server that never knew it.
+    actions = h.speech_started(2.3)
+    assert to_twilio(actions)[0]["event"] == "clear"
+    assert truncations(actions) == []
+    old = next(t for t in h.call.conversation.turns if t.item_id == "a1")
+    assert old.heard_ms == 800
+
+
+def test_a_completed_answer_plays_out_through_a_reconnect_and_is_not_resumed(
+    h: Harness,
+) -> None:
+    h.response_created("r1", 1.0)
+    h.delta("r1", "a1", 8000, 1.0)
+    h.audio_done("r1", "a1", 1.0)
+    transcript_done(h, "a1", "We are open from nine to five.", 1.0)
+    h.response_done("r1", 1.0)
+    h.call.realtime_closed("connection lost", 1.5)
+    restored = to_realtime(h.call.realtime_connected(1.6))
+    assert [e["type"] for e in restored] == ["session.update", "conversation.item.create"]
+    assert restored[1]["item"]["content"][0]["text"] == "We are open from nine to five."
+    h.session_updated(now=1.7)
+    assert h.echo("a1:8000", 2.0) == []  # its marks still count
+    assert h.speech_started(2.5) == []  # heard in full: nothing to stop
+
+
+def test_replayed_assistant_turns_are_cut_to_what_the_caller_heard() -> None:
+    conversation = Conversation()
+    conversation.assistant_transcript("a1", "We are open from nine to five every weekday.")
+    conversation.assistant_cut("a1", heard_ms=500, sent_ms=1000)
+    conversation.assistant_spoke("a2")  # no transcript: nothing to replay
+    [item] = conversation.replay(Dialect.GA)
+    assert item["item"]["content"] == [{"type": "output_text", "text": "We are open from nine…"}]
 
 
 def test_reconnects_back_off_and_give_up_with_the_apology_after_the_budget() -> None:
@@ -719,9 +744,9 @@ def test_a_session_that_is_never_quiet_still_rolls_over_after_the_grace() -> Non
     h.response_created("r1", 150.0)
     h.delta("r1", "a", 80000, 150.0)  # 10 s of answer playing
     assert h.call.tick(159.9) == []
-    actions = h.call.tick(160.0)
-    assert to_twilio(actions)[0]["event"] == "clear"
-    assert isinstance(actions[-1], ReconnectRealtime)
+    [rollover] = h.call.tick(160.0)
+    assert isinstance(rollover, ReconnectRealtime)  # the answer plays on meanwhile
+    assert realtime_types(h.call.realtime_connected(160.2))[-1] == "response.create"
 
 
 def test_no_rollover_while_the_caller_is_mid_sentence() -> None:
