@@ -60,6 +60,11 @@ MULAW_BYTES_PER_MS = 8
 TRUNCATION_MARK_PREFIX = "truncated:"
 # First attempt at once, then backing off (seconds), the last delay repeating.
 RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
+# A restored session counts as healthy (the reconnect budget resets) once configured for
+# this long; a backend that drops again sooner keeps using up the same budget.
+HEALTHY_AFTER_S = 5.0
+# Marks the goodbye's response.create, so its response is told apart from any other.
+GOODBYE_METADATA = {"phone_bridge": "goodbye"}
 # Checks the alphabet and padding without decoding anything (~0.5 µs per frame).
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
@@ -271,6 +276,8 @@ class Call:
         self._reconnect_attempts = 0
         self._caller_speaking = False
         self._resume_answer = False  # the lost session was mid-answer
+        self._configured_at: float | None = None
+        self._echoes_owed = 0  # mark echoes a clear will make Twilio send at once
         config = self.config
         self._message_budget = _Budget(config.max_messages_per_s, 2 * config.max_messages_per_s)
         # Counted in base64 characters (4 per 3 bytes), so no frame is decoded to count it.
@@ -283,19 +290,36 @@ class Call:
 
     def receive_twilio(self, text: str | bytes, now: float) -> list[Action]:
         """Handle one text frame from Twilio's Media Streams WebSocket."""
-        if not self._message_budget.take(1, now):
-            if self.phase is Phase.ENDED:
-                return []
-            self.log.error(
-                "more than %.0f messages/s from Twilio's side", self.config.max_messages_per_s
-            )
-            return self._end("flooded with messages")
         try:
             event = parse_twilio_message(text)
         except TwilioProtocolError as exc:
+            if not self._message_budget.take(1, now):
+                return self._flooded()
             self._note_once("bad-twilio-message", "dropped a malformed Twilio message: %s", exc)
             return []
+        if not self._is_owed_echo(event) and not self._message_budget.take(1, now):
+            return self._flooded()
         return self.handle_twilio_event(event, now)
+
+    def _is_owed_echo(self, event: TwilioEvent) -> bool:
+        """An echo of one of our marks: Twilio sends a burst of them after a clear, which
+        is not a flood."""
+        if not isinstance(event, Mark):
+            return False
+        if event.name in self._pending_marks:
+            return True
+        if self._echoes_owed:
+            self._echoes_owed -= 1
+            return True
+        return False
+
+    def _flooded(self) -> list[Action]:
+        if self.phase is Phase.ENDED:
+            return []
+        self.log.error(
+            "more than %.0f messages/s from Twilio's side", self.config.max_messages_per_s
+        )
+        return self._end("flooded with messages")
 
     def handle_twilio_event(self, event: TwilioEvent, now: float) -> list[Action]:
         if self.phase is Phase.ENDED:
@@ -415,8 +439,6 @@ class Call:
                     "response": {"instructions": RESUME_INSTRUCTIONS},
                 }
                 actions.append(SendToRealtime(orjson.dumps(resume).decode()))
-            self._lost_at = None
-            self._reconnect_attempts = 0
         actions.extend(SendToRealtime(text) for text in self._frames_before_connect)
         self._frames_before_connect.clear()
         return actions
@@ -425,13 +447,20 @@ class Call:
         """The Realtime socket closed, or could not be opened.
 
         Lost mid-call, it is reopened with backoff and the conversation restored, for up to
-        `reconnect_budget_s`; then, or if no session ever worked, the call ends (apology)."""
+        `reconnect_budget_s` (a restored session that drops again before it proved healthy
+        keeps using the same budget); then, or if no session ever worked, the call ends
+        with the apology. During a goodbye the call is hung up, never apologised."""
         if self.phase is Phase.ENDED:
             return []
-        if self.phase is Phase.BRIDGING and self._session_configured and self._goodbye is None:
+        goodbye = self._goodbye
+        if goodbye is not None:
+            if goodbye.generated:
+                return []  # it is playing: its marks (or the deadline) hang up
+            return self._hang_up(f"{goodbye.reason} (the Realtime session ended)")
+        restoring = self._lost_at is not None
+        if self.phase is Phase.BRIDGING and (self._session_configured or restoring):
             self.log.warning("Realtime session lost (%s): reconnecting", reason)
             self._retire_session(now)
-            return [self._next_reconnect(reason)]
         if self.phase is Phase.RECONNECTING:
             lost_at = now if self._lost_at is None else self._lost_at
             if now - lost_at < self.config.reconnect_budget_s:
@@ -485,7 +514,13 @@ class Call:
             response = event.get("response") or {}
             self._active_response = response.get("id")
             goodbye = self._goodbye
-            if goodbye is not None and goodbye.requested and goodbye.response_id is None:
+            # Only ours: a server-VAD answer already on its way may be created first.
+            if (
+                goodbye is not None
+                and goodbye.requested
+                and goodbye.response_id is None
+                and response.get("metadata") == GOODBYE_METADATA
+            ):
                 goodbye.response_id = self._active_response
         elif kind == "response.output_audio.done":
             item = self._items.get(event.get("item_id", ""))
@@ -496,7 +531,7 @@ class Call:
         elif kind == "response.done":
             return self._on_response_done(event.get("response") or {})
         elif kind == "session.updated":
-            return self._on_session_updated(event.get("session") or {})
+            return self._on_session_updated(event.get("session") or {}, now)
         elif kind == "error":
             error = event.get("error") or {}
             code, message = error.get("code") or error.get("type"), error.get("message")
@@ -514,7 +549,7 @@ class Call:
             )
         return []
 
-    def _on_session_updated(self, session: dict[str, Any]) -> list[Action]:
+    def _on_session_updated(self, session: dict[str, Any], now: float) -> list[Action]:
         if not mulaw_both_ways(session, self.config.dialect):
             self.log.error("Realtime session is not mu-law in and out: %s", session.get("audio"))
             return self._end("the Realtime session did not take the mu-law audio format")
@@ -522,6 +557,7 @@ class Call:
         if self._session_configured:
             return []
         self._session_configured = True
+        self._configured_at = now
         if self.config.greeting and not self._greeted:
             self._greeted = True
             return [SendToRealtime(orjson.dumps(greeting_request(self.config.greeting)).decode())]
@@ -591,6 +627,8 @@ class Call:
         return chunk.end - chunk.size + min(max(played, 0), chunk.size)
 
     def _on_speech_started(self, now: float) -> list[Action]:
+        if self._goodbye is not None:
+            return []  # VAD is being turned off: nothing interrupts the goodbye
         return self._interrupt(now, cancel_always=False)
 
     def _interrupt(self, now: float, cancel_always: bool) -> list[Action]:
@@ -604,6 +642,7 @@ class Call:
             if playing is not None:
                 playing.heard = self._playing_offset(head, now)
             actions.append(SendToTwilio(self._clear_text))
+            self._echoes_owed += len(self._pending)
             self._pending.clear()
             self._pending_marks.clear()
         cancelled = None
@@ -642,6 +681,7 @@ class Call:
                 )
             )
             if cleared:
+                self._echoes_owed += 1
                 # Tells whoever plays Twilio's part (the simulator, Twilio's debugger) where
                 # the bridge cut; its echo is ignored like any mark not in the queue.
                 actions.append(
@@ -678,6 +718,13 @@ class Call:
                 self._note_once("no-start", "no 'start' from Twilio in time: closing the socket")
                 return self._end("no 'start' message arrived")
             return []
+        if (
+            self._lost_at is not None
+            and self._session_configured
+            and self._configured_at is not None
+            and now - self._configured_at >= HEALTHY_AFTER_S
+        ):
+            self._lost_at, self._reconnect_attempts = None, 0  # restored, and it holds
         goodbye = self._goodbye
         if goodbye is not None:
             if now >= goodbye.deadline:
@@ -698,7 +745,12 @@ class Call:
             return []
         age = now - opened
         # Not mid-answer, and not mid-sentence: the old session has heard its start.
-        quiet = self._active_response is None and not self._pending and not self._caller_speaking
+        quiet = (
+            self._active_response is None
+            and not self._pending
+            and not self._caller_speaking
+            and not self.conversation.caller_spoke_last  # an answer is about to start
+        )
         if age < after or (not quiet and age < after + self.config.rollover_grace_s):
             return []
         self.log.info("rolling over to a new Realtime session after %.0f s", age)
@@ -711,7 +763,9 @@ class Call:
         Audio already sent to Twilio plays on, so the caller hears no gap while the new
         session opens. Its items stay tracked, so a barge-in still clears it and records
         what was heard, but they can no longer be truncated on the server."""
-        self._resume_answer = self._active_response is not None
+        self._resume_answer = (
+            self._active_response is not None or self.conversation.caller_spoke_last
+        )
         for item in self._items.values():
             item.orphaned = True
             item.audio_done = True  # nothing more of it will arrive
@@ -720,8 +774,10 @@ class Call:
         self._interrupted_responses.clear()
         self._caller_speaking = False
         self.phase = Phase.RECONNECTING
-        self._lost_at = now
-        self._reconnect_attempts = 0
+        self._session_configured = False
+        if self._lost_at is None:  # a restore that failed again keeps its budget and backoff
+            self._lost_at = now
+            self._reconnect_attempts = 0
 
     def say_goodbye(self, text: str, reason: str, now: float) -> list[Action]:
         """End the call politely: stop the current answer, speak `text` with nothing able to
@@ -744,6 +800,7 @@ class Call:
         assert self._goodbye is not None
         self._goodbye.requested = True
         request = say_request(self._goodbye.text, GOODBYE_LEAD)
+        request["response"]["metadata"] = GOODBYE_METADATA
         return [SendToRealtime(orjson.dumps(request).decode())]
 
     def _hang_up_once_goodbye_heard(self) -> list[Action]:

@@ -70,6 +70,11 @@ class Conversation:
         turn = self._turn("assistant", item_id)
         turn.heard_ms, turn.sent_ms = heard_ms, sent_ms
 
+    @property
+    def caller_spoke_last(self) -> bool:
+        """The caller's last turn has no answer yet."""
+        return bool(self.turns) and self.turns[-1].role == "user"
+
     def replay(self, dialect: Dialect) -> list[dict[str, Any]]:
         """`conversation.item.create` events restoring the most recent turns as text."""
         texts: list[tuple[str, str]] = []

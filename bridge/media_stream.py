@@ -121,16 +121,21 @@ class CallRunner:
         try:
             realtime = await open_realtime(self.endpoint)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            reason = (
-                f"could not connect to {self.endpoint.safe_url}: {_describe(exc, self.endpoint)}"
-            )
-            await self._execute(self.call.realtime_closed(reason, time.monotonic()))
+            if generation == self._generation:
+                reason = f"could not connect to {self.endpoint.safe_url}: "
+                reason += _describe(exc, self.endpoint)
+                await self._execute(self.call.realtime_closed(reason, time.monotonic()))
+            return
+        if generation != self._generation:  # superseded while connecting: never used
+            await self._close_socket(realtime)
             return
         self._realtime = realtime
         self._realtime_writer = self._spawn(self._write_realtime(realtime), "realtime-writer")
         await self._execute(self.call.realtime_connected(time.monotonic()))
         try:
             async for message in realtime:
+                if generation != self._generation:
+                    break  # retired: the core no longer listens to this session
                 await self._execute(self.call.receive_realtime(message, time.monotonic()))
             reason = f"closed by the server (code {realtime.close_code})"
         except ConnectionClosed as exc:
@@ -139,8 +144,9 @@ class CallRunner:
             await self._execute(self.call.realtime_closed(reason, time.monotonic()))
 
     async def _reconnect(self, delay_s: float) -> None:
-        """Retire the current socket (its late events are ignored), wait, open a new one."""
-        self._generation += 1
+        """Retire the current socket (its late events are ignored), wait, open a new one.
+        The generation was bumped when the action was taken, so nothing the old socket
+        reports in between can start a second reconnect."""
         realtime, self._realtime = self._realtime, None
         if self._realtime_writer is not None:
             self._realtime_writer.cancel()
@@ -175,6 +181,7 @@ class CallRunner:
                     self._finish("the Twilio stream closed")
                     return
             elif type(action) is ReconnectRealtime:
+                self._generation += 1
                 self._spawn(self._reconnect(action.delay_s), "realtime-reconnect")
             elif type(action) is OpenRealtime:
                 if self._admitted(action):
@@ -211,6 +218,7 @@ class CallRunner:
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.call.log.error("call task failed", exc_info=task.exception())
             self._finish("internal error")

@@ -79,6 +79,7 @@ class ResponseRun:
         self.plan = plan
         self.output_format = output_format
         self.voice = voice
+        self.metadata: dict[str, Any] | None = None
         self.response = AgentResponse(new_id("resp"))
         self._progress: list[_Progress] = []
         self._task: asyncio.Task[None] | None = None
@@ -335,7 +336,7 @@ class ResponseRun:
                 temperature=self.session.config.temperature,
                 max_output_tokens="inf",
             )
-        body.update(usage=None, metadata=None)
+        body.update(usage=None, metadata=self.metadata)
         return body
 
     def _usage(self) -> dict[str, Any]:

@@ -617,7 +617,11 @@ class AgentSession:
         if not isinstance(params, dict):
             raise events.invalid_type("response", "an object")
         instructions = params.get("instructions")
-        await self._start_response(instructions if isinstance(instructions, str) else None)
+        metadata = params.get("metadata")
+        await self._start_response(
+            instructions if isinstance(instructions, str) else None,
+            metadata if isinstance(metadata, dict) else None,
+        )
 
     async def _on_response_cancel(self, event: dict[str, Any]) -> None:
         active = self._active
@@ -626,7 +630,9 @@ class AgentSession:
             raise events.cancel_not_active()
         await active.cancel("client_cancelled")
 
-    async def _start_response(self, instructions: str | None) -> None:
+    async def _start_response(
+        self, instructions: str | None, metadata: dict[str, Any] | None = None
+    ) -> None:
         out_fmt = self.config.output_format
         turn = self.conversation.get(self._pending_audio_item)
         if turn is not None and turn.audio:
@@ -643,6 +649,7 @@ class AgentSession:
         self._pending_text = None
         plan = _split(audio, self.options.items_per_response, out_fmt, transcript)
         run = ResponseRun(self, plan, out_fmt, self.config.voice)
+        run.metadata = metadata  # echoed in the response object, as the service does
         self.responses.append(run.response)
         self._active = run
         await self.emit("response.created", {"response": run.render("in_progress")})

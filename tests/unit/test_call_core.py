@@ -495,6 +495,9 @@ def test_a_start_with_a_broken_media_format_is_dropped_not_fatal(rate: str) -> N
 # --- clock: start timeout, time limit, goodbyes ----------------------------------------------
 
 
+GOODBYE = {"phone_bridge": "goodbye"}
+
+
 def realtime_types(actions: list) -> list[str]:
     return [e["type"] for e in to_realtime(actions)]
 
@@ -526,7 +529,7 @@ def test_at_the_time_limit_the_assistant_says_goodbye_then_hangs_up_once_heard(
     # the caller's words no longer reach the model
     assert h.call.receive_twilio(twilio("media", media={"payload": "/w=="}), 60.1) == []
 
-    h.response_created("bye", 60.2)
+    h.server({"type": "response.created", "response": {"id": "bye", "metadata": GOODBYE}}, 60.2)
     h.delta("bye", "g", 800, 60.2)
     h.audio_done("bye", "g", 60.2)
     assert h.response_done("bye", 60.3) == []  # generated, not yet heard
@@ -756,3 +759,96 @@ def test_no_rollover_while_the_caller_is_mid_sentence() -> None:
     assert h.call.tick(100.0) == []
     h.server({"type": "input_audio_buffer.speech_stopped", "item_id": "u"}, 101.0)
     assert isinstance(h.call.tick(101.25)[-1], ReconnectRealtime)
+
+
+# --- what the second review found -------------------------------------------------------------
+
+
+def test_a_backend_that_keeps_dropping_uses_up_one_budget_with_backoff() -> None:
+    h = Harness(reconnect_budget_s=10)
+    h.session_updated()
+    delays, now, actions = [], 0.0, h.call.realtime_closed("lost", 0.0)
+    for _ in range(100):  # bounded: a budget that never runs out fails, not hangs
+        if not isinstance(actions[-1], ReconnectRealtime):
+            break
+        delays.append(actions[-1].delay_s)
+        now += 1.0
+        h.call.realtime_connected(now)
+        h.session_updated(now=now + 0.1)  # configured, then lost again at once
+        h.call.tick(now + 0.2)
+        actions = h.call.realtime_closed("lost again", now + 0.3)
+    assert delays[:5] == [0.0, 0.25, 0.5, 1.0, 2.0]
+    assert isinstance(actions[-1], EndCall) and now <= 11
+
+
+def test_a_restored_session_that_drops_before_it_is_configured_is_retried() -> None:
+    h = Harness()
+    h.session_updated()
+    h.call.realtime_closed("lost", 1.0)
+    h.call.realtime_connected(1.1)
+    [again] = h.call.realtime_closed("lost before session.updated", 1.2)
+    assert isinstance(again, ReconnectRealtime)
+
+
+def test_a_healthy_restored_session_gets_a_fresh_budget() -> None:
+    h = Harness(reconnect_budget_s=10)
+    h.session_updated()
+    h.call.realtime_closed("lost", 1.0)
+    h.call.realtime_connected(1.1)
+    h.session_updated(now=1.2)
+    h.call.tick(20.0)  # healthy for long enough
+    [action] = h.call.realtime_closed("lost much later", 30.0)
+    assert isinstance(action, ReconnectRealtime) and action.delay_s == 0.0
+
+
+def test_a_backend_closing_during_the_goodbye_never_plays_the_apology() -> None:
+    h = Harness(max_duration_s=60)
+    h.session_updated()
+    h.call.tick(60.0)
+    h.server({"type": "response.created", "response": {"id": "bye", "metadata": GOODBYE}}, 60.1)
+    h.delta("bye", "g", 800, 60.1)
+    h.audio_done("bye", "g", 60.1)
+    h.response_done("bye", 60.2)
+    assert h.call.realtime_closed("closed", 60.3) == []  # the goodbye is still playing
+    assert h.echo("g:800", 60.4) == [HangUp("time limit reached")]
+
+    early = Harness(max_duration_s=60)
+    early.session_updated()
+    early.call.tick(60.0)
+    [hang_up] = early.call.realtime_closed("closed", 60.1)  # not generated: cannot be said
+    assert isinstance(hang_up, HangUp)
+
+
+def test_the_burst_of_echoes_after_a_clear_is_not_a_flood(h: Harness) -> None:
+    h.response_created("r1", 0.0)
+    for _ in range(450):
+        h.delta("r1", "a", 800, 0.0)  # a 45 s answer queued at Twilio
+    actions = h.speech_started(0.5)
+    assert to_twilio(actions)[0]["event"] == "clear"
+    echoes = [h.echo(mark, 0.51) for mark in [*h.sent_marks, "truncated:a:500"]]
+    assert all(e == [] for e in echoes)
+    assert len(h.call.receive_twilio(twilio("media", media={"payload": "/w=="}), 0.52)) == 1
+
+
+def test_a_goodbye_is_only_the_response_that_asked_for_it() -> None:
+    h = Harness(max_duration_s=60)
+    h.session_updated()
+    h.call.tick(60.0)
+    h.response_created("vad", 60.05)  # a server-VAD answer already on its way
+    h.response_done("vad", 60.1)
+    assert h.call.phase.value != "ended"
+
+
+def test_a_question_asked_just_before_a_drop_is_answered_by_the_new_session(
+    h: Harness,
+) -> None:
+    caller_turn(h, "u1", "Are you open on Sunday?", 1.0)
+    h.call.realtime_closed("lost", 1.1)  # before response.created
+    assert realtime_types(h.call.realtime_connected(1.2))[-1] == "response.create"
+
+
+def test_no_rollover_between_a_question_and_its_answer() -> None:
+    h = Harness(rollover_after_s=100)
+    h.session_updated()
+    caller_turn(h, "u1", "Are you open on Sunday?", 100.0)
+    assert h.call.tick(100.5) == []
