@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,16 +16,22 @@ log = logging.getLogger("bridge.admission")
 
 # After the goodbyes are requested, how long to wait for the calls to hang up.
 GOODBYE_WAIT_S = 20.0
+# An answered webhook holds a line until its stream connects, or this long.
+RESERVATION_TTL_S = 30.0
 
 
 class CallRegistry:
     """The calls in progress on this instance."""
 
-    def __init__(self, max_calls: int) -> None:
+    def __init__(self, max_calls: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_calls = max_calls
         self.active: set[CallRunner] = set()
         self.draining = False
         self._changed = asyncio.Event()
+        self._clock = clock
+        # Expiry times of calls answered with a stream that has not connected yet: without
+        # them, a burst of webhooks would all see a free line.
+        self._reserved: deque[float] = deque()
 
     def __len__(self) -> int:
         return len(self.active)
@@ -31,7 +39,14 @@ class CallRegistry:
     @property
     def accepting(self) -> bool:
         """Whether a new call may be answered with a media stream."""
-        return not self.draining and len(self.active) < self.max_calls
+        now = self._clock()
+        while self._reserved and self._reserved[0] <= now:
+            self._reserved.popleft()  # answered, but its stream never came
+        return not self.draining and len(self.active) + len(self._reserved) < self.max_calls
+
+    def reserve(self) -> None:
+        """A call was answered with a media stream: hold its line until the stream comes."""
+        self._reserved.append(self._clock() + RESERVATION_TTL_S)
 
     @property
     def full(self) -> bool:
@@ -39,6 +54,8 @@ class CallRegistry:
 
     def add(self, runner: CallRunner) -> None:
         self.active.add(runner)
+        if self._reserved:
+            self._reserved.popleft()  # streams follow their answers: any one will do
         self._changed.set()
 
     def discard(self, runner: CallRunner) -> None:

@@ -147,6 +147,7 @@ def create_app(
         if tokens is not None and parameters["CallSid"]:
             parameters[StreamTokens.PARAMETER] = tokens.issue(parameters["CallSid"])
         twiml = connect_stream(url, parameters, settings.fallback_message)
+        calls.reserve()
         log.info("call %s: answering with a media stream", params.get("CallSid", "?"))
         return Response(content=twiml, media_type="application/xml")
 

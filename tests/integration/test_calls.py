@@ -200,14 +200,17 @@ async def test_callers_over_the_limit_hear_busy_and_open_no_session() -> None:
         assert (await first).completed
         assert len(bridge.agent.sessions) == 1
         async with httpx.AsyncClient() as http:
+            ready_again = await http.get(bridge.base_url + "/readyz")
             form = {"CallSid": "CA2", "From": "+1", "To": "+2"}
-            busy = await http.post(
+            answered = await http.post(
                 bridge.webhook_url, data=form, headers=signed(bridge.webhook_url, form)
             )
-            ready_again = await http.get(bridge.base_url + "/readyz")
+            # Answered, its stream not connected yet: the line is held for it.
+            held = await http.get(bridge.base_url + "/readyz")
     assert readiness.status_code == 503
     assert ready_again.status_code == 200
-    assert "<Stream" in busy.text  # the line is free again
+    assert "<Stream" in answered.text  # the line was free again
+    assert held.status_code == 503
 
 
 def signed(url: str, form: dict[str, str]) -> dict[str, str]:
