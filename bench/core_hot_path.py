@@ -30,12 +30,14 @@ def setup() -> Call:
     return call
 
 
-def per_frame_us(run) -> float:  # type: ignore[no-untyped-def]
+def per_frame_us(run, actions_per_frame: int) -> float:  # type: ignore[no-untyped-def]
     best = float("inf")
     for _ in range(3):
         began = time.perf_counter()
-        run()
+        actions = run()
         best = min(best, time.perf_counter() - began)
+        # Every frame must have gone through, or the figure is that of a dropping call.
+        assert actions == FRAMES * actions_per_frame, (actions, FRAMES * actions_per_frame)
     return best / FRAMES * 1e6
 
 
@@ -60,25 +62,29 @@ def main() -> None:
         }
     )
 
-    def caller_to_realtime() -> None:
+    def caller_to_realtime() -> int:
         call = setup()
-        for _ in range(FRAMES):
-            call.receive_twilio(caller_frame, 0.0)
+        forwarded = 0
+        for n in range(FRAMES):  # 20 ms apart, as on a real line (the flood limits apply)
+            forwarded += len(call.receive_twilio(caller_frame, n * 0.020))
+        return forwarded
 
-    def realtime_to_caller() -> None:
+    def realtime_to_caller() -> int:
         # Each delta is followed by its mark's echo, as in a call where playback keeps up.
         call = setup()
+        forwarded = 0
         for n in range(1, FRAMES + 1):
-            call.receive_realtime(delta, 0.0)
+            forwarded += len(call.receive_realtime(delta, n * 0.020))
             call.receive_twilio(
                 '{"event":"mark","streamSid":"'
                 + STREAM
                 + f'","mark":{{"name":"item_0:{n * 160}"}}}}',
-                0.0,
+                n * 0.020,
             )
+        return forwarded
 
-    up = per_frame_us(caller_to_realtime)
-    down = per_frame_us(realtime_to_caller)
+    up = per_frame_us(caller_to_realtime, 1)
+    down = per_frame_us(realtime_to_caller, 2)
     print(f"call core, per 20 ms frame ({FRAMES} frames, best of 3):")
     print(f"  caller -> Realtime (media -> input_audio_buffer.append):   {up:6.2f} us")
     print(f"  Realtime -> caller (delta -> media + mark, echo handled):  {down:6.2f} us")
