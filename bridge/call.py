@@ -432,8 +432,7 @@ class Call:
                 now - lost_at,
                 len(replay),
             )
-            if self._resume_answer:
-                self._resume_answer = False
+            if self._resume_answer:  # kept until this session is configured: it may drop first
                 resume = {
                     "type": "response.create",
                     "response": {"instructions": RESUME_INSTRUCTIONS},
@@ -558,6 +557,7 @@ class Call:
             return []
         self._session_configured = True
         self._configured_at = now
+        self._resume_answer = False  # a resume request sent with the config has landed
         if self.config.greeting and not self._greeted:
             self._greeted = True
             return [SendToRealtime(orjson.dumps(greeting_request(self.config.greeting)).decode())]
@@ -764,7 +764,9 @@ class Call:
         session opens. Its items stay tracked, so a barge-in still clears it and records
         what was heard, but they can no longer be truncated on the server."""
         self._resume_answer = (
-            self._active_response is not None or self.conversation.caller_spoke_last
+            self._resume_answer  # a restore that dropped before its resume landed
+            or self._active_response is not None
+            or self.conversation.caller_spoke_last
         )
         for item in self._items.values():
             item.orphaned = True

@@ -852,3 +852,19 @@ def test_no_rollover_between_a_question_and_its_answer() -> None:
     h.session_updated()
     caller_turn(h, "u1", "Are you open on Sunday?", 100.0)
     assert h.call.tick(100.5) == []
+
+
+def test_a_cut_answer_is_still_resumed_when_the_first_restore_drops_too() -> None:
+    h = Harness()
+    h.session_updated()
+    h.response_created("r1", 1.0)
+    h.delta("r1", "a", 800, 1.0)
+    h.call.realtime_closed("lost", 1.05)
+    assert realtime_types(h.call.realtime_connected(1.1))[-1] == "response.create"
+    h.call.realtime_closed("lost before session.updated", 1.15)
+    assert realtime_types(h.call.realtime_connected(1.4))[-1] == "response.create"
+    h.session_updated(now=1.5)
+    h.call.tick(10.0)  # the restored session held: a later loss starts afresh
+    [reconnect] = h.call.realtime_closed("lost once the resume had landed", 20.0)
+    assert isinstance(reconnect, ReconnectRealtime)
+    assert realtime_types(h.call.realtime_connected(20.1)) == ["session.update"]
