@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from bridge.audio import MULAW_BYTES_PER_MS
+from bridge.audio import MULAW_RATE as MULAW_BYTES_PER_SECOND
 from bridge.conversation import DEFAULT_MAX_REPLAY_CHARS, Conversation
 from bridge.realtime.dialects import Dialect, canonical_event_type
 from bridge.realtime.session_config import (
@@ -55,8 +57,6 @@ from bridge.twilio_stream import (
     parse_twilio_message,
 )
 
-MULAW_BYTES_PER_SECOND = 8000
-MULAW_BYTES_PER_MS = 8
 TRUNCATION_MARK_PREFIX = "truncated:"
 # First attempt at once, then backing off (seconds), the last delay repeating.
 RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -121,6 +121,10 @@ Action = SendToTwilio | SendToRealtime | OpenRealtime | ReconnectRealtime | EndC
 
 # --- configuration and records ------------------------------------------------------------
 
+DEFAULT_TIME_LIMIT_MESSAGE = (
+    "We have reached the time limit for this call. Thank you for calling. Goodbye."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class CallConfig:
@@ -134,9 +138,7 @@ class CallConfig:
     start_timeout_s: float = 10.0
     # After this long the assistant says `time_limit_message` and the call is hung up.
     max_duration_s: float | None = None
-    time_limit_message: str = (
-        "We have reached the time limit for this call. Thank you for calling. Goodbye."
-    )
+    time_limit_message: str = DEFAULT_TIME_LIMIT_MESSAGE
     # A goodbye not heard in full by then is cut short: the call ends regardless.
     goodbye_timeout_s: float = 15.0
     # Twilio sends ~50 media messages a second plus marks; far more is a flood, and the
@@ -271,7 +273,6 @@ class Call:
         self._goodbye: _Goodbye | None = None
         self.conversation = Conversation(self.config.max_replay_chars)
         self._greeted = False
-        self._session_opened_at: float | None = None
         self._lost_at: float | None = None  # when the session in use was lost or retired
         self._reconnect_attempts = 0
         self._caller_speaking = False
@@ -404,8 +405,7 @@ class Call:
             item = self._items.get(chunk.item_id)
             if item is not None:
                 item.heard = chunk.end
-                if item.audio_done and item.heard == item.sent:
-                    del self._items[item.item_id]
+                self._forget_if_played(item)
             if chunk.mark == name:
                 break
         self._last_echo_at = now
@@ -419,17 +419,16 @@ class Call:
             return []
         restoring = self.phase is Phase.RECONNECTING
         self.phase = Phase.BRIDGING
-        self._session_opened_at = now
         self._session_configured = False
         update = session_update(self.config.session, self.config.dialect)
         actions: list[Action] = [SendToRealtime(orjson.dumps(update).decode())]
         if restoring:
-            lost_at = now if self._lost_at is None else self._lost_at
+            assert self._lost_at is not None  # RECONNECTING is entered by _retire_session
             replay = self.conversation.replay(self.config.dialect)
             actions += [SendToRealtime(orjson.dumps(item).decode()) for item in replay]
             self.log.info(
                 "new Realtime session after %.1f s: restored %d turns as text",
-                now - lost_at,
+                now - self._lost_at,
                 len(replay),
             )
             if self._resume_answer:  # kept until this session is configured: it may drop first
@@ -461,8 +460,8 @@ class Call:
             self.log.warning("Realtime session lost (%s): reconnecting", reason)
             self._retire_session(now)
         if self.phase is Phase.RECONNECTING:
-            lost_at = now if self._lost_at is None else self._lost_at
-            if now - lost_at < self.config.reconnect_budget_s:
+            assert self._lost_at is not None  # set by _retire_session
+            if now - self._lost_at < self.config.reconnect_budget_s:
                 return [self._next_reconnect(reason)]
             self.log.error("Realtime session could not be restored: %s", reason)
             return self._end("the Realtime session was lost and could not be restored")
@@ -525,8 +524,7 @@ class Call:
             item = self._items.get(event.get("item_id", ""))
             if item is not None:
                 item.audio_done = True
-                if item.heard == item.sent:
-                    del self._items[item.item_id]
+                self._forget_if_played(item)
         elif kind == "response.done":
             return self._on_response_done(event.get("response") or {})
         elif kind == "session.updated":
@@ -740,10 +738,10 @@ class Call:
         """Replace a session nearing the service's length limit, at a quiet moment: no
         answer being generated or played. Past the grace period, regardless."""
         after = self.config.rollover_after_s
-        opened = self._session_opened_at
-        if self.phase is not Phase.BRIDGING or not after or opened is None:
+        configured_at = self._configured_at
+        if not after or not self._session_configured or configured_at is None:
             return []
-        age = now - opened
+        age = now - configured_at
         # Not mid-answer, and not mid-sentence: the old session has heard its start.
         quiet = (
             self._active_response is None
@@ -768,10 +766,10 @@ class Call:
             or self._active_response is not None
             or self.conversation.caller_spoke_last
         )
-        for item in self._items.values():
+        for item in list(self._items.values()):
             item.orphaned = True
             item.audio_done = True  # nothing more of it will arrive
-        self._items = {key: item for key, item in self._items.items() if item.heard < item.sent}
+            self._forget_if_played(item)
         self._active_response = self._cancel_sent_for = None
         self._interrupted_responses.clear()
         self._caller_speaking = False
@@ -813,17 +811,23 @@ class Call:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def _forget_if_played(self, item: _Item) -> None:
+        """An item complete and heard in full needs no more accounting: nothing to truncate."""
+        if item.audio_done and item.heard == item.sent:
+            del self._items[item.item_id]
+
     def _end(self, reason: str) -> list[Action]:
-        if self.phase is Phase.ENDED:
-            return []
-        self.phase = Phase.ENDED
-        return [EndCall(reason)]
+        return self._stop(EndCall(reason))
 
     def _hang_up(self, reason: str) -> list[Action]:
+        return self._stop(HangUp(reason))
+
+    def _stop(self, action: EndCall | HangUp) -> list[Action]:
+        """The call is over: whichever way it ends, it ends once."""
         if self.phase is Phase.ENDED:
             return []
         self.phase = Phase.ENDED
-        return [HangUp(reason)]
+        return [action]
 
     def _note_once(self, key: str, message: str, *args: object) -> None:
         if key not in self._noted:

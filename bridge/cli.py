@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import sys
 
 from bridge import __version__
@@ -30,17 +28,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent(args: argparse.Namespace) -> int:
-    from bridge.local_agent import AgentOptions, run_agent
-    from bridge.logs import configure_logging
-
-    configure_logging("info")
-    options = AgentOptions(chunk_ms=args.chunk_ms, speed=args.speed)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_agent(args.host, args.port, options))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="phone-bridge", description="Phone an AI: Twilio Media Streams <-> OpenAI Realtime."
@@ -59,19 +46,21 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
     )
 
-    agent = commands.add_parser("agent", help="run the local echo agent (a Realtime server)")
-    agent.add_argument("--host", default="127.0.0.1")
-    agent.add_argument("--port", type=int, default=8765)
-    agent.add_argument("--chunk-ms", type=int, default=100, help="audio per delta")
-    agent.add_argument("--speed", type=float, default=4.0, help="x real time; 0 = unpaced")
-    agent.set_defaults(run=_agent)
+    commands.add_parser(
+        "agent", help="run the local echo agent alone (a Realtime server)", add_help=False
+    )
 
     argv = sys.argv[1:] if argv is None else argv
+    # The simulator and the agent own their options; hand them the rest of the line.
     if argv[:1] == ["simulate"]:
-        # The simulator owns its options; hand it the rest of the command line.
         from bridge.simulator import main as simulate_main
 
         return simulate_main(argv[1:])
+    if argv[:1] == ["agent"]:
+        from bridge.local_agent.__main__ import main as agent_main
+
+        agent_main(argv[1:])
+        return 0
     args = parser.parse_args(argv)
     return args.run(args)
 

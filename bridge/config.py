@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.call import DEFAULT_TIME_LIMIT_MESSAGE
 from bridge.realtime.dialects import Dialect
 
 DEFAULT_REALTIME_BASE = "wss://api.openai.com/v1/realtime"
@@ -95,9 +96,7 @@ class Settings(BaseSettings):
         20, ge=0, description="On SIGTERM, how long calls may go on before the goodbye."
     )
     busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
-    time_limit_message: str = (
-        "We have reached the time limit for this call. Thank you for calling. Goodbye."
-    )
+    time_limit_message: str = DEFAULT_TIME_LIMIT_MESSAGE
     shutdown_message: str = (
         "I'm sorry, I have to end our call now for maintenance. Please call back in a "
         "minute. Goodbye."

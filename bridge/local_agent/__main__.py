@@ -25,7 +25,7 @@ async def _serve(host: str, port: int, options: AgentOptions) -> None:
 def main(argv: list[str] | None = None) -> None:
     defaults = AgentOptions()
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.local_agent",
+        prog="phone-bridge agent",
         description="Local OpenAI-Realtime-compatible agent that echoes the caller's speech.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.integration.harness import wait_until
 
@@ -148,3 +150,27 @@ async def test_serve_refuses_bad_settings_with_one_line_per_problem(tmp_path: Pa
     code, output = await run_cli("serve", cwd=tmp_path, env={**env, "OPENAI_API_KEY": key})
     assert code == 2
     assert "TWILIO_AUTH_TOKEN" in output and key not in output
+
+
+async def test_the_agent_command_serves_the_realtime_protocol(tmp_path: Path) -> None:
+    port = free_port()
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "agent", "--port", str(port), "--speed", "0",
+        cwd=tmp_path, env=env_for_cli(), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"ws://127.0.0.1:{port}/v1/realtime"
+        deadline = time.monotonic() + 20
+        while True:  # until it listens
+            try:
+                ws = await connect(url)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the agent never listened"
+                await asyncio.sleep(0.05)
+        first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.close()
+        assert first["type"] == "session.created"
+    finally:
+        agent.terminate()
+        await asyncio.wait_for(agent.wait(), 10)
