@@ -17,10 +17,21 @@ never runs past audio that was not confirmed: a model that stalls mid-answer can
 it overshoot, unlike a wall-clock estimate from the start of the item. A `clear` flushes
 the queue and makes Twilio echo every pending mark at once; those echoes are forgotten
 with the queue, so they never count as playback.
+
+Audio formats
+-------------
+By default the session speaks mu-law too, and audio passes through as the base64 it came
+in: nothing is decoded. A backend that needs PCM16 24 kHz or a-law gets transcoding, one
+stateful stream per direction (`bridge.transcode`). The accounting stays in the mu-law
+bytes Twilio plays, and stays exact in the backend's format: each mu-law byte sent stands
+for exactly 1/8 ms of the item's audio (three PCM16 samples, or one a-law byte), so a
+truncation's `audio_end_ms` names the same instant in the model's own audio.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 from collections import deque
@@ -38,13 +49,14 @@ from bridge.realtime.session_config import (
     GOODBYE_LEAD,
     RESUME_INSTRUCTIONS,
     SessionSettings,
+    formats_confirmed,
     greeting_request,
     interrupts_by_itself,
-    mulaw_both_ways,
     say_request,
     session_update,
     turn_detection_off,
 )
+from bridge.transcode import AudioFormat, BackendToCaller, CallerToBackend
 from bridge.twilio_stream import (
     Connected,
     Dtmf,
@@ -56,6 +68,7 @@ from bridge.twilio_stream import (
     TwilioProtocolError,
     parse_twilio_message,
 )
+from bridge.usage import CallUsage
 
 TRUNCATION_MARK_PREFIX = "truncated:"
 # First attempt at once, then backing off (seconds), the last delay repeating.
@@ -67,6 +80,7 @@ HEALTHY_AFTER_S = 5.0
 GOODBYE_METADATA = {"phone_bridge": "goodbye"}
 # Checks the alphabet and padding without decoding anything (~0.5 µs per frame).
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
 
 log = logging.getLogger("bridge.call")
 
@@ -129,6 +143,8 @@ DEFAULT_TIME_LIMIT_MESSAGE = (
 @dataclass(frozen=True, slots=True)
 class CallConfig:
     dialect: Dialect = Dialect.GA
+    # What the session speaks; Twilio's side is always mu-law 8 kHz.
+    audio_format: AudioFormat = AudioFormat.PCMU
     session: SessionSettings = field(default_factory=SessionSettings)
     greeting: str | None = None
     # Caller audio kept while the Realtime session connects (250 frames = 5 s); older
@@ -272,6 +288,12 @@ class Call:
         self._started_at: float | None = None
         self._goodbye: _Goodbye | None = None
         self.conversation = Conversation(self.config.max_replay_chars)
+        self.usage = CallUsage()
+        self.session_model: str | None = None  # as the session reports it
+        transcoding = self.config.audio_format is not AudioFormat.PCMU
+        fmt = self.config.audio_format
+        self._to_backend = CallerToBackend(fmt) if transcoding else None
+        self._to_caller = BackendToCaller(fmt) if transcoding else None
         self._greeted = False
         self._lost_at: float | None = None  # when the session in use was lost or retired
         self._reconnect_attempts = 0
@@ -386,9 +408,14 @@ class Call:
         if not self._audio_budget.take(len(payload), now):
             self._note_once("audio-flood", "caller audio faster than real time: dropped the excess")
             return []
-        # The payload goes on as it came: no base64 or audio decoding per frame. orjson
-        # escapes it, so a hostile payload cannot inject fields into the Realtime event.
-        text = orjson.dumps({"type": "input_audio_buffer.append", "audio": media.payload}).decode()
+        if self._to_backend is None:
+            # The payload goes on as it came: no base64 or audio decoding per frame. orjson
+            # escapes it, so a hostile payload cannot inject fields into the Realtime event.
+            text = orjson.dumps({"type": "input_audio_buffer.append", "audio": payload}).decode()
+        else:
+            audio = self._to_backend.convert(base64.b64decode(payload))  # checked above
+            # The base64 alphabet needs no JSON escaping.
+            text = _APPEND_PREFIX + base64.b64encode(audio).decode() + '"}'
         if self.phase is Phase.BRIDGING:
             return [SendToRealtime(text)]
         if self.phase is Phase.CONNECTING or self.phase is Phase.RECONNECTING:
@@ -420,7 +447,8 @@ class Call:
         restoring = self.phase is Phase.RECONNECTING
         self.phase = Phase.BRIDGING
         self._session_configured = False
-        update = session_update(self.config.session, self.config.dialect)
+        config = self.config
+        update = session_update(config.session, config.dialect, config.audio_format)
         actions: list[Action] = [SendToRealtime(orjson.dumps(update).decode())]
         if restoring:
             assert self._lost_at is not None  # RECONNECTING is entered by _retire_session
@@ -501,6 +529,7 @@ class Call:
         if kind == "input_audio_buffer.committed":
             self.conversation.caller_spoke(str(event.get("item_id") or ""))
         elif kind == "conversation.item.input_audio_transcription.completed":
+            self.usage.add_transcription(event.get("usage"))
             transcript = event.get("transcript")
             if isinstance(transcript, str):
                 self.conversation.caller_transcript(str(event.get("item_id") or ""), transcript)
@@ -526,9 +555,16 @@ class Call:
                 item.audio_done = True
                 self._forget_if_played(item)
         elif kind == "response.done":
-            return self._on_response_done(event.get("response") or {})
-        elif kind == "session.updated":
-            return self._on_session_updated(event.get("session") or {}, now)
+            response = event.get("response") or {}
+            self.usage.add_response_done(response)
+            return self._on_response_done(response)
+        elif kind == "session.created" or kind == "session.updated":
+            session = event.get("session") or {}
+            model = session.get("model")
+            if isinstance(model, str) and model:
+                self.session_model = model
+            if kind == "session.updated":
+                return self._on_session_updated(session, now)
         elif kind == "error":
             error = event.get("error") or {}
             code, message = error.get("code") or error.get("type"), error.get("message")
@@ -547,9 +583,14 @@ class Call:
         return []
 
     def _on_session_updated(self, session: dict[str, Any], now: float) -> list[Action]:
-        if not mulaw_both_ways(session, self.config.dialect):
-            self.log.error("Realtime session is not mu-law in and out: %s", session.get("audio"))
-            return self._end("the Realtime session did not take the mu-law audio format")
+        fmt = self.config.audio_format
+        if not formats_confirmed(session, self.config.dialect, fmt):
+            self.log.error(
+                "Realtime session did not take %s both ways: %s",
+                fmt.value,
+                session.get("audio") or session.get("output_audio_format"),
+            )
+            return self._end(f"the Realtime session did not take the {fmt.value} audio format")
         self._auto_interrupt = interrupts_by_itself(session, self.config.dialect)
         if self._session_configured:
             return []
@@ -592,7 +633,16 @@ class Call:
         delta = event.get("delta")
         if not isinstance(delta, str):
             return []
-        size = decoded_length(delta)
+        if self._to_caller is None:
+            size = decoded_length(delta)
+        else:
+            try:
+                audio = self._to_caller.convert(base64.b64decode(delta, validate=True))
+            except (binascii.Error, ValueError):
+                self._note_once("bad-delta", "dropped model audio that is not valid base64")
+                return []
+            size = len(audio)
+            delta = base64.b64encode(audio).decode()
         if size == 0:
             return []
         item_id = str(event.get("item_id") or "")
@@ -624,6 +674,15 @@ class Call:
         played = int((now - started) * MULAW_BYTES_PER_SECOND + 1e-6)
         return chunk.end - chunk.size + min(max(played, 0), chunk.size)
 
+    def _heard_ms(self, item: _Item) -> int:
+        """The ms of the item's own audio the caller heard: its mu-law bytes played, less
+        the resampler's delay when transcoding (the model's audio reaches the caller that
+        much later than the byte count says)."""
+        heard_ms = min(item.heard, item.sent) / MULAW_BYTES_PER_MS
+        if self._to_caller is not None:
+            heard_ms -= self._to_caller.delay_ms
+        return max(int(heard_ms), 0)
+
     def _on_speech_started(self, now: float) -> list[Action]:
         if self._goodbye is not None:
             return []  # VAD is being turned off: nothing interrupts the goodbye
@@ -633,6 +692,8 @@ class Call:
         """Stop the assistant where the caller is: clear Twilio's queue, truncate what was
         not heard, drop the rest of the answer, and cancel it if the session will not."""
         actions: list[Action] = []
+        if self._to_caller is not None:
+            self._to_caller.reset()  # no tail of the interrupted answer starts the next one
         cleared = bool(self._pending)
         if cleared:
             head = self._pending[0]
@@ -660,7 +721,7 @@ class Call:
                 self._interrupted_responses.add(item.response_id)
             if (item.heard == item.sent and item.audio_done) or not item.item_id:
                 continue  # heard in full, or nothing to name in a truncate
-            audio_end_ms = min(item.heard, item.sent) // MULAW_BYTES_PER_MS
+            audio_end_ms = self._heard_ms(item)
             truncation = Truncation(item.item_id, audio_end_ms, item.sent / MULAW_BYTES_PER_MS)
             truncations.append(truncation)
             self.conversation.assistant_cut(item.item_id, audio_end_ms, truncation.sent_ms)

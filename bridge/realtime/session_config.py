@@ -6,6 +6,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.realtime.dialects import Dialect
+from bridge.transcode import AudioFormat
+
+# How each dialect names the audio formats.
+_GA_FORMATS: dict[AudioFormat, dict[str, Any]] = {
+    AudioFormat.PCMU: {"type": "audio/pcmu"},
+    AudioFormat.PCMA: {"type": "audio/pcma"},
+    AudioFormat.PCM16: {"type": "audio/pcm", "rate": 24000},
+}
+_BETA_FORMATS = {
+    AudioFormat.PCMU: "g711_ulaw",
+    AudioFormat.PCMA: "g711_alaw",
+    AudioFormat.PCM16: "pcm16",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +43,24 @@ def _turn_detection(settings: SessionSettings) -> dict[str, Any]:
     }
 
 
-def session_update(settings: SessionSettings, dialect: Dialect) -> dict[str, Any]:
-    """The `session.update` event for a phone call: mu-law both ways, server VAD."""
+def session_update(
+    settings: SessionSettings, dialect: Dialect, audio_format: AudioFormat = AudioFormat.PCMU
+) -> dict[str, Any]:
+    """The `session.update` event for a phone call: `audio_format` both ways, server VAD."""
     if dialect is Dialect.BETA:
         session: dict[str, Any] = {
             "modalities": ["text", "audio"],
             "voice": settings.voice,
             "instructions": settings.instructions,
-            "input_audio_format": "g711_ulaw",
-            "output_audio_format": "g711_ulaw",
+            "input_audio_format": _BETA_FORMATS[audio_format],
+            "output_audio_format": _BETA_FORMATS[audio_format],
             "turn_detection": _turn_detection(settings),
         }
         if settings.transcription_model:
             session["input_audio_transcription"] = {"model": settings.transcription_model}
         return {"type": "session.update", "session": session}
     audio_input: dict[str, Any] = {
-        "format": {"type": "audio/pcmu"},
+        "format": dict(_GA_FORMATS[audio_format]),
         "turn_detection": _turn_detection(settings),
     }
     if settings.transcription_model:
@@ -59,7 +74,7 @@ def session_update(settings: SessionSettings, dialect: Dialect) -> dict[str, Any
             "instructions": settings.instructions,
             "audio": {
                 "input": audio_input,
-                "output": {"format": {"type": "audio/pcmu"}, "voice": settings.voice},
+                "output": {"format": dict(_GA_FORMATS[audio_format]), "voice": settings.voice},
             },
         },
     }
@@ -109,20 +124,24 @@ def interrupts_by_itself(session: dict[str, Any], dialect: Dialect) -> bool:
     return bool(turn_detection.get("interrupt_response", True))
 
 
-_MULAW = {"audio/pcmu", "g711_ulaw"}
-
-
-def mulaw_both_ways(session: dict[str, Any], dialect: Dialect) -> bool:
-    """False if the confirmed session states a non-mu-law input or output format.
+def formats_confirmed(session: dict[str, Any], dialect: Dialect, audio_format: AudioFormat) -> bool:
+    """False if the confirmed session states an input or output format other than the one
+    asked for (PCM at a rate other than 24 kHz included): its audio would play as noise.
 
     A session that does not state its formats (a terse gateway) gets the benefit of the doubt.
     """
     if dialect is Dialect.BETA:
-        formats = [session.get("input_audio_format"), session.get("output_audio_format")]
-    else:
-        audio = session.get("audio") or {}
-        formats = [
-            ((audio.get(direction) or {}).get("format") or {}).get("type")
-            for direction in ("input", "output")
-        ]
-    return all(f is None or f in _MULAW for f in formats)
+        expected = _BETA_FORMATS[audio_format]
+        stated = [session.get("input_audio_format"), session.get("output_audio_format")]
+        return all(f is None or f == expected for f in stated)
+    wanted = _GA_FORMATS[audio_format]
+    audio = session.get("audio") or {}
+    for direction in ("input", "output"):
+        stated = (audio.get(direction) or {}).get("format")
+        if not isinstance(stated, dict) or stated.get("type") is None:
+            continue
+        if stated.get("type") != wanted["type"]:
+            return False
+        if "rate" in wanted and stated.get("rate", wanted["rate"]) != wanted["rate"]:
+            return False
+    return True
