@@ -15,8 +15,10 @@ from bridge.admission import CallRegistry
 from bridge.call import CallConfig
 from bridge.config import Settings
 from bridge.media_stream import CallRunner
-from bridge.realtime.endpoint import RealtimeEndpoint, endpoint_from_settings
+from bridge.realtime.endpoint import RealtimeEndpoint
+from bridge.realtime.providers import endpoint_from_settings
 from bridge.realtime.session_config import SessionSettings
+from bridge.transcode import AudioFormat
 from twiml.answer import MEDIA_STREAM_PATH, busy, connect_stream, stream_url
 from twiml.rest import TwilioRest
 from twiml.signature import SIGNATURE_HEADER, SignatureChecker
@@ -28,9 +30,10 @@ log = logging.getLogger("bridge.app")
 CALL_PARAMETERS = ("CallSid", "From", "To")
 
 
-def call_config_from_settings(settings: Settings) -> CallConfig:
+def call_config_from_settings(settings: Settings, endpoint: RealtimeEndpoint) -> CallConfig:
     return CallConfig(
-        dialect=settings.realtime_dialect,
+        dialect=endpoint.dialect,
+        audio_format=endpoint.audio_format,
         session=SessionSettings(
             voice=settings.voice,
             instructions=settings.instructions,
@@ -69,17 +72,24 @@ def create_app(
             agent_url = await agent.start("127.0.0.1", 0)
             app.state.endpoint = endpoint_from_settings(settings, agent_url)
             log.warning(
-                "No OPENAI_API_KEY or REALTIME_URL set: running on the built-in LOCAL ECHO "
-                "AGENT at %s (callers hear their own words back). Set OPENAI_API_KEY to "
-                "talk to OpenAI.",
+                "No OPENAI_API_KEY, REALTIME_URL or AZURE_OPENAI_ENDPOINT set: running on "
+                "the built-in LOCAL ECHO AGENT at %s (callers hear their own words back). "
+                "Set OPENAI_API_KEY to talk to OpenAI.",
                 agent_url,
             )
         else:
             app.state.endpoint = endpoint_from_settings(settings)
+        chosen: RealtimeEndpoint = app.state.endpoint
+        app.state.call_config = call_config_from_settings(settings, chosen)
         log.info(
-            "Realtime backend: %s (%s dialect)",
-            app.state.endpoint.safe_url,
-            app.state.endpoint.dialect.value,
+            "Realtime backend: %s %s (%s dialect, model %s), audio %s",
+            chosen.provider,
+            chosen.safe_url,
+            chosen.dialect.value,
+            chosen.model or "-",
+            "mu-law passthrough"
+            if chosen.audio_format is AudioFormat.PCMU
+            else f"transcoded to {chosen.audio_format.value}",
         )
         if not settings.verifies_signatures:
             log.warning(
@@ -101,7 +111,7 @@ def create_app(
     # Same secret on every replica (derived from the auth token): any instance admits a
     # stream whose TwiML another one answered.
     tokens = StreamTokens.from_auth_token(token.get_secret_value()) if token is not None else None
-    call_config = call_config_from_settings(settings)
+    prices = settings.prices
     derived_base_logged: set[str] = set()
 
     def public_base(headers, scheme: str, host: str) -> str:  # type: ignore[no-untyped-def]
@@ -169,7 +179,9 @@ def create_app(
             await websocket.close(code=1013)
             return
         await websocket.accept()
-        runner = CallRunner(websocket, app.state.endpoint, call_config, rest, tokens)
+        runner = CallRunner(
+            websocket, app.state.endpoint, app.state.call_config, rest, tokens, prices
+        )
         calls.add(runner)
         try:
             await runner.run()

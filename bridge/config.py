@@ -6,16 +6,19 @@ them all in one go. Secrets are held as `SecretStr` and never printed.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.call import DEFAULT_TIME_LIMIT_MESSAGE
+from bridge.realtime import providers
 from bridge.realtime.dialects import Dialect
+from bridge.transcode import AudioFormat
+from bridge.usage import PriceTable, parse_price_overrides
 
-DEFAULT_REALTIME_BASE = "wss://api.openai.com/v1/realtime"
 DEFAULT_FALLBACK_MESSAGE = (
     "Sorry, the assistant is not available right now. Please try again later."
 )
@@ -40,14 +43,51 @@ class Settings(BaseSettings):
         None,
         description="The https base URL Twilio reaches (for the stream URL and signatures).",
     )
+    realtime_provider: Literal["openai", "azure"] | None = Field(
+        None, description="Inferred when unset: azure if AZURE_OPENAI_ENDPOINT is set."
+    )
     openai_api_key: SecretStr | None = None
     realtime_url: str | None = Field(
         None,
-        description="Full WebSocket URL of the Realtime API.",
+        description="WebSocket URL of the Realtime API or a gateway in front of it, used "
+        "as given (?model=OPENAI_MODEL is added if OPENAI_MODEL is set and it names none).",
         repr=False,  # a gateway may take its key as ?token=...
     )
-    realtime_dialect: Dialect = Dialect.GA
+    realtime_dialect: Dialect | None = Field(
+        None, description="ga or beta; default ga (beta for Azure's preview API)."
+    )
     openai_model: str = "gpt-realtime"
+    azure_openai_endpoint: str | None = Field(
+        None, description="https://<resource>.openai.azure.com (or a gateway in front of it)."
+    )
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_deployment: str | None = None
+    azure_openai_api_version: str | None = Field(
+        None,
+        description="Set to use the preview API (/openai/realtime?api-version=...); unset: "
+        "the GA API (/openai/v1/realtime).",
+    )
+    realtime_key_query_param: str | None = Field(
+        None,
+        description="Send the API key as this query parameter (e.g. token) instead of a "
+        "header, for gateways that want it so.",
+    )
+    realtime_headers: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        repr=False,  # a gateway's own key may be among them
+        description='Extra handshake headers, as JSON: {"Session-Id": "{call_sid}"}. '
+        "Values may use {call_sid} {account_sid} {stream_sid} {from} {to}.",
+    )
+    realtime_audio_format: AudioFormat | None = Field(
+        None,
+        description="pcmu (passthrough), or pcm16 / pcma (the bridge transcodes); default "
+        "pcmu for every OpenAI and Azure model, pcm16 for other models behind REALTIME_URL.",
+    )
+    realtime_prices: str | None = Field(
+        None,
+        description="Price overrides per model (USD per 1M tokens), as JSON or a JSON "
+        "file's path, for the per-call cost estimate.",
+    )
     voice: str = "marin"
     instructions: str = (
         "You are a helpful voice assistant on a phone call. Keep answers short and "
@@ -125,15 +165,108 @@ class Settings(BaseSettings):
             raise ValueError("must be a ws:// or wss:// URL")
         return value
 
-    @field_validator("openai_api_key", "twilio_auth_token", "transcription_model", mode="before")
+    @field_validator("azure_openai_endpoint")
+    @classmethod
+    def _check_azure_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http", "wss", "ws") or not parts.hostname:
+            raise ValueError("must be a URL such as https://my-resource.openai.azure.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
+        return value
+
+    @field_validator("realtime_headers", mode="before")
+    @classmethod
+    def _parse_headers(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ValueError(
+                    'must be a JSON object such as {"Session-Id": "{call_sid}"}'
+                ) from None
+        if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
+            raise ValueError("every header value must be a string")
+        return value
+
+    @field_validator("realtime_prices")
+    @classmethod
+    def _check_prices(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_price_overrides(value)  # raises ValueError naming the model and field
+        return value
+
+    @field_validator(
+        "openai_api_key",
+        "twilio_auth_token",
+        "transcription_model",
+        "azure_openai_api_key",
+        "azure_openai_deployment",
+        "azure_openai_api_version",
+        "realtime_key_query_param",
+        "realtime_provider",
+        "realtime_dialect",
+        "realtime_audio_format",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+        """Blank is unset (compose writes `VAR=` for an unset ${VAR}); surrounding
+        whitespace goes (a secret stored with `echo` ends in a newline, which no header
+        may carry)."""
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _backend_is_complete(self) -> Settings:
+        problems = providers.header_problems(self.realtime_headers)
+        provider = self.provider
+        if provider is providers.Provider.AZURE:
+            if not self.azure_openai_endpoint:
+                problems.append("AZURE_OPENAI_ENDPOINT: required for Azure OpenAI")
+            if self.azure_openai_api_key is None:
+                problems.append("AZURE_OPENAI_API_KEY: required for Azure OpenAI")
+            if not self.azure_openai_deployment:
+                problems.append(
+                    "AZURE_OPENAI_DEPLOYMENT: required for Azure OpenAI (the name of the "
+                    "realtime model's deployment)"
+                )
+            if self.realtime_url:
+                problems.append(
+                    "REALTIME_URL: not used with Azure; point AZURE_OPENAI_ENDPOINT at the "
+                    "gateway instead"
+                )
+        elif (
+            provider is providers.Provider.OPENAI
+            and self.openai_api_key is None
+            and not self.realtime_url
+        ):
+            problems.append("OPENAI_API_KEY: required for OpenAI")
+        name = self.realtime_key_query_param
+        if name is not None:
+            if not providers.is_query_name(name):
+                problems.append(f"REALTIME_KEY_QUERY_PARAM: {name!r} is not a query parameter name")
+            else:
+                key = {
+                    providers.Provider.OPENAI: self.openai_api_key,
+                    providers.Provider.AZURE: self.azure_openai_api_key,
+                }.get(provider)
+                if key is None:
+                    problems.append("REALTIME_KEY_QUERY_PARAM: there is no API key to send")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _secure_by_default(self) -> Settings:
@@ -150,15 +283,32 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def provider(self) -> providers.Provider:
+        return providers.provider_of(self)
+
+    @property
+    def dialect(self) -> Dialect:
+        return providers.dialect_of(self)
+
+    @property
+    def audio_format(self) -> AudioFormat:
+        return providers.audio_format_of(self)
+
+    @property
     def rollover_after_s(self) -> float:
-        if self.session_rollover_s is not None:
-            return self.session_rollover_s
-        return 55 * 60 if self.realtime_dialect is Dialect.GA else 25 * 60
+        return providers.session_limit_s(self)
+
+    @property
+    def prices(self) -> PriceTable:
+        table = PriceTable()
+        if self.realtime_prices:
+            table = table.with_overrides(parse_price_overrides(self.realtime_prices))
+        return table
 
     @property
     def uses_local_agent(self) -> bool:
         """No Realtime backend configured: calls go to the built-in local echo agent."""
-        return self.openai_api_key is None and self.realtime_url is None
+        return self.provider is providers.Provider.LOCAL
 
     @property
     def uses_paid_backend(self) -> bool:
@@ -169,13 +319,13 @@ class Settings(BaseSettings):
         return self.twilio_auth_token is not None
 
 
-_URL_SETTINGS = {"PUBLIC_URL", "REALTIME_URL"}
+_URL_SETTINGS = {"PUBLIC_URL", "REALTIME_URL", "AZURE_OPENAI_ENDPOINT"}
 
 
 def _shown_value(location: str, value: object) -> str:
     """How a rejected value is echoed back: never a secret, and a URL without the parts
     that may hold one (user:password@, ?token=)."""
-    if location.endswith(("KEY", "TOKEN")) or isinstance(value, dict):
+    if location.endswith(("KEY", "TOKEN", "HEADERS")) or isinstance(value, dict):
         return ""
     if location in _URL_SETTINGS and isinstance(value, str):
         parts = urlsplit(value)
@@ -198,4 +348,6 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+        # A check that finds several problems reports them one per line.
+        problems = [line for e in exc.errors() for line in _describe(e).splitlines()]
+        raise ConfigError(problems) from None

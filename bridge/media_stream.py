@@ -28,6 +28,8 @@ from bridge.call import (
     SendToTwilio,
 )
 from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
+from bridge.realtime.providers import call_fields
+from bridge.usage import PriceTable
 from twiml.rest import TwilioRest
 from twiml.stream_token import StreamTokenError, StreamTokens
 
@@ -53,12 +55,14 @@ class CallRunner:
         config: CallConfig,
         rest: TwilioRest | None = None,
         tokens: StreamTokens | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.twilio = twilio
         self.endpoint = endpoint
         self.call = Call(config)
         self.rest = rest
         self.tokens = tokens
+        self.prices = prices or PriceTable()
         self.end_reason: str | None = None
         self._close_code = 1000  # a normal close lets Twilio run the TwiML after <Connect>
         self._hang_up_requested = False
@@ -85,7 +89,14 @@ class CallRunner:
             if self._hang_up_requested:
                 await self._hang_up()
             await self._close_twilio()
-            self.call.log.info("call ended: %s", self.end_reason or "cancelled")
+            call = self.call
+            model = call.session_model or self.endpoint.model
+            transcriber = call.config.session.transcription_model
+            call.log.info(
+                "call ended: %s; %s",
+                self.end_reason or "cancelled",
+                call.usage.summary(self.prices, model, transcriber),
+            )
 
     async def say_goodbye(self, text: str, reason: str) -> None:
         """Have the assistant say `text`, then hang up (used when the server shuts down)."""
@@ -119,7 +130,11 @@ class CallRunner:
     async def _run_realtime(self) -> None:
         generation = self._generation
         try:
-            realtime = await open_realtime(self.endpoint)
+            call = self.call
+            fields = call_fields(
+                call.call_sid, call.account_sid, call.stream_sid, call.custom_parameters
+            )
+            realtime = await open_realtime(self.endpoint, fields)
         except (OSError, TimeoutError, WebSocketException) as exc:
             if generation == self._generation:
                 reason = f"could not connect to {self.endpoint.safe_url}: "
@@ -260,6 +275,10 @@ class CallRunner:
 
 
 def _describe(exc: BaseException, endpoint: RealtimeEndpoint) -> str:
-    """An error's text with the endpoint's full URL (it may carry a key) replaced."""
+    """An error's text with anything that may be a secret (the URL's query, header values:
+    a library error may quote a header it refused) taken out."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text.replace(endpoint.url, endpoint.safe_url)
+    text = text.replace(endpoint.url, endpoint.safe_url)
+    for secret in endpoint.secrets():
+        text = text.replace(secret, "<redacted>")
+    return text

@@ -84,8 +84,7 @@ class AgentSession:
         assert request is not None  # the handler only runs after the handshake
         self.path: str = request.path
         self.headers: dict[str, str] = {k.lower(): v for k, v in request.headers.raw_items()}
-        beta = self.headers.get("openai-beta", "").replace(" ", "").lower()
-        self.dialect: str = BETA if "realtime=v1" in beta else GA
+        self.dialect: str = BETA if self._speaks_beta() else GA
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
         self.config = SessionConfig.initial(
@@ -139,6 +138,21 @@ class AgentSession:
             "response.create": self._on_response_create,
             "response.cancel": self._on_response_cancel,
         }
+
+    def _speaks_beta(self) -> bool:
+        """Beta as OpenAI chooses it (the OpenAI-Beta header) or as Azure does (its preview
+        API, /openai/realtime?api-version=...); GA otherwise."""
+        if "realtime=v1" in self.headers.get("openai-beta", "").replace(" ", "").lower():
+            return True
+        parts = urlsplit(self.path)
+        return parts.path.rstrip("/").endswith("/openai/realtime") and "api-version" in (
+            parse_qs(parts.query)
+        )
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The handshake's query parameters (first value of each)."""
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
 
     def _model_from_path(self) -> str:
         query = parse_qs(urlsplit(self.path).query)

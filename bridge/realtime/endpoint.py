@@ -1,20 +1,25 @@
-"""Where a call's Realtime session lives: URL, headers and dialect, in one place."""
+"""A Realtime endpoint (URL, headers, dialect, audio format) and opening a socket to it.
+
+Which provider needs what is `bridge.realtime.providers`' business; this module only
+connects."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.config import DEFAULT_REALTIME_BASE, Settings
 from bridge.realtime.dialects import Dialect
+from bridge.transcode import AudioFormat
 
 # The close handshake may take this long before the socket is dropped: a hung-up call
 # must release its paid session within a second.
 CLOSE_TIMEOUT_S = 0.5
 OPEN_TIMEOUT_S = 10.0
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_FIELD_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,39 +27,74 @@ class RealtimeEndpoint:
     url: str = field(repr=False)  # may carry a key as ?token=...
     dialect: Dialect = Dialect.GA
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    # Extra headers whose values name fields of the call ({call_sid}, {from}, ...); their
+    # values may hold a gateway's key, so they are never shown either.
+    header_templates: dict[str, str] = field(default_factory=dict, repr=False)
+    provider: str = "custom"
+    model: str = ""
+    audio_format: AudioFormat = AudioFormat.PCMU
 
     @property
     def safe_url(self) -> str:
-        """The URL without its query string, which may carry a key: safe to log."""
+        """The URL without its query string or user:password@, which may carry a key:
+        safe to log."""
         parts = urlsplit(self.url)
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    def secrets(self) -> list[str]:
+        """Every value this endpoint sends that may be a secret, for redacting error text
+        (a library error may quote a header it refused)."""
+        query = [v for vs in parse_qs(urlsplit(self.url).query).values() for v in vs]
+        values = [self.url, *query, *self.headers.values(), *self.header_templates.values()]
+        for value in list(values):
+            values += value.split()  # "Bearer <key>": the key alone too
+        return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+    def headers_for(self, call_fields: Mapping[str, str]) -> dict[str, str]:
+        """The handshake headers for one call, its fields filled into the templates."""
+        if not self.header_templates:
+            return self.headers
+        fields = {name: _header_safe(value) for name, value in call_fields.items()}
+        headers = dict(self.headers)
+        for name, template in self.header_templates.items():
+            headers[name] = template.format_map(_Fields(fields))
+        return headers
 
 
-def endpoint_from_settings(
-    settings: Settings, local_agent_url: str | None = None
-) -> RealtimeEndpoint:
-    """The Realtime endpoint the settings describe (the local agent's when none is set)."""
-    headers: dict[str, str] = {}
-    if settings.openai_api_key is not None:
-        headers["Authorization"] = "Bearer " + settings.openai_api_key.get_secret_value()
-    if settings.realtime_dialect is Dialect.BETA:
-        headers["OpenAI-Beta"] = "realtime=v1"
-    if settings.realtime_url:
-        url = settings.realtime_url
-    elif settings.uses_local_agent:
-        if local_agent_url is None:
-            raise ValueError("no Realtime backend configured and no local agent running")
-        url = local_agent_url + "?" + urlencode({"model": settings.openai_model})
-    else:
-        url = DEFAULT_REALTIME_BASE + "?" + urlencode({"model": settings.openai_model})
-    return RealtimeEndpoint(url, settings.realtime_dialect, headers)
+class _Fields(dict):
+    """A field the call does not have (no From on an outbound leg) renders empty."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
-async def open_realtime(endpoint: RealtimeEndpoint) -> ClientConnection:
-    """Open a Realtime WebSocket; raises OSError / websockets errors if that fails."""
-    return await connect(
+def _header_safe(value: str) -> str:
+    """A call's field as a header value: printable ASCII, one line, bounded. A caller's
+    From is chosen by whoever placed the call; it must not be able to add headers."""
+    value = value[:MAX_FIELD_CHARS]
+    return "".join(c if " " <= c <= "~" else "?" for c in value)
+
+
+class _NoRedirects(connect):
+    """A Realtime endpoint that redirects elsewhere is refused, not followed: websockets
+    would resend headers such as Azure's api-key or a gateway's key to the new host."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+async def open_realtime(
+    endpoint: RealtimeEndpoint, call_fields: Mapping[str, str] | None = None
+) -> ClientConnection:
+    """Open a Realtime WebSocket for a call; raises OSError / websockets errors if that
+    fails."""
+    return await _NoRedirects(
         endpoint.url,
-        additional_headers=endpoint.headers,
+        additional_headers=endpoint.headers_for(call_fields or {}),
         open_timeout=OPEN_TIMEOUT_S,
         close_timeout=CLOSE_TIMEOUT_S,
         # Deltas are base64 audio: compression costs CPU on every frame and saves little.

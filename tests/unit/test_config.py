@@ -6,7 +6,7 @@ import pytest
 
 from bridge.config import ConfigError, load_settings
 from bridge.realtime.dialects import Dialect
-from bridge.realtime.endpoint import endpoint_from_settings
+from bridge.realtime.providers import endpoint_from_settings
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +16,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignor
     for name in [
         "HOST", "PORT", "PUBLIC_URL", "OPENAI_API_KEY", "REALTIME_URL", "REALTIME_DIALECT",
         "OPENAI_MODEL", "VOICE", "INSTRUCTIONS", "GREETING", "TWILIO_AUTH_TOKEN",
-        "ALLOW_UNSIGNED_TWILIO", "LOG_LEVEL",
+        "ALLOW_UNSIGNED_TWILIO", "LOG_LEVEL", "REALTIME_PROVIDER", "REALTIME_HEADERS",
+        "REALTIME_KEY_QUERY_PARAM", "REALTIME_AUDIO_FORMAT", "REALTIME_PRICES",
+        "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT",
+        "AZURE_OPENAI_API_VERSION",
     ]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
@@ -25,7 +28,7 @@ def test_defaults_start_on_the_local_agent_without_credentials() -> None:
     settings = load_settings()
     assert (settings.host, settings.port) == ("0.0.0.0", 8080)
     assert settings.uses_local_agent
-    assert settings.realtime_dialect is Dialect.GA
+    assert settings.dialect is Dialect.GA
     assert not settings.verifies_signatures
 
 
