@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 
-from .options import AgentOptions
+from .options import AgentOptions, FunctionCallPlan
 from .server import run_agent
 
 
@@ -20,6 +21,29 @@ async def _serve(host: str, port: int, options: AgentOptions) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
         await run_agent(host, port, options)
+
+
+def parse_function_call(spec: str, speak_first: bool = True) -> tuple[int, FunctionCallPlan]:
+    """``N:NAME`` or ``N:NAME:{json arguments}`` -> (response number, plan).
+
+    Raises ValueError with a one-line reason.
+    """
+    # maxsplit 2: the JSON arguments may hold colons of their own.
+    parts = spec.split(":", 2)
+    if len(parts) < 2 or not parts[0].strip().isdigit() or not parts[1]:
+        raise ValueError(f"expected N:NAME or N:NAME:JSON, got {spec!r}")
+    arguments: object = {}
+    if len(parts) == 3 and parts[2].strip():
+        try:
+            arguments = json.loads(parts[2])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"arguments of {spec!r} are not JSON: {exc}") from None
+        if not isinstance(arguments, dict):
+            raise ValueError(f"arguments of {spec!r} must be a JSON object")
+    index = int(parts[0])
+    if index < 1:
+        raise ValueError(f"response numbers start at 1, got {index}")
+    return index, FunctionCallPlan(parts[1], arguments, speak_first=speak_first)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,8 +73,33 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="expire sessions at this age, like the service's session limit",
     )
+    parser.add_argument(
+        "--call-function",
+        action="append",
+        default=[],
+        metavar="N:NAME[:JSON]",
+        help="response N of each session speaks, then calls function NAME (if the session "
+        "declared it) with these JSON arguments; repeatable",
+    )
+    parser.add_argument(
+        "--call-function-only",
+        action="append",
+        default=[],
+        metavar="N:NAME[:JSON]",
+        help="like --call-function, but the call is the whole response (nothing spoken)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    function_calls: dict[int, FunctionCallPlan] = {}
+    specs = [(s, True) for s in args.call_function] + [(s, False) for s in args.call_function_only]
+    for spec, speak_first in specs:
+        try:
+            index, plan = parse_function_call(spec, speak_first)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if index in function_calls:
+            parser.error(f"response {index} already has a function call")
+        function_calls[index] = plan
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -62,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         stall_ms=args.stall_ms,
         drop_after_ms=args.drop_after_ms,
         max_session_s=args.max_session_s,
+        function_calls=function_calls,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args.host, args.port, options))

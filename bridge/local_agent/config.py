@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from . import formats
 from .events import (
     BETA,
+    GA,
     RealtimeError,
     invalid_type,
     invalid_value,
@@ -348,12 +350,7 @@ def _apply_ga(cfg: SessionConfig, session: dict[str, Any]) -> None:
         cfg.output_modalities = _modalities(
             session["output_modalities"], "session.output_modalities"
         )
-    if "tools" in session:
-        if not isinstance(session["tools"], list):
-            raise invalid_type("session.tools", "an array")
-        cfg.tools = copy.deepcopy(session["tools"])
-    if "tool_choice" in session:
-        cfg.tool_choice = copy.deepcopy(session["tool_choice"])
+    _apply_tools(cfg, session, GA)
     if "max_output_tokens" in session:
         cfg.max_output_tokens = _max_tokens(
             session["max_output_tokens"], "session.max_output_tokens"
@@ -422,12 +419,7 @@ def _apply_beta(cfg: SessionConfig, session: dict[str, Any]) -> None:
         cfg.transcription = copy.deepcopy(session["input_audio_transcription"])
     if "input_audio_noise_reduction" in session:
         cfg.noise_reduction = copy.deepcopy(session["input_audio_noise_reduction"])
-    if "tools" in session:
-        if not isinstance(session["tools"], list):
-            raise invalid_type("session.tools", "an array")
-        cfg.tools = copy.deepcopy(session["tools"])
-    if "tool_choice" in session:
-        cfg.tool_choice = copy.deepcopy(session["tool_choice"])
+    _apply_tools(cfg, session, BETA)
     if "temperature" in session:
         temp = session["temperature"]
         if not isinstance(temp, int | float) or isinstance(temp, bool):
@@ -453,3 +445,126 @@ def _apply_beta(cfg: SessionConfig, session: dict[str, Any]) -> None:
         cfg.speed = float(session["speed"])
     if "tracing" in session:
         cfg.extra["tracing"] = copy.deepcopy(session["tracing"])
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+TOOL_CHOICES = ("none", "auto", "required")
+FUNCTION_NAME_PATTERN = "^[a-zA-Z0-9_-]+$"
+MAX_FUNCTION_NAME_CHARS = 64
+_FUNCTION_NAME_RE = re.compile(FUNCTION_NAME_PATTERN)
+_FUNCTION_TOOL_KEYS = {"type", "name", "description", "parameters"}
+# GA also takes remote MCP servers; the agent keeps them but never calls them.
+_MCP_TOOL_KEYS = {
+    "type",
+    "server_label",
+    "server_url",
+    "server_description",
+    "connector_id",
+    "authorization",
+    "headers",
+    "allowed_tools",
+    "require_approval",
+}
+
+
+def function_names(tools: list[Any]) -> set[str]:
+    """Names of the function tools in a (validated) tools list."""
+    return {t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "function"}
+
+
+def _apply_tools(cfg: SessionConfig, session: dict[str, Any], dialect: str) -> None:
+    if "tools" in session:
+        cfg.tools = _tools(session["tools"], dialect)
+    if "tool_choice" in session:
+        cfg.tool_choice = _tool_choice(session["tool_choice"], dialect)
+    if ("tools" in session or "tool_choice" in session) and isinstance(cfg.tool_choice, dict):
+        forced = cfg.tool_choice
+        if forced["type"] == "function" and forced["name"] not in function_names(cfg.tools):
+            # Checked against the merged config, so an update that drops the forced tool
+            # is refused as well. Wording modelled on the Responses API's.
+            raise RealtimeError(
+                f"Tool choice 'function' with name '{forced['name']}' not found in 'tools' "
+                "parameter.",
+                "invalid_value",
+                "session.tool_choice.name",
+            )
+
+
+def _tools(value: object, dialect: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise invalid_type("session.tools", "an array")
+    return [_tool(tool, f"session.tools[{i}]", dialect) for i, tool in enumerate(value)]
+
+
+def _tool(value: object, param: str, dialect: str) -> dict[str, Any]:
+    tool = _expect_dict(value, param)
+    if "type" not in tool:
+        raise missing_parameter(f"{param}.type")
+    kinds = ("function", "mcp") if dialect == GA else ("function",)
+    if tool["type"] not in kinds:
+        raise invalid_value(tool["type"], kinds, f"{param}.type")
+    if tool["type"] == "mcp":
+        _check_keys(tool, _MCP_TOOL_KEYS, param)
+        if "server_label" not in tool:
+            raise missing_parameter(f"{param}.server_label")
+        _expect_str(tool["server_label"], f"{param}.server_label")
+        return copy.deepcopy(tool)
+    _check_keys(tool, _FUNCTION_TOOL_KEYS, param)
+    if "name" not in tool:
+        raise missing_parameter(f"{param}.name")
+    _function_name(tool["name"], f"{param}.name")
+    if "description" in tool:
+        _expect_str(tool["description"], f"{param}.description")
+    if "parameters" in tool:
+        schema = _expect_dict(tool["parameters"], f"{param}.parameters")
+        # A function takes named arguments: its schema must describe an object.
+        if schema.get("type", "object") != "object":
+            raise RealtimeError(
+                f"Invalid schema for function '{tool['name']}': schema must be a JSON Schema "
+                f"of 'type: \"object\"', got 'type: \"{schema['type']}\"'.",
+                "invalid_function_parameters",
+                f"{param}.parameters",
+            )
+    return copy.deepcopy(tool)
+
+
+def _function_name(value: object, param: str) -> str:
+    name = _expect_str(value, param)
+    if len(name) > MAX_FUNCTION_NAME_CHARS:
+        raise RealtimeError(
+            f"Invalid '{param}': string too long. Expected a string with maximum length "
+            f"{MAX_FUNCTION_NAME_CHARS}, but got a string with length {len(name)} instead.",
+            "string_above_max_length",
+            param,
+        )
+    if not _FUNCTION_NAME_RE.match(name):
+        raise RealtimeError(
+            f"Invalid '{param}': string does not match pattern. Expected a string that "
+            f"matches the pattern '{FUNCTION_NAME_PATTERN}'.",
+            "invalid_value",
+            param,
+        )
+    return name
+
+
+def _tool_choice(value: object, dialect: str) -> str | dict[str, Any]:
+    param = "session.tool_choice"
+    if isinstance(value, str):
+        if value not in TOOL_CHOICES:
+            raise invalid_value(value, TOOL_CHOICES, param)
+        return value
+    if not isinstance(value, dict):
+        raise invalid_type(param, "a string or an object")
+    if "type" not in value:
+        raise missing_parameter(f"{param}.type")
+    kinds = ("function", "mcp") if dialect == GA else ("function",)
+    if value["type"] not in kinds:
+        raise invalid_value(value["type"], kinds, f"{param}.type")
+    keys = {"type", "name"} if value["type"] == "function" else {"type", "server_label", "name"}
+    _check_keys(value, keys, param)
+    for key in sorted(keys - {"type"}):
+        if key not in value:
+            raise missing_parameter(f"{param}.{key}")
+        _expect_str(value[key], f"{param}.{key}")
+    return copy.deepcopy(value)

@@ -21,6 +21,10 @@ class Item:
     audio_format: str = formats.PCM16
     transcript: str | None = None
     client_item: dict[str, Any] | None = None  # items created by the client, echoed back as given
+    # function_call items the agent makes: the function, the call's id, the arguments so far.
+    name: str | None = None
+    call_id: str | None = None
+    arguments: str = ""
 
     @property
     def audio_ms(self) -> int:
@@ -35,6 +39,16 @@ class Item:
             item = copy.deepcopy(self.client_item)
             item.update(id=self.id, object="realtime.item", status=self.status)
             return item
+        if self.type == "function_call":
+            return {
+                "id": self.id,
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": self.status,
+                "name": self.name,
+                "call_id": self.call_id,
+                "arguments": self.arguments,
+            }
         item: dict[str, Any] = {
             "id": self.id,
             "object": "realtime.item",
@@ -61,6 +75,12 @@ class Conversation:
 
     def __iter__(self) -> Iterator[Item]:
         return (self._items[i] for i in self._order)
+
+    def function_call(self, call_id: object) -> Item | None:
+        """The function_call item (the agent's or a client's) with this call_id, if any."""
+        if not isinstance(call_id, str):
+            return None
+        return next((i for i in self if i.type == "function_call" and i.call_id == call_id), None)
 
     def get(self, item_id: object) -> Item | None:
         return self._items.get(item_id) if isinstance(item_id, str) else None

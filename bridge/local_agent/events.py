@@ -16,9 +16,10 @@ BETA = "beta"
 _ALPHABET = string.ascii_letters + string.digits
 
 
-def new_id(prefix: str) -> str:
-    """Ids shaped like the service's: a prefix and 21 random alphanumerics."""
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(21))
+def new_id(prefix: str, length: int = 21) -> str:
+    """Ids shaped like the service's: a prefix and random alphanumerics (21 for items and
+    events, 16 for function call ids)."""
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
 # Logical names (the GA spelling) -> wire name per dialect. None: the dialect has no such event.
@@ -148,6 +149,16 @@ def active_response(response_id: str) -> RealtimeError:
         f"Conversation already has an active response in progress: {response_id}. "
         "Wait until the response is finished before creating a new one.",
         "conversation_already_has_active_response",
+    )
+
+
+def unknown_call_id(call_id: object) -> RealtimeError:
+    """A function_call_output for a call the conversation does not hold. The service's
+    wording and code; it sends param null, this agent names the field at fault."""
+    return RealtimeError(
+        f"Tool call ID '{call_id}' not found in conversation.",
+        "invalid_tool_call_id",
+        "item.call_id",
     )
 
 

@@ -2,7 +2,42 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FunctionCallPlan:
+    """A function call the agent makes in a planned response, as a model would decide to.
+
+    Carried out only if the session declared a function tool of that ``name`` (and
+    ``tool_choice`` allows it), so a test that sees the call also proves the client declared
+    the tool.
+    """
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)  # sent as a JSON string
+    # True: the response speaks its normal answer (the echo / synthetic speech) first, then
+    # makes the call in a second output item. False: the call is the whole response.
+    speak_first: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("FunctionCallPlan.name must be a non-empty string")
+        if not isinstance(self.arguments, dict):
+            raise ValueError("FunctionCallPlan.arguments must be a dict")
+        try:
+            json.dumps(self.arguments)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"FunctionCallPlan.arguments must be JSON-serialisable: {exc}"
+            ) from None
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as the model writes them, e.g. '{"city": "Paris"}'."""
+        return json.dumps(self.arguments, ensure_ascii=False)
 
 
 @dataclass
@@ -27,6 +62,9 @@ class AgentOptions:
     # The service's session length limit (60 min on GA): at this age a session gets the
     # service's session_expired error and is closed. None: sessions last as long as the client.
     max_session_s: float | None = None
+    # Response number (1-based, counting every response a session makes) -> a function call
+    # that response makes. Counted per session: a reconnected client starts again at 1.
+    function_calls: dict[int, FunctionCallPlan] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Fail at construction, not in the middle of a call.
@@ -44,3 +82,10 @@ class AgentOptions:
             raise ValueError("drop_after_ms must be >= 0")
         if self.max_session_s is not None and not self.max_session_s > 0:
             raise ValueError("max_session_s must be positive")
+        for index, plan in self.function_calls.items():
+            if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+                raise ValueError(
+                    f"function_calls keys are response numbers (1-based), not {index!r}"
+                )
+            if not isinstance(plan, FunctionCallPlan):
+                raise ValueError(f"function_calls[{index}] must be a FunctionCallPlan")

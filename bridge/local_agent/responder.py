@@ -41,7 +41,9 @@ class AgentResponse:
     # turn_detected | client_cancelled | client_disconnected | connection_dropped (the agent
     # dropped it) | session_expired (max_session_s)
     status_reason: str | None = None
-    items: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # the audio items, in order
+    # Function calls this response made (the same records as AgentSession.function_calls).
+    function_calls: list[dict[str, Any]] = field(default_factory=list)
     # Per item: (time.monotonic() of each delta send, byte offset of that delta's end).
     sent_times: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
@@ -61,6 +63,13 @@ class PlannedItem:
 
 
 @dataclass
+class PlannedFunctionCall:
+    name: str
+    arguments: str  # the JSON text the "model" writes
+    response_index: int  # 1-based, within the session
+
+
+@dataclass
 class _Progress:
     item: Item
     output_index: int
@@ -73,7 +82,11 @@ class _Dropped(Exception):
 
 class ResponseRun:
     def __init__(
-        self, session: AgentSession, plan: list[PlannedItem], output_format: str, voice: str
+        self,
+        session: AgentSession,
+        plan: list[PlannedItem | PlannedFunctionCall],
+        output_format: str,
+        voice: str,
     ) -> None:
         self.session = session
         self.plan = plan
@@ -131,7 +144,10 @@ class ResponseRun:
         try:
             self._base = asyncio.get_running_loop().time()
             for index, planned in enumerate(self.plan):
-                await self._stream_item(index, planned)
+                if isinstance(planned, PlannedFunctionCall):
+                    await self._stream_function_call(index, planned)
+                else:
+                    await self._stream_item(index, planned)
             await self._finish("completed", None)
         except (ConnectionClosed, _Dropped):
             pass  # the session's teardown records the end
@@ -208,6 +224,56 @@ class ResponseRun:
             self._check_drop()  # as soon as the delta reaching drop_after_ms went out
         await self._close_item(progress, "completed")
 
+    async def _stream_function_call(self, index: int, planned: PlannedFunctionCall) -> None:
+        session = self.session
+        dialect = session.dialect
+        item = Item(
+            id=new_id("item"),
+            type="function_call",
+            status="in_progress",
+            name=planned.name,
+            call_id=new_id("call", 16),
+        )
+        progress = _Progress(item, index)
+        self._progress.append(progress)
+        previous = session.conversation.add(item)
+        ids = {
+            "response_id": self.response_id,
+            "item_id": item.id,
+            "output_index": index,
+            "call_id": item.call_id,
+        }
+        await self._send_step(
+            progress,
+            "response.output_item.added",
+            {"response_id": self.response_id, "output_index": index, "item": item.render(dialect)},
+        )
+        await self._send_step(
+            progress,
+            "conversation.item.added",
+            {"previous_item_id": previous, "item": item.render(dialect)},
+        )
+        for delta in _argument_deltas(planned.arguments):
+            # Yield between deltas, as tokens arrive, so a cancel can land mid-call.
+            await asyncio.sleep(0)
+            item.arguments += delta
+            await session.emit("response.function_call_arguments.delta", {**ids, "delta": delta})
+        record = {
+            "call_id": item.call_id,
+            "name": item.name,
+            "arguments": item.arguments,
+            "response_index": planned.response_index,
+        }
+        # Recorded before .done goes out: whoever acts on it finds the call on record.
+        session.function_calls.append(record)
+        self.response.function_calls.append(record)
+        await self._send_step(
+            progress,
+            "response.function_call_arguments.done",
+            {**ids, "name": item.name, "arguments": item.arguments},
+        )
+        await self._close_item(progress, "completed")
+
     def _check_drop(self) -> None:
         if self.session.maybe_auto_drop():
             raise _Dropped
@@ -240,6 +306,8 @@ class ResponseRun:
         item = progress.item
         if "response.output_item.done" in progress.sent:
             return
+        if "response.function_call_arguments.done" in progress.sent:
+            status = "completed"  # the call was made whole; only its closing events are owed
         ids = {
             "response_id": self.response_id,
             "item_id": item.id,
@@ -347,6 +415,12 @@ class ResponseRun:
             for p in self._progress
             if "response.output_audio_transcript.delta" in p.sent
         )
+        # A function call is text the model wrote: its name and the arguments sent so far.
+        text_out += sum(
+            math.ceil(len((p.item.name or "") + p.item.arguments) / CHARS_PER_TEXT_TOKEN)
+            for p in self._progress
+            if p.item.type == "function_call" and "response.output_item.added" in p.sent
+        )
         input_tokens = text_in + audio_in
         output_tokens = text_out + audio_out
         return {
@@ -366,3 +440,11 @@ class ResponseRun:
             },
             "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
         }
+
+
+def _argument_deltas(arguments: str) -> list[str]:
+    """The arguments in two deltas (one when too short to split), as a model streams them."""
+    if len(arguments) < 2:
+        return [arguments]
+    half = len(arguments) // 2
+    return [arguments[:half], arguments[half:]]

@@ -25,15 +25,16 @@ from websockets.protocol import State
 from bridge.audio import synthetic_speech_mulaw
 
 from . import events, formats
-from .config import SessionConfig, VadSettings
+from .config import SessionConfig, VadSettings, function_names
 from .conversation import Conversation, Item
 from .events import BETA, GA, RealtimeError, new_id
-from .options import AgentOptions
+from .options import AgentOptions, FunctionCallPlan
 from .responder import (
     CHARS_PER_TEXT_TOKEN,
     IN_AUDIO_TOKENS_PER_S,
     OUT_AUDIO_TOKENS_PER_S,
     AgentResponse,
+    PlannedFunctionCall,
     PlannedItem,
     ResponseRun,
 )
@@ -100,6 +101,14 @@ class AgentSession:
         # (role, text) of every text message the client created, in order of creation (a
         # log: conversation.item.delete does not remove entries).
         self.conversation_texts: list[tuple[str, str]] = []
+        # Every function call the agent made ({"call_id", "name", "arguments",
+        # "response_index"}), and every function_call_output accepted ({"call_id", "name",
+        # "output"}), in order.
+        self.function_calls: list[dict[str, Any]] = []
+        self.function_outputs: list[dict[str, Any]] = []
+        # Why the agent did not do something a test planned (e.g. a function call for a
+        # tool the session never declared), in order.
+        self.notes: list[str] = []
         self.response_audio_ms = 0.0  # response audio sent in this session, all responses
         self.dropped = False  # the agent aborted the connection (drop() or drop_after_ms)
         self.expired = False  # the session hit options.max_session_s
@@ -325,6 +334,8 @@ class AgentSession:
             elif item.is_assistant_audio:
                 audio_tokens += item.audio_ms / 1000 * OUT_AUDIO_TOKENS_PER_S
                 chars += len(item.transcript or "")
+            elif item.type == "function_call" and item.client_item is None:
+                chars += len(item.name or "") + len(item.arguments)
             else:
                 chars += len(_item_text(item.client_item or {}))
         text = math.ceil(chars / CHARS_PER_TEXT_TOKEN)
@@ -510,24 +521,62 @@ class AgentSession:
             if not isinstance(raw.get("content"), list):
                 raise events.missing_parameter("item.content")
             self._check_content(role, raw["content"])
+        call: Item | None = None
+        if kind == "function_call":
+            self._check_function_call(raw)
+        elif kind == "function_call_output":
+            call = self._check_function_call_output(raw)
         item_id = raw.get("id") or new_id("item")
         if item_id in self.conversation:
             raise RealtimeError(
                 f"Item with id '{item_id}' already exists.", "invalid_value", "item.id"
             )
         item = Item(id=str(item_id), type=kind, role=role, client_item=dict(raw))
+        if kind == "function_call":
+            item.name, item.call_id = raw["name"], raw.get("call_id")
         previous = self.conversation.add(item)
         # Recorded before the events go out, so whoever sees them finds the record complete.
         if kind == "message":
             texts = [p["text"] for p in raw["content"] if p["type"] in _TEXT_PART_TYPES]
             if texts:
                 self.conversation_texts.append((role, " ".join(texts)))
+        if call is not None:
+            self.function_outputs.append(
+                {"call_id": call.call_id, "name": call.name, "output": raw["output"]}
+            )
         text = _item_text(raw)
         if text and (role == "user" or kind == "function_call_output"):
             self._pending_text = text
         rendered = {"previous_item_id": previous, "item": item.render(self.dialect)}
         await self.emit("conversation.item.added", rendered)
         await self.emit("conversation.item.done", rendered)
+
+    @staticmethod
+    def _check_function_call(raw: dict[str, Any]) -> None:
+        """A client-made function_call item (a conversation restored after a reconnect)."""
+        if "name" not in raw:
+            raise events.missing_parameter("item.name")
+        for key in ("name", "call_id", "arguments"):
+            if key in raw and not isinstance(raw[key], str):
+                raise events.invalid_type(f"item.{key}", "a string")
+
+    def _check_function_call_output(self, raw: dict[str, Any]) -> Item:
+        """The function_call item this output answers; the service's errors otherwise."""
+        call_id = raw.get("call_id")
+        if call_id is None:
+            raise events.missing_parameter("item.call_id")
+        if not isinstance(call_id, str):
+            raise events.invalid_type("item.call_id", "a string")
+        if "output" not in raw:
+            raise events.missing_parameter("item.output")
+        if not isinstance(raw["output"], str):
+            raise events.invalid_type("item.output", "a string")
+        # Any function_call item still in the conversation will do, the agent's own or one
+        # a client restored, as on the service.
+        call = self.conversation.function_call(call_id)
+        if call is None:
+            raise events.unknown_call_id(call_id)
+        return call
 
     def _check_content(self, role: str, content: list[Any]) -> None:
         accepted, named = _CONTENT_TYPES[(self.dialect, role)]
@@ -661,13 +710,39 @@ class AgentSession:
             transcript = f"(synthetic speech for: {text[:80]})"
         self._pending_audio_item = None
         self._pending_text = None
-        plan = _split(audio, self.options.items_per_response, out_fmt, transcript)
+        index = len(self.responses) + 1
+        call = self._planned_call(index)
+        plan: list[PlannedItem | PlannedFunctionCall] = []
+        if call is None or call.speak_first:
+            plan.extend(_split(audio, self.options.items_per_response, out_fmt, transcript))
+        if call is not None:
+            plan.append(PlannedFunctionCall(call.name, call.arguments_json, index))
         run = ResponseRun(self, plan, out_fmt, self.config.voice)
         run.metadata = metadata  # echoed in the response object, as the service does
         self.responses.append(run.response)
         self._active = run
         await self.emit("response.created", {"response": run.render("in_progress")})
         run.start()
+
+    def _planned_call(self, index: int) -> FunctionCallPlan | None:
+        """The function call response ``index`` makes, if planned and the session allows it."""
+        plan = self.options.function_calls.get(index)
+        if plan is None:
+            return None
+        choice = self.config.tool_choice
+        reason = None
+        if plan.name not in function_names(self.config.tools):
+            reason = f"the session declares no function tool {plan.name!r}"
+        elif choice == "none":
+            reason = "tool_choice is 'none'"
+        elif isinstance(choice, dict) and choice.get("name") != plan.name:
+            reason = f"tool_choice forces {choice.get('name')!r}"
+        if reason is None:
+            return plan
+        note = f"response {index}: planned call to {plan.name} not made: {reason}"
+        self.notes.append(note)
+        log.info("local agent session %s: %s", self.session_id, note)
+        return None
 
 
 def _split(audio: bytes, parts: int, fmt: str, transcript: str) -> list[PlannedItem]:

@@ -1,8 +1,9 @@
 """Call simulator: plays Twilio against a running bridge, so it can be tested without a phone.
 
 `simulate_call` posts the voice webhook, opens the `<Connect><Stream>` WebSocket, speaks the
-caller's turns at real-time pace, plays the bridge's audio back exactly as Twilio would
-(marks, clear) and returns a `CallReport` of what the caller heard and when.
+caller's turns at real-time pace (or presses keypad keys, as Twilio `dtmf` messages), plays
+the bridge's audio back exactly as Twilio would (marks, clear) and returns a `CallReport` of
+what the caller heard and when, and who ended the call.
 """
 
 from bridge.simulator.caller import simulate_call

@@ -4,7 +4,8 @@ Three tasks share one event loop and the sans-I/O state (no locks needed between
 - the line sends one 20 ms frame on an absolute schedule (start + k·20 ms: no drift);
 - the receiver feeds the bridge's media/mark/clear into the `Playback`;
 - the player sleeps until the next mark is due (or a message changes the queue) and
-  echoes it, so echoes are not quantised to the 20 ms frame clock.
+  echoes it, and presses keypad keys when they are due, so neither is quantised to the
+  20 ms frame clock.
 """
 
 from __future__ import annotations
@@ -94,6 +95,16 @@ def mark_message(seq: int, stream_sid: str, name: str) -> dict[str, Any]:
     }
 
 
+def dtmf_message(seq: int, stream_sid: str, digit: str) -> dict[str, Any]:
+    """One key press, as Twilio reports it (one message per key, inbound track only)."""
+    return {
+        "event": "dtmf",
+        "sequenceNumber": str(seq),
+        "streamSid": stream_sid,
+        "dtmf": {"track": "inbound_track", "digit": digit},
+    }
+
+
 def stop_message(seq: int, stream_sid: str, call_sid: str, account_sid: str) -> dict[str, Any]:
     return {
         "event": "stop",
@@ -169,6 +180,7 @@ class _Stream:
         self.marks_received = 0
         self.marks_echoed = 0
         self.clears_received = 0
+        self.digits_sent = 0
         self.oddities: Counter[str] = Counter()
 
     def now(self) -> float:
@@ -181,6 +193,12 @@ class _Stream:
         async with self.send_lock:
             self.seq += 1
             await self.ws.send(json.dumps(build(self.seq)))
+
+    async def _press_keys(self) -> None:
+        # The script hands each key out once, so the line and the player can both ask.
+        for digit in self.script.press_due_keys(self.now()):
+            await self._send(lambda seq, d=digit: dtmf_message(seq, self.stream_sid, d))
+            self.digits_sent += 1
 
     async def _echo(self, names: list[str]) -> None:
         for name in names:
@@ -276,14 +294,18 @@ class _Stream:
                 )
                 self.frames_sent += 1
                 k += 1
+                if self.script.next_key_time() is not None:
+                    await self._press_keys()  # a keypad turn's first key goes out at once
+                    self.wake.set()  # the player times the keys that follow
         except ConnectionClosed:
-            self._bridge_closed()
+            await self._send_failed()
 
     async def _player(self) -> None:
-        """Echo marks when playback reaches them, between frames."""
+        """Echo marks when playback reaches them and press keys when due, between frames."""
         while not self.ended.is_set():
             self.wake.clear()  # before reading the schedule, so no change is missed
-            due = self.playback.next_event_time()
+            times = [self.playback.next_event_time(), self.script.next_key_time()]
+            due = min((t for t in times if t is not None), default=None)
             timeout = None if due is None else max(0.0, (due - self.now()) / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
@@ -291,8 +313,9 @@ class _Stream:
                 return
             try:
                 await self._echo(self.playback.advance(self.now()))
+                await self._press_keys()
             except ConnectionClosed:
-                self._bridge_closed()
+                await self._send_failed()
                 return
 
     async def _receive(self) -> None:
@@ -304,6 +327,14 @@ class _Stream:
                     await self._handle(raw)
         except ConnectionClosed:
             pass
+        self._bridge_closed()
+
+    async def _send_failed(self) -> None:
+        """A send found the stream closed by the bridge. What the bridge sent before closing
+        may still be queued for the receiver, which ends the call once it has read it all;
+        ending here would drop those last messages (a final mark, say) unread."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), CLOSE_TIMEOUT_S)
         self._bridge_closed()
 
     def _bridge_closed(self) -> None:
@@ -403,6 +434,7 @@ async def simulate_call(options: SimulatorOptions) -> CallReport:
         marks_received=stream.marks_received,
         marks_echoed=stream.marks_echoed,
         clears_received=stream.clears_received,
+        digits_sent=stream.digits_sent,
         duration_ms=duration_ms,
         end_reason=stream.end_reason,
         completed=stream.completed,

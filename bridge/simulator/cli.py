@@ -13,6 +13,14 @@ from bridge.simulator.options import SimulatorError, SimulatorOptions
 from bridge.simulator.report import format_report
 
 
+def keypad_entry(text: str) -> tuple[int, str]:
+    """`TURN:DIGITS` (e.g. `2:1234#`) for --keypad; the digits are checked by validate()."""
+    turn, sep, digits = text.partition(":")
+    if not sep or not turn.strip().isdigit() or not digits:
+        raise argparse.ArgumentTypeError(f"expected TURN:DIGITS (e.g. 2:1234#), got {text!r}")
+    return int(turn), digits
+
+
 def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -49,6 +57,15 @@ def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser
         metavar="MS",
         help="speak over each answer (but the last) after hearing this many ms of it",
     )
+    parser.add_argument(
+        "--keypad",
+        type=keypad_entry,
+        action="append",
+        default=[],
+        metavar="TURN:DIGITS",
+        help="on turn TURN press these keys instead of speaking, 250 ms apart "
+        "(0-9 * # A-D; repeatable), e.g. --keypad 2:1234#",
+    )
     parser.add_argument("--out", metavar="FILE", help="write what the caller heard as a WAV")
     parser.add_argument("--from", dest="from_number", default="+15550001111", help="caller")
     parser.add_argument("--to", dest="to_number", default="+15550002222", help="called number")
@@ -72,6 +89,11 @@ def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser
 
 
 def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
+    keypad: dict[int, str] = {}
+    for turn, digits in args.keypad:
+        if turn in keypad:
+            raise SimulatorError(f"--keypad given twice for turn {turn}")
+        keypad[turn] = digits
     return SimulatorOptions(
         webhook_url=args.webhook_url,
         auth_token=args.auth_token or None,
@@ -87,6 +109,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         max_duration_s=args.timeout,
         out_path=args.out,
         method="GET" if args.get else "POST",
+        keypad=keypad,
     )
 
 
@@ -110,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if report.closed_by_bridge:
         # 1008 is what a bridge answers to a bad X-Twilio-Signature on the upgrade.
-        hint = " - policy violation: wrong --auth-token?" if report.close_code == 1008 else ""
+        hints = {
+            1000: " - a normal close: the bridge hung up or transferred the call",
+            1008: " - policy violation: wrong --auth-token?",
+        }
+        hint = hints.get(report.close_code or 0, "")
         print(
             f"error: the bridge closed the stream early (code {report.close_code}){hint}",
             file=sys.stderr,

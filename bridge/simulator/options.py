@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# The keys of a DTMF keypad, as Twilio reports them in `dtmf.digit`.
+KEYPAD_DIGITS = "0123456789*#ABCD"
 
 
 class SimulatorError(Exception):
@@ -27,6 +30,9 @@ class SimulatorOptions:
     max_duration_s: float = 120.0
     out_path: str | None = None  # WAV of everything the caller heard
     method: str = "POST"  # or GET, as a Twilio number's Voice URL method can be
+    # Turn number (1-based) -> keys the caller presses on that turn instead of speaking,
+    # e.g. {2: "1234#"}: one Twilio `dtmf` message per key, KEY_INTERVAL_MS apart.
+    keypad: dict[int, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.method.upper() not in ("POST", "GET"):
@@ -41,3 +47,16 @@ class SimulatorOptions:
             raise SimulatorError("barge_in_after_ms must not be negative")
         if self.turn_timeout_s <= 0 or self.max_duration_s <= 0:
             raise SimulatorError("timeouts must be positive")
+        for turn, digits in self.keypad.items():
+            if isinstance(turn, bool) or not isinstance(turn, int) or not 1 <= turn <= self.turns:
+                raise SimulatorError(
+                    f"keypad turn {turn!r} is not one of the call's turns (1 to {self.turns})"
+                )
+            if (
+                not isinstance(digits, str)
+                or not digits
+                or any(d not in KEYPAD_DIGITS for d in digits)
+            ):
+                raise SimulatorError(
+                    f"keypad keys for turn {turn} must be 0-9, *, # or A-D, not {digits!r}"
+                )

@@ -45,6 +45,9 @@ class TurnReport:
     answer_complete: bool | None  # None: no answer; False: cut by a clear or the hang-up
     answer_items: list[str] = field(default_factory=list)
     timed_out: bool = False
+    # A keypad turn: the keys the caller pressed instead of speaking (None: it spoke). Its
+    # speech_* times are those of the first and the last key.
+    keys: str | None = None
 
 
 @dataclass
@@ -76,6 +79,16 @@ class CallReport:
     close_code: int | None = None
     close_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    digits_sent: int = 0  # Twilio `dtmf` messages sent (keypad turns)
+
+    @property
+    def ended_by(self) -> str:
+        """Who ended the call: "caller" (hung up after the script), "bridge" (closed the
+        stream: a hang-up or transfer through Twilio's REST API, or a failure; see
+        `completed` and `close_code`) or "timeout" (`max_duration_s`)."""
+        return {"closed_by_bridge": "bridge", "max_duration": "timeout"}.get(
+            self.end_reason, "caller"
+        )
 
     @property
     def heard_ms_by_item(self) -> dict[str, float]:
@@ -170,6 +183,7 @@ def _turn_report(
         ),
         answer_items=items,
         timed_out=turn.timed_out,
+        keys=turn.keys,
     )
 
 
@@ -196,6 +210,7 @@ def build_report(
     close_code: int | None,
     close_reason: str,
     notes: list[str],
+    digits_sent: int = 0,
 ) -> CallReport:
     """Assemble the report once the call is over and `playback.finish()` was called."""
     heard = _heard_audio(playback)
@@ -241,6 +256,7 @@ def build_report(
         close_code=close_code,
         close_reason=close_reason,
         notes=list(notes),
+        digits_sent=digits_sent,
     )
 
 
@@ -265,7 +281,8 @@ def _answer_text(
 
 def _turn_line(turn: TurnReport) -> str:
     end = "…" if turn.speech_end_ms is None else f"{turn.speech_end_ms / 1000:.2f}"
-    parts = [f"turn {turn.index}", f"caller {turn.speech_start_ms / 1000:.2f}–{end} s"]
+    pressed = "" if turn.keys is None else f"pressed {turn.keys or '(nothing)'} "
+    parts = [f"turn {turn.index}", f"caller {pressed}{turn.speech_start_ms / 1000:.2f}–{end} s"]
     if turn.barged_in:
         label = "BARGE-IN" if turn.intentional_barge_in else "spoke over the assistant"
         heard = turn.barge_in_heard_ms or 0.0
@@ -305,8 +322,9 @@ def format_report(report: CallReport) -> str:
         state = "complete" if report.greeting_complete else "cut"
         lines.append(f"greeting  heard {_ms(report.greeting_heard_ms)} ({state})")
     lines.extend(_turn_line(turn) for turn in report.turns)
+    keys = f", {report.digits_sent} keypad digits" if report.digits_sent else ""
     lines.append(
-        f"sent {report.frames_sent} frames ({report.speech_frames_sent} speech); "
+        f"sent {report.frames_sent} frames ({report.speech_frames_sent} speech){keys}; "
         f"received {report.media_received} media ({report.bytes_received} B), "
         f"{report.marks_received} marks, {report.clears_received} clears; "
         f"echoed {report.marks_echoed} marks"

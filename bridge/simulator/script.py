@@ -8,6 +8,10 @@ Sequence: silence for `pause_ms` (and, if the bridge greets, until the greeting 
 heard), then per turn: the utterance, then silence until the answer is over (nothing playing
 and no new audio for `answer_idle_ms`), until `barge_in_after_ms` of it has been heard when
 barging in (only when a next turn exists), or until `turn_timeout_s` after the utterance.
+
+A keypad turn (`SimulatorOptions.keypad`) presses keys instead of speaking: the line keeps
+sending silence while `press_due_keys` hands out one key every `KEY_INTERVAL_MS`, and the
+wait for the answer starts at the last key.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ FRAME_MS = TWILIO_FRAME_BYTES // MULAW_BYTES_PER_MS  # 20
 SPLIT_SILENCE_MS = 400
 SILENCE_FRAME = mulaw_silence(FRAME_MS)
 GREETING = 0  # the response tag of audio the bridge plays before the caller's first turn
+KEY_INTERVAL_MS = 250  # between two keys of a keypad turn
 
 
 def split_utterances(
@@ -108,6 +113,9 @@ class TurnState:
     interrupted_heard_ms: float | None = None  # of that response, when the caller began
     timed_out: bool = False
     ended_at: float | None = None  # clock when the caller moved on
+    # A keypad turn: the keys pressed so far (None: a spoken turn). Its "speech" is the key
+    # presses: it starts with the first key and ends with the last.
+    keys: str | None = None
 
 
 class CallerScript:
@@ -126,13 +134,15 @@ class CallerScript:
         self._options = options
         self._playback = playback
         self.turns: list[TurnState] = []
-        self._phase = "pause"  # pause -> speak -> wait -> speak ... -> done
+        self._phase = "pause"  # pause -> speak|keys -> wait -> speak|keys ... -> done
         self._frames: list[bytes] = []
         self._pos = 0
         self._wait_started = 0.0
         self._current_response = GREETING
         self._awaiting: int | None = None
+        self._keys = ""  # the keys of the current keypad turn not pressed yet
         self.speech_frames_sent = 0
+        self.keys_pressed = 0
 
     @property
     def done(self) -> bool:
@@ -162,7 +172,7 @@ class CallerScript:
         if self._phase == "done":
             return None
         if self._phase != "speak":
-            return SILENCE_FRAME
+            return SILENCE_FRAME  # also while pressing keys: the line stays open
         frame = self._frames[self._pos]
         self._pos += 1
         self.speech_frames_sent += 1
@@ -172,6 +182,29 @@ class CallerScript:
             turn.speech_ended_at = now
             self._phase, self._wait_started = "wait", now
         return frame
+
+    def next_key_time(self) -> float | None:
+        """When the next key of the current keypad turn is due (clock ms); None if none."""
+        if self._phase != "keys":
+            return None
+        turn = self.turns[-1]
+        assert turn.keys is not None
+        return turn.speech_started_at + len(turn.keys) * KEY_INTERVAL_MS
+
+    def press_due_keys(self, now: float) -> str:
+        """The keys due by `now`, each handed out once; after the last, wait for the answer."""
+        pressed = ""
+        while (due := self.next_key_time()) is not None and due <= now:
+            turn = self.turns[-1]
+            key, self._keys = self._keys[0], self._keys[1:]
+            turn.keys = (turn.keys or "") + key
+            pressed += key
+            self.keys_pressed += 1
+            if not self._keys:
+                turn.speech_end_ms = round(now)
+                turn.speech_ended_at = now
+                self._phase, self._wait_started = "wait", now
+        return pressed
 
     def hang_up(self, now: float) -> None:
         """The call ends from outside (bridge hang-up, max duration)."""
@@ -235,6 +268,12 @@ class CallerScript:
             )
         self.turns.append(turn)
         self._awaiting = index
+        keys = self._options.keypad.get(index)
+        if keys:
+            turn.keys = ""
+            self._keys = keys
+            self._phase = "keys"
+            return
         self._frames = self._utterances[index - 1]
         self._pos = 0
         self._phase = "speak"

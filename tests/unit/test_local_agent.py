@@ -22,7 +22,7 @@ from bridge.audio import (
     pcm16_to_alaw,
     synthetic_speech_mulaw,
 )
-from bridge.local_agent import AgentOptions, AgentSession, LocalAgent
+from bridge.local_agent import AgentOptions, AgentSession, FunctionCallPlan, LocalAgent
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -1056,3 +1056,451 @@ async def test_wait_for_session_after_earlier_sessions_closed(make_agent: AgentF
         assert (await agent.wait_for_session(3)) is agent.sessions[3]
     with pytest.raises(TimeoutError):
         await agent.wait_for_session(4, timeout=0.05)
+
+
+# --- function calling -----------------------------------------------------------------------
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+END_CALL_TOOL = {
+    "type": "function",
+    "name": "end_call",
+    "description": "Hang up.",
+    "parameters": {"type": "object", "properties": {}},
+}
+
+
+def _with_tools(beta: bool, **fields: Any) -> dict[str, Any]:
+    """A session.update body in the dialect's shape, mu-law both ways, with these fields."""
+    base = dict(BETA_PCMU) if beta else dict(GA_PCMU)
+    return {**base, **fields}
+
+
+def _function_output(call_id: str, output: str) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+    }
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["ga", "beta"])
+async def test_tools_are_kept_and_rendered_back(make_agent: AgentFactory, beta: bool) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent, beta=beta) as c:
+        created = c.events[0]["session"]
+        assert (created["tools"], created["tool_choice"]) == ([], "auto")
+        tools = [WEATHER_TOOL, END_CALL_TOOL]
+        forced = {"type": "function", "name": "end_call"}
+        updated = await c.update(_with_tools(beta, tools=tools, tool_choice=forced))
+        assert updated["session"]["tools"] == tools
+        assert updated["session"]["tool_choice"] == forced
+        # Only the fields sent change: the tools stay while the choice moves on.
+        again = await c.update(_with_tools(beta, tool_choice="required"))
+        assert (again["session"]["tools"], again["session"]["tool_choice"]) == (tools, "required")
+    session = agent.sessions[0]
+    assert session.config.tools == tools and session.errors_sent == []
+
+
+@pytest.mark.parametrize(
+    ("beta", "fields", "code", "param"),
+    [
+        (False, {"tools": {"name": "x"}}, "invalid_type", "session.tools"),
+        (False, {"tools": ["end_call"]}, "invalid_type", "session.tools[0]"),
+        (
+            False,
+            {"tools": [{"name": "end_call"}]},
+            "missing_required_parameter",
+            "session.tools[0].type",
+        ),
+        (
+            False,
+            {"tools": [WEATHER_TOOL, {"type": "function"}]},
+            "missing_required_parameter",
+            "session.tools[1].name",
+        ),
+        (False, {"tools": [{"type": "code"}]}, "invalid_value", "session.tools[0].type"),
+        (True, {"tools": [{"type": "mcp"}]}, "invalid_value", "session.tools[0].type"),
+        (
+            False,
+            {"tools": [{"type": "function", "name": "end call"}]},
+            "invalid_value",
+            "session.tools[0].name",
+        ),
+        (
+            True,
+            {"tools": [{"type": "function", "name": "x" * 65}]},
+            "string_above_max_length",
+            "session.tools[0].name",
+        ),
+        (
+            False,
+            # The Chat Completions shape is not the Realtime one.
+            {"tools": [{"type": "function", "function": {"name": "end_call"}}]},
+            "unknown_parameter",
+            "session.tools[0].function",
+        ),
+        (
+            True,
+            {"tools": [{"type": "function", "name": "f", "parameters": {"type": "string"}}]},
+            "invalid_function_parameters",
+            "session.tools[0].parameters",
+        ),
+        (
+            False,
+            {"tools": [{"type": "function", "name": "f", "description": 5}]},
+            "invalid_type",
+            "session.tools[0].description",
+        ),
+        (False, {"tool_choice": "always"}, "invalid_value", "session.tool_choice"),
+        (
+            True,
+            {"tool_choice": {"type": "function"}},
+            "missing_required_parameter",
+            "session.tool_choice.name",
+        ),
+        (
+            False,
+            {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "name": "end_call"}},
+            "invalid_value",
+            "session.tool_choice.name",
+        ),
+    ],
+)
+async def test_malformed_tools_are_refused_whole(
+    make_agent: AgentFactory, beta: bool, fields: dict[str, Any], code: str, param: str
+) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent, beta=beta) as c:
+        await c.update(_with_tools(beta, tools=[END_CALL_TOOL]))
+        await c.send(
+            {"type": "session.update", "event_id": "evt_9", "session": _with_tools(beta, **fields)}
+        )
+        error = (await c.next())["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param)
+    assert error["event_id"] == "evt_9" and error["message"]
+    # Nothing of the update was applied.
+    assert agent.sessions[0].config.tools == [END_CALL_TOOL]
+    assert agent.sessions[0].config.tool_choice == "auto"
+
+
+def test_malformed_tool_messages_read_like_the_service() -> None:
+    from bridge.local_agent.config import SessionConfig
+    from bridge.local_agent.events import RealtimeError
+
+    config = SessionConfig.initial("sess_1", "gpt-realtime", "ga")
+
+    def refusal(**fields: Any) -> str:
+        with pytest.raises(RealtimeError) as refused:
+            config.updated("ga", {"type": "realtime", **fields}, False)
+        return refused.value.message
+
+    assert refusal(tools=[{"type": "function"}]) == (
+        "Missing required parameter: 'session.tools[0].name'."
+    )
+    assert refusal(tools=[{"type": "function", "name": "end_call", "strict": True}]) == (
+        "Unknown parameter: 'session.tools[0].strict'."
+    )
+    assert refusal(tools=[{"type": "function", "name": "a.b"}]) == (
+        "Invalid 'session.tools[0].name': string does not match pattern. Expected a string "
+        "that matches the pattern '^[a-zA-Z0-9_-]+$'."
+    )
+    assert refusal(tool_choice="always") == (
+        "Invalid value: 'always'. Supported values are: 'none', 'auto', and 'required'."
+    )
+
+
+def _function_call_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in events
+        if e["type"].startswith("response.function_call_arguments")
+        or e.get("item", {}).get("type") == "function_call"
+    ]
+
+
+async def test_a_planned_call_follows_the_spoken_answer_with_matching_ids(
+    make_agent: AgentFactory,
+) -> None:
+    plan = FunctionCallPlan("get_weather", {"city": "Paris"})
+    agent = await make_agent(speed=0, chunk_ms=1000, function_calls={1: plan})
+    async with client(agent) as c:
+        await c.update(_with_tools(False, tools=[WEATHER_TOOL]))
+        done = await speak_turn(c)  # the echo of a 1.8 s turn, then the call
+    after = c.types()[c.types().index("response.created") :]
+    assert after == [
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+        "response.output_audio_transcript.delta",
+        *["response.output_audio.delta"] * 2,
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "conversation.item.done",
+        "response.output_item.done",
+        # The function call, a second output item.
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "conversation.item.done",
+        "response.output_item.done",
+        "response.done",
+    ]
+    added, item_added, delta1, delta2, args_done, item_done, output_done = _function_call_events(
+        c.events
+    )
+    rid = done["response"]["id"]
+    item = added["item"]
+    call_id = item["call_id"]
+    assert call_id.startswith("call_") and len(call_id) == 21
+    assert item == {
+        "id": item["id"],
+        "object": "realtime.item",
+        "type": "function_call",
+        "status": "in_progress",
+        "name": "get_weather",
+        "call_id": call_id,
+        "arguments": "",
+    }
+    assert (added["response_id"], added["output_index"]) == (rid, 1)
+    assert item_added["item"] == item
+    assert item_added["previous_item_id"] == done["response"]["output"][0]["id"]
+    arguments = '{"city": "Paris"}'
+    for delta in (delta1, delta2):
+        assert {k: delta[k] for k in ("response_id", "item_id", "output_index", "call_id")} == {
+            "response_id": rid,
+            "item_id": item["id"],
+            "output_index": 1,
+            "call_id": call_id,
+        }
+    assert delta1["delta"] + delta2["delta"] == arguments
+    assert (args_done["item_id"], args_done["call_id"], args_done["output_index"]) == (
+        item["id"],
+        call_id,
+        1,
+    )
+    assert (args_done["name"], args_done["arguments"]) == ("get_weather", arguments)
+    completed = {**item, "status": "completed", "arguments": arguments}
+    assert item_done["item"] == completed
+    assert (output_done["response_id"], output_done["output_index"]) == (rid, 1)
+    assert output_done["item"] == completed
+    assert done["response"]["status"] == "completed"
+    assert done["response"]["output"][1] == completed
+    assert done["response"]["output"][0]["content"][0]["type"] == "output_audio"
+    # The call is text output: name + arguments, 4 characters a token.
+    transcript = done["response"]["output"][0]["content"][0]["transcript"]
+    expected_text = -(-len(transcript) // 4) + -(-len("get_weather" + arguments) // 4)
+    assert done["response"]["usage"]["output_token_details"]["text_tokens"] == expected_text
+
+    session = agent.sessions[0]
+    record = {
+        "call_id": call_id,
+        "name": "get_weather",
+        "arguments": arguments,
+        "response_index": 1,
+    }
+    assert session.function_calls == [record]
+    response = session.responses[0]
+    assert response.function_calls == [record]
+    assert response.items == [done["response"]["output"][0]["id"]]  # audio items only
+    assert b"".join(response.audio_sent.values()) == ECHO
+    assert session.notes == [] and session.errors_sent == []
+
+
+async def test_a_call_only_response_in_beta_speaks_nothing(make_agent: AgentFactory) -> None:
+    plan = FunctionCallPlan("end_call", {}, speak_first=False)
+    agent = await make_agent(speed=0, function_calls={2: plan})
+    async with client(agent, beta=True) as c:
+        await c.update(_with_tools(True, tools=[WEATHER_TOOL, END_CALL_TOOL]))
+        await c.send({"type": "response.create", "response": {"instructions": "Hello"}})
+        first = await c.until("response.done")
+        start = len(c.events)
+        await c.send({"type": "response.create"})
+        second = await c.until("response.done")
+    assert not _function_call_events(c.events[:start])  # response 1 had no plan
+    assert first["response"]["output"][0]["type"] == "message"
+    assert [e["type"] for e in c.events[start:] if e["type"] != "rate_limits.updated"] == [
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.created",  # beta's name; beta has no conversation.item.done
+        "response.function_call_arguments.delta",  # "{"
+        "response.function_call_arguments.delta",  # "}"
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.done",
+    ]
+    [call] = second["response"]["output"]
+    assert (call["type"], call["name"], call["arguments"], call["status"]) == (
+        "function_call",
+        "end_call",
+        "{}",
+        "completed",
+    )
+    usage = second["response"]["usage"]
+    assert usage["output_token_details"] == {"text_tokens": 3, "audio_tokens": 0}
+    session = agent.sessions[0]
+    assert [r["response_index"] for r in session.function_calls] == [2]
+    assert session.responses[1].items == [] and session.responses[1].audio_sent == {}
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({}, "the session declares no function tool 'end_call'"),
+        ({"tools": [WEATHER_TOOL]}, "the session declares no function tool 'end_call'"),
+        ({"tools": [END_CALL_TOOL], "tool_choice": "none"}, "tool_choice is 'none'"),
+        (
+            {
+                "tools": [END_CALL_TOOL, WEATHER_TOOL],
+                "tool_choice": {"type": "function", "name": "get_weather"},
+            },
+            "tool_choice forces 'get_weather'",
+        ),
+    ],
+    ids=["no-tools", "other-tool", "choice-none", "choice-forces-another"],
+)
+async def test_a_plan_the_session_does_not_allow_is_not_carried_out(
+    make_agent: AgentFactory, fields: dict[str, Any], reason: str
+) -> None:
+    agent = await make_agent(speed=0, function_calls={1: FunctionCallPlan("end_call")})
+    async with client(agent) as c:
+        await c.update(_with_tools(False, **fields))
+        done = await speak_turn(c)
+    assert not _function_call_events(c.events)
+    assert [item["type"] for item in done["response"]["output"]] == ["message"]
+    session = agent.sessions[0]
+    assert session.function_calls == []
+    assert b"".join(session.responses[0].audio_sent.values()) == ECHO  # the normal answer
+    assert session.notes == [f"response 1: planned call to end_call not made: {reason}"]
+
+
+async def test_a_function_output_is_accepted_and_answered_with_speech(
+    make_agent: AgentFactory,
+) -> None:
+    plan = FunctionCallPlan("get_weather", {"city": "Oslo"}, speak_first=False)
+    agent = await make_agent(speed=0, function_calls={1: plan})
+    async with client(agent) as c:
+        await c.update(_with_tools(False, tools=[WEATHER_TOOL]))
+        await c.send({"type": "response.create"})
+        call = (await c.until("response.function_call_arguments.done"))["call_id"]
+        await c.until("response.done")
+        output = '{"forecast": "sunny", "celsius": 21}'
+        await c.send(_function_output(call, output))
+        added = await c.until("conversation.item.added")
+        assert (await c.next())["type"] == "conversation.item.done"
+        await c.send({"type": "response.create"})
+        done = await c.until("response.done")
+    assert added["item"]["type"] == "function_call_output"
+    assert (added["item"]["call_id"], added["item"]["output"]) == (call, output)
+    session = agent.sessions[0]
+    call_item = session.conversation.function_call(call)
+    assert call_item is not None and added["previous_item_id"] == call_item.id
+    assert session.function_outputs == [{"call_id": call, "name": "get_weather", "output": output}]
+    # The answer is synthetic speech sized by the output: 60 ms a character.
+    assert done["response"]["status"] == "completed"
+    assert (
+        'synthetic speech for: {"forecast"'
+        in (done["response"]["output"][0]["content"][0]["transcript"])
+    )
+    answer = session.responses[1]
+    assert abs(sum(map(len, answer.audio_sent.values())) - len(output) * 60 * 8) <= 8
+    # The output was part of the answer's input.
+    assert done["response"]["usage"]["input_token_details"]["text_tokens"] >= len(output) // 4
+    assert session.errors_sent == []
+
+
+async def test_a_function_output_for_an_unknown_call_is_the_service_error(
+    make_agent: AgentFactory,
+) -> None:
+    agent = await make_agent(speed=0)
+    async with client(agent) as c:
+        await c.send({**_function_output("call_nope", "{}"), "event_id": "evt_3"})
+        error = (await c.next())["error"]
+        # A call restored by the client (after a reconnect) is a call in the conversation.
+        restored = {
+            "type": "function_call",
+            "call_id": "call_restored",
+            "name": "get_weather",
+            "arguments": '{"city": "Rome"}',
+        }
+        await c.send({"type": "conversation.item.create", "item": restored})
+        await c.until("conversation.item.done")
+        await c.send(_function_output("call_restored", "rainy"))
+        await c.until("conversation.item.done")
+        await c.send({"type": "conversation.item.create", "item": {"type": "function_call_output"}})
+        missing = (await c.next())["error"]
+        await c.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": "call_restored"},
+            }
+        )
+        no_output = (await c.next())["error"]
+    assert error == {
+        "type": "invalid_request_error",
+        "code": "invalid_tool_call_id",
+        "message": "Tool call ID 'call_nope' not found in conversation.",
+        "param": "item.call_id",
+        "event_id": "evt_3",
+    }
+    assert (missing["code"], missing["param"]) == ("missing_required_parameter", "item.call_id")
+    assert (no_output["code"], no_output["param"]) == ("missing_required_parameter", "item.output")
+    session = agent.sessions[0]
+    assert session.function_outputs == [
+        {"call_id": "call_restored", "name": "get_weather", "output": "rainy"}
+    ]
+    assert session.function_calls == []  # the agent itself made none
+    assert len(session.errors_sent) == 3
+
+
+async def test_a_response_cancelled_while_speaking_makes_no_call(make_agent: AgentFactory) -> None:
+    agent = await make_agent(speed=1.0, function_calls={1: FunctionCallPlan("end_call")})
+    async with client(agent) as c:
+        await c.update(_with_tools(False, tools=[END_CALL_TOOL]))
+        await c.send({"type": "response.create", "response": {"instructions": "x" * 30}})
+        await c.until("response.output_audio.delta")
+        await c.send({"type": "response.cancel"})
+        done = await c.until("response.done")
+    assert done["response"]["status"] == "cancelled"
+    assert [item["type"] for item in done["response"]["output"]] == ["message"]
+    assert not _function_call_events(c.events)
+    assert agent.sessions[0].function_calls == []
+
+
+def test_function_call_plans_are_validated() -> None:
+    with pytest.raises(ValueError, match="response numbers"):
+        AgentOptions(function_calls={0: FunctionCallPlan("end_call")})
+    with pytest.raises(ValueError, match="FunctionCallPlan"):
+        AgentOptions(function_calls={1: "end_call"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="name"):
+        FunctionCallPlan("")
+    with pytest.raises(ValueError, match="JSON"):
+        FunctionCallPlan("f", {"when": object()})
+    assert FunctionCallPlan("f", {"a": [1, "é"]}).arguments_json == '{"a": [1, "é"]}'
+
+
+def test_call_function_cli_specs() -> None:
+    from bridge.local_agent.__main__ import parse_function_call
+
+    assert parse_function_call('2:transfer_call:{"to": "sales:desk"}') == (
+        2,
+        FunctionCallPlan("transfer_call", {"to": "sales:desk"}),
+    )
+    assert parse_function_call("1:end_call", speak_first=False) == (
+        1,
+        FunctionCallPlan("end_call", {}, speak_first=False),
+    )
+    for bad in ("end_call", "x:end_call", "0:end_call", "1:", "1:f:[1]", "1:f:{nope"):
+        with pytest.raises(ValueError):
+            parse_function_call(bad)

@@ -3,9 +3,12 @@ against a fake bridge to check what goes over the wire."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import itertools
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -28,9 +31,12 @@ from bridge.simulator import (
     parse_twiml,
     simulate_call,
 )
+from bridge.simulator.caller import dtmf_message
+from bridge.simulator.cli import build_parser, keypad_entry, options_from_args
 from bridge.simulator.playback import ItemMark, TruncationMark
-from bridge.simulator.script import split_utterances
+from bridge.simulator.script import SILENCE_FRAME, CallerScript, split_utterances
 from bridge.simulator.twiml_client import build_webhook_request, webhook_params
+from bridge.twilio_stream import Dtmf, parse_twilio_message
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 
@@ -293,7 +299,10 @@ class FakeBridge:
     speech as soon as the caller falls silent, with `answer_ms` of audio (item_N for turn N)
     sent all at once in 100 ms chunks, each followed by an item mark. When the caller
     speaks while marks are outstanding it barges in like a real bridge: `clear`, then
-    `truncated:{item}:{ms}` with ms estimated from its own clock.
+    `truncated:{item}:{ms}` with ms estimated from its own clock. A `#` key press is answered
+    like speech. `hang_up_after_turn`: once the answer to that turn has played, close the
+    stream (1000), as a bridge does after hanging up through Twilio's REST API.
+    `last_words_ms`: right after `start`, send that much audio and a mark, then close.
     """
 
     def __init__(
@@ -302,11 +311,15 @@ class FakeBridge:
         answer_ms: int = 300,
         greeting_ms: int = 0,
         close_after_start: bool = False,
+        hang_up_after_turn: int | None = None,
+        last_words_ms: int = 0,
     ) -> None:
         self.token = token
         self.answer_ms = answer_ms
         self.greeting_ms = greeting_ms
         self.close_after_start = close_after_start
+        self.hang_up_after_turn = hang_up_after_turn
+        self.last_words_ms = last_words_ms
         self.received: list[tuple[float, dict[str, Any]]] = []
         self.sent_audio_at: dict[str, float] = {}
         self.echoed_at: dict[str, float] = {}
@@ -420,12 +433,24 @@ class FakeBridge:
                 if self.close_after_start:
                     await ws.close(1011, "bridge gave up")
                     return
+                if self.last_words_ms:
+                    await self._speak(ws, sid, "item_0", self.last_words_ms, outstanding)
+                    await ws.close(1000, "goodbye")
+                    return
                 if self.greeting_ms:
                     item, answer_started = "item_0", time.monotonic()
                     await self._speak(ws, sid, item, self.greeting_ms, outstanding)
             elif event == "mark":
                 outstanding.discard(message["mark"]["name"])
                 self.echoed_at[message["mark"]["name"]] = now
+                last = f"item_{self.hang_up_after_turn}:{self.answer_ms * 8}"
+                if message["mark"]["name"] == last:
+                    await ws.close(1000, "call ended")
+                    return
+            elif event == "dtmf" and message["dtmf"]["digit"] == "#" and self.answer_ms:
+                item = f"item_{len(self.sent_audio_at) + 1}"
+                answer_started = time.monotonic()
+                await self._speak(ws, sid, item, self.answer_ms, outstanding)
             elif event == "media":
                 speech = base64.b64decode(message["media"]["payload"]) != mulaw_silence(20)
                 if speech and not in_speech and outstanding:
@@ -621,3 +646,159 @@ def test_main_completes_a_short_call(capsys: pytest.CaptureFixture[str]) -> None
         assert main([*argv, "--timeout", "10"]) == 0
     out = capsys.readouterr().out
     assert "turn 1  caller 0.50–0.60 s" in out and "heard 100 ms (complete)" in out
+
+
+# ----- keypad turns and calls the bridge ends ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keypad", "message"),
+    [
+        ({3: "1"}, "keypad turn 3 is not one of the call's turns (1 to 2)"),
+        ({0: "1"}, "keypad turn 0 is not one of the call's turns"),
+        ({1: ""}, "keypad keys for turn 1 must be 0-9, *, # or A-D, not ''"),
+        ({1: "12 3"}, "not '12 3'"),
+        ({2: "1a"}, "not '1a'"),  # Twilio reports the letter keys in upper case
+        ({2: 5}, "not 5"),
+    ],
+)
+def test_keypad_option_is_validated(keypad: dict[Any, Any], message: str) -> None:
+    options = SimulatorOptions(webhook_url="http://x/voice", turns=2, keypad=keypad)
+    with pytest.raises(SimulatorError, match=re.escape(message)):
+        options.validate()
+
+
+def test_every_keypad_key_is_accepted() -> None:
+    SimulatorOptions(webhook_url="http://x/voice", keypad={1: "0123456789*#ABCD"}).validate()
+    assert SimulatorOptions(webhook_url="http://x/voice").keypad == {}
+
+
+def test_dtmf_message_is_twilios_and_parses_as_the_bridge_reads_it() -> None:
+    message = dtmf_message(7, "MZ123", "#")
+    assert message == {
+        "event": "dtmf",
+        "sequenceNumber": "7",
+        "streamSid": "MZ123",
+        "dtmf": {"track": "inbound_track", "digit": "#"},
+    }
+    assert parse_twilio_message(json.dumps(message)) == Dtmf(stream_sid="MZ123", digit="#")
+
+
+def test_keypad_turn_presses_keys_250_ms_apart_over_a_silent_line() -> None:
+    options = SimulatorOptions(
+        webhook_url="http://x/voice", turns=2, pause_ms=100, keypad={1: "12#"}
+    )
+    playback = Playback()
+    script = CallerScript([b"\x00" * 160, synthetic_speech_mulaw(100)], options, playback)
+    frames, pressed = [], []
+    for k in range(40):  # 800 ms of line
+        now = (k + 1) * 20.0
+        frames.append(script.next_frame(k * 20, now))
+        pressed.append((now, script.press_due_keys(now)))
+        due = script.next_key_time()
+        if due is not None and due < now + 20:
+            # Between two frames, as the player task presses them.
+            pressed.append((due, script.press_due_keys(due)))
+    keys = [(t, k) for t, k in pressed if k]
+    # The turn starts with the frame covering 100 ms, sent at 120 ms.
+    assert keys == [(120.0, "1"), (370.0, "2"), (620.0, "#")]
+    assert all(frame == SILENCE_FRAME for frame in frames)
+    assert script.speech_frames_sent == 0 and script.keys_pressed == 3
+    (turn,) = script.turns
+    assert turn.keys == "12#"
+    assert (turn.speech_start_ms, turn.speech_end_ms) == (100, 620)
+    assert turn.speech_started_at == 120.0 and turn.speech_ended_at == 620.0
+    assert script.next_key_time() is None  # now waiting for the answer
+    assert script.press_due_keys(10_000) == ""
+
+
+async def test_a_keypad_turn_sends_dtmf_between_media_frames() -> None:
+    with FakeBridge(answer_ms=200) as bridge:
+        options = quick_options(bridge.webhook_url, keypad={2: "42#"})
+        report = await asyncio.wait_for(simulate_call(options), 10)
+        assert await asyncio.to_thread(bridge.done.wait, 5)
+
+    dtmf = [(t, m) for t, m in bridge.received if m["event"] == "dtmf"]
+    assert [m for _, m in dtmf] == [
+        {
+            "event": "dtmf",
+            "sequenceNumber": m["sequenceNumber"],
+            "streamSid": report.stream_sid,
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+        for (_, m), digit in zip(dtmf, "42#", strict=True)
+    ]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(dtmf)]
+    assert all(0.235 <= gap <= 0.29 for gap in gaps), gaps
+    # The line kept its 20 ms pace of (silent) media while the keys went out.
+    numbers = [m["sequenceNumber"] for _, m in bridge.received[1:]]
+    assert numbers == [str(n) for n in range(1, len(numbers) + 1)]
+    during = [
+        m for t, m in bridge.received if m["event"] == "media" and dtmf[0][0] <= t <= dtmf[-1][0]
+    ]
+    assert 22 <= len(during) <= 28
+    assert all(base64.b64decode(m["media"]["payload"]) == mulaw_silence(20) for m in during)
+
+    first, second = report.turns
+    assert first.keys is None and second.keys == "42#"
+    assert report.digits_sent == 3
+    assert report.speech_frames_sent == 10  # turn 1's 200 ms; no speech on turn 2
+    assert second.speech_end_ms is not None
+    assert second.speech_end_ms - second.speech_start_ms == pytest.approx(520, abs=25)
+    assert second.answer_complete and second.answer_heard_ms == 200
+    assert second.answer_items == ["item_2"]
+    assert report.completed and report.ended_by == "caller"
+    text = format_report(report)
+    line = next(s for s in text.splitlines() if s.startswith("turn 2"))
+    assert "caller pressed 42# " in line and "heard 200 ms (complete)" in line
+    assert ", 3 keypad digits;" in text
+
+
+@pytest.mark.parametrize("turns", [1, 3])
+async def test_a_bridge_hang_up_ends_the_call_and_no_later_turn_is_tried(turns: int) -> None:
+    with FakeBridge(answer_ms=200, hang_up_after_turn=1) as bridge:
+        options = quick_options(bridge.webhook_url, turns=turns, answer_idle_ms=400)
+        report = await asyncio.wait_for(simulate_call(options), 10)
+        assert await asyncio.to_thread(bridge.done.wait, 5)
+
+    assert report.closed_by_bridge and report.ended_by == "bridge"
+    assert (report.close_code, report.close_reason) == (1000, "call ended")
+    assert [t.index for t in report.turns] == [1]  # the rest never started
+    assert report.turns[0].answer_complete and report.heard_by_item == {"item_1": 1600}
+    assert report.speech_frames_sent == 10
+    assert not bridge.events("stop")  # the caller did not hang up: the bridge did
+    # Complete only if the caller had nothing left to say.
+    assert report.completed is (turns == 1)
+    last = format_report(report).splitlines()[-2 if report.notes else -1]
+    assert last.startswith("ended: " if turns == 1 else "ended EARLY: ")
+
+
+async def test_what_the_bridge_sent_just_before_closing_is_read() -> None:
+    with FakeBridge(last_words_ms=100) as bridge:
+        report = await asyncio.wait_for(simulate_call(quick_options(bridge.webhook_url)), 10)
+    assert report.closed_by_bridge and report.close_code == 1000
+    assert (report.media_received, report.marks_received) == (1, 1)
+    assert report.turns == []
+
+
+def test_keypad_cli_entries() -> None:
+    args = build_parser().parse_args(
+        ["http://x/voice", "--turns", "3", "--keypad", "2:1234#", "--keypad", "3:*9"]
+    )
+    assert options_from_args(args).keypad == {2: "1234#", 3: "*9"}
+    assert keypad_entry("1:#") == (1, "#")
+    for bad in ("1234#", "x:12", ":1", "2:"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            keypad_entry(bad)
+    twice = build_parser().parse_args(["http://x/voice", "--keypad", "1:1", "--keypad", "1:2"])
+    with pytest.raises(SimulatorError, match="twice"):
+        options_from_args(twice)
+
+
+def test_main_refuses_bad_keypad_keys_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["http://127.0.0.1:9/voice", "--keypad", "1:12x"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: keypad keys for turn 1 must be 0-9, *, # or A-D, not '12x'"
+    with pytest.raises(SystemExit) as exited:
+        main(["http://127.0.0.1:9/voice", "--keypad", "12"])
+    assert exited.value.code == 2
