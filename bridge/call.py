@@ -35,7 +35,8 @@ import binascii
 import logging
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -44,6 +45,7 @@ import orjson
 from bridge.audio import MULAW_BYTES_PER_MS
 from bridge.audio import MULAW_RATE as MULAW_BYTES_PER_SECOND
 from bridge.conversation import DEFAULT_MAX_REPLAY_CHARS, Conversation
+from bridge.dtmf import dtmf_mulaw, valid_digits
 from bridge.realtime.dialects import Dialect, canonical_event_type
 from bridge.realtime.session_config import (
     GOODBYE_LEAD,
@@ -55,6 +57,14 @@ from bridge.realtime.session_config import (
     say_request,
     session_update,
     turn_detection_off,
+)
+from bridge.tools.builtins import (
+    END_CALL,
+    SEND_DTMF,
+    TRANSFER_CALL,
+    end_call_spec,
+    send_dtmf_spec,
+    transfer_call_spec,
 )
 from bridge.transcode import AudioFormat, BackendToCaller, CallerToBackend
 from bridge.twilio_stream import (
@@ -78,6 +88,16 @@ RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
 HEALTHY_AFTER_S = 5.0
 # Marks the goodbye's response.create, so its response is told apart from any other.
 GOODBYE_METADATA = {"phone_bridge": "goodbye"}
+# When the model ends the call without having said goodbye, it is asked for one.
+OWN_GOODBYE_INSTRUCTIONS = (
+    "The call is ending now. Say a brief, friendly goodbye to the caller in one short "
+    "sentence, and nothing else."
+)
+KEYPAD_MESSAGE = "(The caller pressed these keys on their phone keypad: {keys})"
+ORPHANED_TOOL_MESSAGE = "The tool you called before the line dropped has returned: "
+MAX_KEYS = 64  # one keypad entry; more is not a person typing
+# In-band DTMF goes to Twilio in pieces of this many ms, each with its mark.
+DTMF_CHUNK_MS = 200
 # Checks the alphabet and padding without decoding anything (~0.5 µs per frame).
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
@@ -130,7 +150,36 @@ class HangUp:
     reason: str
 
 
-Action = SendToTwilio | SendToRealtime | OpenRealtime | ReconnectRealtime | EndCall | HangUp
+@dataclass(slots=True, frozen=True)
+class TransferCall:
+    """Hand the phone call to `twiml` (a `<Dial>`) through Twilio's REST API: the caller
+    heard the handoff line; the stream ends as Twilio moves the call. Then close both
+    sockets."""
+
+    twiml: str
+    reason: str
+
+
+@dataclass(slots=True, frozen=True)
+class RunTool:
+    """Run the operator's tool `name` with `arguments` (a JSON string, as the model wrote
+    it), then report its output with `tool_finished(call_id, output)`."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+Action = (
+    SendToTwilio
+    | SendToRealtime
+    | OpenRealtime
+    | ReconnectRealtime
+    | EndCall
+    | HangUp
+    | TransferCall
+    | RunTool
+)
 
 
 # --- configuration and records ------------------------------------------------------------
@@ -171,6 +220,16 @@ class CallConfig:
     rollover_after_s: float | None = None
     rollover_grace_s: float = 240.0
     max_replay_chars: int = DEFAULT_MAX_REPLAY_CHARS
+    # Tools. `tools`: the operator's, as session.update entries (run outside the core,
+    # through RunTool); `builtin_tools`: which of end_call / transfer_call / send_dtmf the
+    # model is offered (the core carries them out itself).
+    tools: tuple[dict[str, Any], ...] = ()
+    builtin_tools: frozenset[str] = frozenset()
+    # transfer_call destinations: name -> the TwiML that dials it.
+    transfer_twiml: Mapping[str, str] = field(default_factory=dict)
+    transfer_message: str = "Please hold while I transfer your call."
+    # Keypad entry ends on # or after this long without another key.
+    keypad_pause_s: float = 2.0
 
 
 class Phase(Enum):
@@ -217,12 +276,19 @@ class _Budget:
 
 @dataclass(slots=True)
 class _Goodbye:
+    """The last thing the caller hears: a goodbye, a transfer's handoff line."""
+
     reason: str
-    text: str
+    instructions: str  # for its response.create
     deadline: float
-    requested: bool = False  # its response.create was sent
+    requested: bool = False  # its response.create was sent (or the model spoke it already)
     response_id: str | None = None
     generated: bool = False  # the model finished it; it ends once heard
+    # What follows once it was heard: hang up, or hand the call to a transfer's TwiML.
+    then: HangUp | TransferCall | None = None
+
+    def final_action(self) -> HangUp | TransferCall:
+        return self.then or HangUp(self.reason)
 
 
 @dataclass(slots=True)
@@ -245,6 +311,8 @@ class _Item:
     audio_done: bool = False
     # From a session since lost or replaced: still playing, but unknown to the current one.
     orphaned: bool = False
+    # Audio the bridge made itself (DTMF tones): no model item to truncate.
+    local: bool = False
 
 
 def decoded_length(b64: str) -> int:
@@ -290,10 +358,20 @@ class Call:
         self.conversation = Conversation(self.config.max_replay_chars)
         self.usage = CallUsage()
         self.session_model: str | None = None  # as the session reports it
-        transcoding = self.config.audio_format is not AudioFormat.PCMU
-        fmt = self.config.audio_format
-        self._to_backend = CallerToBackend(fmt) if transcoding else None
-        self._to_caller = BackendToCaller(fmt) if transcoding else None
+        self._to_backend: CallerToBackend | None = None
+        self._to_caller: BackendToCaller | None = None
+        self._tools_running: set[str] = set()  # call_ids of the operator's tools at work
+        self._orphaned_tools: set[str] = set()  # ... called by a session since replaced
+        self._response_owed = False  # a response.create waits for the active one to end
+        # A response.create of ours is on its way: until its response.created, another
+        # would be refused ("already has an active response").
+        self._response_requested = False
+        self._responses_with_audio: set[str] = set()
+        self._keys = ""  # keypad digits not yet given to the model
+        self._key_at = 0.0
+        self._keys_entered = 0
+        self._local_audio = 0
+        self.use_config(self.config)
         self._greeted = False
         self._lost_at: float | None = None  # when the session in use was lost or retired
         self._reconnect_attempts = 0
@@ -308,6 +386,26 @@ class Call:
         self._audio_budget = _Budget(
             chars_per_s * config.max_audio_speed, chars_per_s * config.audio_burst_s
         )
+
+    def use_config(self, config: CallConfig) -> None:
+        """Serve the call with `config` (an agent profile's, chosen from the stream's
+        parameters): possible until the Realtime session is configured."""
+        if self._session_configured:
+            raise RuntimeError("the session is already configured")
+        self.config = config
+        transcoding = config.audio_format is not AudioFormat.PCMU
+        self._to_backend = CallerToBackend(config.audio_format) if transcoding else None
+        self._to_caller = BackendToCaller(config.audio_format) if transcoding else None
+        self._user_tools = {str(spec.get("name")) for spec in config.tools}
+        builtins = []
+        if END_CALL in config.builtin_tools:
+            builtins.append(end_call_spec())
+        if TRANSFER_CALL in config.builtin_tools and config.transfer_twiml:
+            builtins.append(transfer_call_spec(list(config.transfer_twiml)))
+        if SEND_DTMF in config.builtin_tools:
+            builtins.append(send_dtmf_spec())
+        self._builtins = {spec["name"] for spec in builtins}
+        self._session = replace(config.session, tools=(*builtins, *config.tools))
 
     # --- Twilio side -----------------------------------------------------------------------
 
@@ -361,9 +459,9 @@ class Call:
                 return self._end("the caller hung up")
             return []
         if isinstance(event, Dtmf):
-            # Digits may be PINs or card numbers: never logged.
-            self._note_once("dtmf", "caller used the keypad (keypad input is not handled yet)")
-            return []
+            if event.stream_sid != self.stream_sid:
+                return []
+            return self._on_key(event.digit, now)
         assert isinstance(event, Connected)
         return []
 
@@ -448,7 +546,7 @@ class Call:
         self.phase = Phase.BRIDGING
         self._session_configured = False
         config = self.config
-        update = session_update(config.session, config.dialect, config.audio_format)
+        update = session_update(self._session, config.dialect, config.audio_format)
         actions: list[Action] = [SendToRealtime(orjson.dumps(update).decode())]
         if restoring:
             assert self._lost_at is not None  # RECONNECTING is entered by _retire_session
@@ -464,6 +562,7 @@ class Call:
                     "type": "response.create",
                     "response": {"instructions": RESUME_INSTRUCTIONS},
                 }
+                self._response_requested = True
                 actions.append(SendToRealtime(orjson.dumps(resume).decode()))
         actions.extend(SendToRealtime(text) for text in self._frames_before_connect)
         self._frames_before_connect.clear()
@@ -481,8 +580,15 @@ class Call:
         goodbye = self._goodbye
         if goodbye is not None:
             if goodbye.generated:
-                return []  # it is playing: its marks (or the deadline) hang up
-            return self._hang_up(f"{goodbye.reason} (the Realtime session ended)")
+                return []  # it is playing: its marks (or the deadline) end the call
+            if goodbye.response_id is not None:
+                # Being spoken when the session went: what reached Twilio plays out first.
+                goodbye.generated = True
+                goodbye.deadline = self._after_queued_audio(now)
+                return self._hang_up_once_goodbye_heard()
+            # Unsaid, but the call still ends the way it was going to: hung up, or
+            # transferred (a caller who asked for a person still gets one).
+            return self._stop(goodbye.final_action())
         restoring = self._lost_at is not None
         if self.phase is Phase.BRIDGING and (self._session_configured or restoring):
             self.log.warning("Realtime session lost (%s): reconnecting", reason)
@@ -526,6 +632,8 @@ class Call:
         if kind == "input_audio_buffer.speech_stopped":
             self._caller_speaking = False
             return []
+        if kind == "response.function_call_arguments.done":
+            return self._on_function_call(event, now)
         if kind == "input_audio_buffer.committed":
             self.conversation.caller_spoke(str(event.get("item_id") or ""))
         elif kind == "conversation.item.input_audio_transcription.completed":
@@ -540,6 +648,7 @@ class Call:
         elif kind == "response.created":
             response = event.get("response") or {}
             self._active_response = response.get("id")
+            self._response_requested = False
             goodbye = self._goodbye
             # Only ours: a server-VAD answer already on its way may be created first.
             if (
@@ -557,7 +666,7 @@ class Call:
         elif kind == "response.done":
             response = event.get("response") or {}
             self.usage.add_response_done(response)
-            return self._on_response_done(response)
+            return self._on_response_done(response, now)
         elif kind == "session.created" or kind == "session.updated":
             session = event.get("session") or {}
             model = session.get("model")
@@ -574,6 +683,11 @@ class Call:
                 self.log.error("Realtime refused the session configuration: %s: %s", code, message)
                 return self._end("the Realtime session refused its configuration")
             self.log.warning("Realtime error %s: %s", code, message)
+            if self._response_requested:
+                # Our response.create was refused: ask again once the response that was in
+                # the way is done, so what it was for (a tool output, keys) gets its answer.
+                self._response_requested = False
+                self._response_owed = code == "conversation_already_has_active_response"
         elif kind == "conversation.item.truncated":
             self.log.info(
                 "Realtime confirmed truncation of %s at %s ms",
@@ -599,10 +713,11 @@ class Call:
         self._resume_answer = False  # a resume request sent with the config has landed
         if self.config.greeting and not self._greeted:
             self._greeted = True
+            self._response_requested = True
             return [SendToRealtime(orjson.dumps(greeting_request(self.config.greeting)).decode())]
         return []
 
-    def _on_response_done(self, response: dict[str, Any]) -> list[Action]:
+    def _on_response_done(self, response: dict[str, Any], now: float) -> list[Action]:
         response_id = response.get("id")
         if response_id == self._active_response:
             self._active_response = None
@@ -610,13 +725,22 @@ class Call:
         self._interrupted_responses.discard(response_id)
         if response.get("status") == "failed":
             self.log.warning("response %s failed: %s", response_id, response.get("status_details"))
+        self._responses_with_audio.discard(response_id)
         goodbye = self._goodbye
         if goodbye is None:
+            if self._response_owed and self._active_response is None:
+                self._response_owed = False
+                if self._caller_speaking and self._auto_interrupt:
+                    return []  # server VAD answers once they stop, with what waited in view
+                self._response_requested = True
+                return [SendToRealtime('{"type":"response.create"}')]
             return []
         if not goodbye.requested and self._active_response is None:
             return self._request_goodbye()  # the cancelled answer is out of the way
         if response_id is not None and response_id == goodbye.response_id:
             goodbye.generated = True
+            # It may be long, and behind other audio: it gets the time to be heard.
+            goodbye.deadline = max(goodbye.deadline, self._after_queued_audio(now))
             return self._hang_up_once_goodbye_heard()
         return []
 
@@ -654,6 +778,8 @@ class Call:
             item = self._items[item_id] = _Item(item_id, response_id, content_index, stem)
             if item_id:
                 self.conversation.assistant_spoke(item_id)
+        if response_id:
+            self._responses_with_audio.add(response_id)
         item.sent += size
         offset = str(item.sent)
         mark = item_id + ":" + offset
@@ -686,6 +812,10 @@ class Call:
     def _on_speech_started(self, now: float) -> list[Action]:
         if self._goodbye is not None:
             return []  # VAD is being turned off: nothing interrupts the goodbye
+        if self._playing_local_audio():
+            # The far end's menu talking while our keys play is not a caller barging in:
+            # clearing Twilio's queue would lose the keys.
+            return []
         return self._interrupt(now, cancel_always=False)
 
     def _interrupt(self, now: float, cancel_always: bool) -> list[Action]:
@@ -719,7 +849,7 @@ class Call:
         for item in self._items.values():
             if item.response_id:
                 self._interrupted_responses.add(item.response_id)
-            if (item.heard == item.sent and item.audio_done) or not item.item_id:
+            if (item.heard == item.sent and item.audio_done) or not item.item_id or item.local:
                 continue  # heard in full, or nothing to name in a truncate
             audio_end_ms = self._heard_ms(item)
             truncation = Truncation(item.item_id, audio_end_ms, item.sent / MULAW_BYTES_PER_MS)
@@ -787,12 +917,14 @@ class Call:
         goodbye = self._goodbye
         if goodbye is not None:
             if now >= goodbye.deadline:
-                self.log.warning("the goodbye was not heard in time; hanging up regardless")
-                return self._hang_up(goodbye.reason)
+                self.log.warning("the goodbye was not heard in time; ending the call regardless")
+                return self._stop(goodbye.final_action())
             return []
         limit = self.config.max_duration_s
         if limit and self._started_at is not None and now - self._started_at >= limit:
             return self.say_goodbye(self.config.time_limit_message, "time limit reached", now)
+        if self._keys and now - self._key_at >= self.config.keypad_pause_s:
+            return self._give_keys_to_model()  # (empty while no session can take them)
         return self._maybe_roll_over(now)
 
     def _maybe_roll_over(self, now: float) -> list[Action]:
@@ -809,6 +941,10 @@ class Call:
             and not self._pending
             and not self._caller_speaking
             and not self.conversation.caller_spoke_last  # an answer is about to start
+            and not self._tools_running  # their call_ids belong to this session
+            and not self._keys
+            and not self._response_owed
+            and not self._response_requested
         )
         if age < after or (not quiet and age < after + self.config.rollover_grace_s):
             return []
@@ -833,6 +969,13 @@ class Call:
             self._forget_if_played(item)
         self._active_response = self._cancel_sent_for = None
         self._interrupted_responses.clear()
+        self._responses_with_audio.clear()
+        self._response_owed = False
+        self._response_requested = False
+        # Tools still running were called by the session now gone: the new one does not
+        # know their call_ids, so their results will reach it as messages instead.
+        self._orphaned_tools |= self._tools_running
+        self._tools_running = set()
         self._caller_speaking = False
         self.phase = Phase.RECONNECTING
         self._session_configured = False
@@ -848,27 +991,235 @@ class Call:
         if self.phase is not Phase.BRIDGING or not self._session_configured:
             return self._hang_up(reason)  # no session to say it with
         self.log.info("ending the call with a goodbye: %s", reason)
-        self._goodbye = _Goodbye(reason, text, now + self.config.goodbye_timeout_s)
+        instructions = say_request(text, GOODBYE_LEAD)["response"]["instructions"]
         actions = self._interrupt(now, cancel_always=True)
-        # With turn detection off, the caller talking cannot cancel the goodbye.
+        return actions + self._begin_last_words(_Goodbye(reason, instructions, now), None)
+
+    def _begin_last_words(self, goodbye: _Goodbye, spoken_by: str | None) -> list[Action]:
+        """Make `goodbye` the last thing the caller hears. `spoken_by`: the response that
+        already says it (the model said goodbye, then called end_call); else it is asked
+        for once no response is active."""
+        goodbye.deadline = self._after_queued_audio(goodbye.deadline)
+        self._goodbye = goodbye
+        self._response_owed = False
+        # With turn detection off, the caller talking cannot cancel it.
         off = turn_detection_off(self.config.dialect)
-        actions.append(SendToRealtime(orjson.dumps(off).decode()))
-        if self._active_response is None:
+        actions: list[Action] = [SendToRealtime(orjson.dumps(off).decode())]
+        if spoken_by is not None:
+            goodbye.requested, goodbye.response_id = True, spoken_by
+        elif self._active_response is None:
             actions += self._request_goodbye()
         return actions
 
     def _request_goodbye(self) -> list[Action]:
         assert self._goodbye is not None
         self._goodbye.requested = True
-        request = say_request(self._goodbye.text, GOODBYE_LEAD)
-        request["response"]["metadata"] = GOODBYE_METADATA
+        self._response_requested = True
+        request = {
+            "type": "response.create",
+            "response": {
+                "instructions": self._goodbye.instructions,
+                "metadata": GOODBYE_METADATA,
+            },
+        }
         return [SendToRealtime(orjson.dumps(request).decode())]
+
+    def _after_queued_audio(self, now: float) -> float:
+        """A goodbye's deadline: once what Twilio still has queued could have played, plus
+        the goodbye timeout."""
+        queued_s = sum(chunk.size for chunk in self._pending) / MULAW_BYTES_PER_SECOND
+        return now + queued_s + self.config.goodbye_timeout_s
 
     def _hang_up_once_goodbye_heard(self) -> list[Action]:
         goodbye = self._goodbye
         if goodbye is not None and goodbye.generated and not self._pending:
-            return self._hang_up(goodbye.reason)
+            return self._stop(goodbye.final_action())
         return []
+
+    # --- tools -----------------------------------------------------------------------------
+
+    def _on_function_call(self, event: dict[str, Any], now: float) -> list[Action]:
+        call_id = event.get("call_id")
+        if not isinstance(call_id, str) or not call_id:
+            self._note_once("bad-function-call", "ignored a function call without a call_id")
+            return []
+        name = str(event.get("name") or "")
+        arguments = event.get("arguments")
+        arguments = arguments if isinstance(arguments, str) else "{}"
+        response_id = event.get("response_id") or self._active_response
+        if self._goodbye is not None:
+            # The call is ending: nothing more is done, but the model's call is answered.
+            return self._tool_output(call_id, '{"error": "the call is ending"}', respond=False)
+        if response_id in self._interrupted_responses:
+            # The caller talked over the answer that made this call: it is not carried out.
+            output = '{"error": "not done: the caller interrupted"}'
+            return self._tool_output(call_id, output, respond=False)
+        if name in self._builtins:
+            if name == END_CALL:
+                return self._end_call_tool(call_id, response_id, now)
+            if name == TRANSFER_CALL:
+                return self._transfer_tool(call_id, arguments, now)
+            return self._send_dtmf_tool(call_id, arguments, now)
+        if name in self._user_tools:
+            self._tools_running.add(call_id)
+            self.log.info("running tool %s", name)  # never its arguments: personal data
+            return [RunTool(call_id, name, arguments)]
+        self.log.warning("the model called an unknown tool %r", name[:64])
+        output = orjson.dumps({"error": f"there is no tool named {name!r}"}).decode()
+        return self._tool_output(call_id, output, respond=True)
+
+    def tool_finished(self, call_id: str, output: str, now: float) -> list[Action]:
+        """An operator's tool returned `output` (a JSON string): give it to the model and
+        let it go on."""
+        if call_id in self._orphaned_tools:
+            self._orphaned_tools.discard(call_id)
+            return self._orphaned_tool_output(output)
+        if call_id not in self._tools_running:
+            return []  # answered already, or the call is over
+        self._tools_running.discard(call_id)
+        if self.phase is not Phase.BRIDGING:
+            return []
+        return self._tool_output(call_id, output, respond=self._goodbye is None)
+
+    def _orphaned_tool_output(self, output: str) -> list[Action]:
+        """A result for a session that is gone: the new session gets it as a message (its
+        call_id would be refused), and goes on from it."""
+        if self.phase is not Phase.BRIDGING or self._goodbye is not None:
+            return []
+        item = {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "system",
+                "content": [{"type": "input_text", "text": ORPHANED_TOOL_MESSAGE + output}],
+            },
+        }
+        return [SendToRealtime(orjson.dumps(item).decode()), *self._want_response()]
+
+    def _tool_output(self, call_id: str, output: str, respond: bool) -> list[Action]:
+        item = {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+        }
+        actions: list[Action] = [SendToRealtime(orjson.dumps(item).decode())]
+        return actions + self._want_response() if respond else actions
+
+    def _want_response(self) -> list[Action]:
+        """A response.create now, or once the active response is done (asking while one
+        is active is an error)."""
+        if self._active_response is None and not self._response_requested:
+            self._response_requested = True
+            return [SendToRealtime('{"type":"response.create"}')]
+        self._response_owed = True
+        return []
+
+    def _end_call_tool(self, call_id: str, response_id: str | None, now: float) -> list[Action]:
+        """The model ends the call. Its goodbye is normally in the same response, before
+        the call: the call is hung up once the caller has heard that response. A model
+        that said nothing is asked for a goodbye first."""
+        self.log.info("the assistant ended the call")
+        actions = self._tool_output(call_id, '{"ok": true}', respond=False)
+        spoke = response_id if response_id in self._responses_with_audio else None
+        goodbye = _Goodbye("the assistant ended the call", OWN_GOODBYE_INSTRUCTIONS, now)
+        return actions + self._begin_last_words(goodbye, spoke)
+
+    def _transfer_tool(self, call_id: str, arguments: str, now: float) -> list[Action]:
+        """A cold transfer: the caller hears the handoff line, then Twilio dials the
+        destination in place of this stream."""
+        destinations = self.config.transfer_twiml
+        try:
+            destination = orjson.loads(arguments).get("destination")
+        except (orjson.JSONDecodeError, AttributeError):
+            destination = None
+        if destination is None and len(destinations) == 1:
+            destination = next(iter(destinations))
+        twiml = destinations.get(destination) if isinstance(destination, str) else None
+        if twiml is None:
+            error = "unknown destination; choose one of: " + ", ".join(destinations)
+            return self._tool_output(call_id, orjson.dumps({"error": error}).decode(), True)
+        reason = f"transferred to {destination}"
+        self.log.info("the assistant is transferring the call to %s", destination)
+        output = orjson.dumps({"ok": True, "transferring_to": destination}).decode()
+        actions = self._tool_output(call_id, output, respond=False)
+        instructions = say_request(self.config.transfer_message, GOODBYE_LEAD)
+        goodbye = _Goodbye(reason, instructions["response"]["instructions"], now)
+        goodbye.then = TransferCall(twiml, reason)
+        return actions + self._begin_last_words(goodbye, None)
+
+    def _send_dtmf_tool(self, call_id: str, arguments: str, now: float) -> list[Action]:
+        """Press keys on the far end's phone menu: DTMF tones played into the call. The
+        model is not asked to go on: the menu answers, and server VAD hears it."""
+        try:
+            digits = orjson.loads(arguments).get("digits")
+        except (orjson.JSONDecodeError, AttributeError):
+            digits = None
+        if not isinstance(digits, str) or not digits or not valid_digits(digits):
+            error = '{"error": "digits must be keys 0-9 * # A-D, and w for a 0.5 s pause"}'
+            return self._tool_output(call_id, error, respond=True)
+        actions = self._tool_output(call_id, '{"ok": true}', respond=False)
+        self.log.info("playing %d keypad tones", len(digits))  # never the digits
+        return actions + self._play_local_audio(dtmf_mulaw(digits), now)
+
+    def _play_local_audio(self, mulaw: bytes, now: float) -> list[Action]:
+        """Queue audio the bridge made itself after whatever is playing, with marks, so
+        the accounting (and a goodbye's wait) sees it like the model's."""
+        self._local_audio += 1
+        item_id = f"bridge-audio-{self._local_audio}"
+        stem = item_id + ":"
+        item = self._items[item_id] = _Item(item_id, "", 0, stem, local=True)
+        item.audio_done = True
+        actions: list[Action] = []
+        step = DTMF_CHUNK_MS * MULAW_BYTES_PER_MS
+        for start in range(0, len(mulaw), step):
+            chunk = mulaw[start : start + step]
+            item.sent += len(chunk)
+            mark = stem + str(item.sent)
+            self._pending.append(_Chunk(mark, item_id, item.sent, len(chunk), now))
+            self._pending_marks.add(mark)
+            payload = base64.b64encode(chunk).decode()
+            actions.append(SendToTwilio(self._media_prefix + payload + '"}}'))
+            actions.append(SendToTwilio(self._mark_prefix + mark + '"}}'))
+        return actions
+
+    def _playing_local_audio(self) -> bool:
+        return any(self._items[c.item_id].local for c in self._pending if c.item_id in self._items)
+
+    # --- keypad ----------------------------------------------------------------------------
+
+    def _on_key(self, digit: str, now: float) -> list[Action]:
+        """Keys the caller pressed are collected until # or a pause, then given to the model
+        as a message. Digits may be PINs or card numbers: never logged."""
+        if self._goodbye is not None or len(digit) != 1 or digit not in "0123456789*#ABCD":
+            return []
+        actions: list[Action] = []
+        if not self._keys and self.phase is Phase.BRIDGING:
+            # Pressing keys while the assistant talks is a barge-in (no speech for VAD).
+            actions += self._interrupt(now, cancel_always=True)
+        self._keys += digit
+        self._key_at = now
+        if digit == "#" or len(self._keys) >= MAX_KEYS:
+            actions += self._give_keys_to_model()
+        return actions
+
+    def _give_keys_to_model(self) -> list[Action]:
+        if self.phase is not Phase.BRIDGING or not self._session_configured:
+            return []  # kept until a session can take them (the clock retries)
+        keys, self._keys = self._keys, ""
+        self._keys_entered += 1
+        text = KEYPAD_MESSAGE.format(keys=keys)
+        item_id = f"keypad-{self._keys_entered}"
+        self.conversation.caller_spoke(item_id)
+        self.conversation.caller_transcript(item_id, text)
+        self.log.info("caller entered %d keys", len(keys))
+        item = {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            },
+        }
+        return [SendToRealtime(orjson.dumps(item).decode()), *self._want_response()]
 
     # --- helpers ---------------------------------------------------------------------------
 

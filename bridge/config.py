@@ -6,6 +6,7 @@ them all in one go. Secrets are held as `SecretStr` and never printed.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -16,8 +17,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bridge.call import DEFAULT_TIME_LIMIT_MESSAGE
 from bridge.realtime import providers
 from bridge.realtime.dialects import Dialect
+from bridge.tools.builtins import BUILTIN_NAMES
 from bridge.transcode import AudioFormat
 from bridge.usage import PriceTable, parse_price_overrides
+
+_TRANSFER_TARGET = re.compile(r"\+[1-9]\d{6,14}|sips?:[^\s<>\"']+@[^\s<>\"']+")
 
 DEFAULT_FALLBACK_MESSAGE = (
     "Sorry, the assistant is not available right now. Please try again later."
@@ -141,6 +145,50 @@ class Settings(BaseSettings):
         "I'm sorry, I have to end our call now for maintenance. Please call back in a "
         "minute. Goodbye."
     )
+    # --- telephony actions: tools, transfer, keypad, outbound calls, profiles ---
+    twilio_account_sid: str | None = Field(
+        None, description="AC...: needed to place outbound calls and configure numbers."
+    )
+    twilio_phone_number: str | None = Field(
+        None, description="The Twilio number outbound calls come from (E.164)."
+    )
+    operator_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for POST /calls (outbound calls over HTTP); unset: the "
+        "endpoint is off.",
+    )
+    profiles_file: str | None = Field(
+        None, description="TOML file of agent profiles, chosen per called number or call."
+    )
+    tools_module: str | None = Field(
+        None,
+        description="Python module (package.module or package.module:NAME) whose TOOLS "
+        "list holds the operator's tools.",
+    )
+    builtin_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(BUILTIN_NAMES),
+        description="Built-in tools offered to the model, comma-separated (transfer_call "
+        "only with TRANSFER_TARGETS); empty for none.",
+    )
+    transfer_targets: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description='Where transfer_call may send a call, as JSON: {"sales": "+15551234567", '
+        '"support": "sip:help@pbx.example.com"}.',
+    )
+    transfer_message: str = "Please hold while I transfer your call."
+    transfer_failed_message: str = Field(
+        "Sorry, nobody could take your call right now. Please try again later. Goodbye.",
+        description="Said when a transfer's destination is busy or does not answer.",
+    )
+    tool_timeout_s: float = Field(10, gt=0, le=120, description="A tool call's time limit.")
+    keypad_pause_s: float = Field(
+        2.0, gt=0, le=30, description="Keypad entry ends on # or after this long without a key."
+    )
+    machine_message: str | None = Field(
+        None,
+        description="Outbound calls answered by a machine hear this, then hang up; unset: "
+        "hang up at once.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_url")
@@ -180,18 +228,54 @@ class Settings(BaseSettings):
     @field_validator("realtime_headers", mode="before")
     @classmethod
     def _parse_headers(cls, value: object) -> object:
-        if isinstance(value, str):
-            if not value.strip():
-                return {}
-            try:
-                value = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                raise ValueError(
-                    'must be a JSON object such as {"Session-Id": "{call_sid}"}'
-                ) from None
+        value = _json_object(value, '{"Session-Id": "{call_sid}"}')
         if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
             raise ValueError("every header value must be a string")
         return value
+
+    @field_validator("operator_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 24:
+            raise ValueError(
+                "must be at least 24 characters (a random one: python3 -c "
+                "'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("builtin_tools", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("builtin_tools")
+    @classmethod
+    def _known_builtins(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(BUILTIN_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown built-in tool(s) {', '.join(unknown)}; the built-ins are "
+                + ", ".join(BUILTIN_NAMES)
+            )
+        return value
+
+    @field_validator("transfer_targets", mode="before")
+    @classmethod
+    def _parse_targets(cls, value: object) -> object:
+        return _json_object(value, '{"sales": "+15551234567"}')
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _check_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, target in value.items():
+            if not _TRANSFER_TARGET.fullmatch(target.strip()):
+                raise ValueError(
+                    f"{name!r}: {target!r} is neither an E.164 number (+15551234567) nor a "
+                    "sip: address"
+                )
+        return {name: target.strip() for name, target in value.items()}
 
     @field_validator("realtime_prices")
     @classmethod
@@ -212,6 +296,12 @@ class Settings(BaseSettings):
         "realtime_provider",
         "realtime_dialect",
         "realtime_audio_format",
+        "twilio_account_sid",
+        "twilio_phone_number",
+        "operator_token",
+        "profiles_file",
+        "tools_module",
+        "machine_message",
         mode="before",
     )
     @classmethod
@@ -317,6 +407,18 @@ class Settings(BaseSettings):
     @property
     def verifies_signatures(self) -> bool:
         return self.twilio_auth_token is not None
+
+
+def _json_object(value: object, example: str) -> object:
+    """A setting given as JSON text in the environment (blank: empty)."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return {}
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"must be a JSON object such as {example}") from None
 
 
 _URL_SETTINGS = {"PUBLIC_URL", "REALTIME_URL", "AZURE_OPENAI_ENDPOINT"}

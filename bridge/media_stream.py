@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection
@@ -24,11 +25,14 @@ from bridge.call import (
     HangUp,
     OpenRealtime,
     ReconnectRealtime,
+    RunTool,
     SendToRealtime,
     SendToTwilio,
+    TransferCall,
 )
 from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
 from bridge.realtime.providers import call_fields
+from bridge.tools import ToolContext, ToolRegistry, run_tool
 from bridge.usage import PriceTable
 from twiml.rest import TwilioRest
 from twiml.stream_token import StreamTokenError, StreamTokens
@@ -44,6 +48,9 @@ MAX_REALTIME_BACKLOG = 1500
 # How often the call's clock ticks (time limits, goodbye deadlines, the start timeout).
 TICK_INTERVAL_S = 0.25
 
+# Picks a call's profile (config and endpoint) from its stream's custom parameters.
+ProfileChooser = Callable[[Mapping[str, str]], tuple[CallConfig, RealtimeEndpoint]]
+
 
 class CallRunner:
     """Runs one Media Streams connection until the call ends."""
@@ -56,6 +63,9 @@ class CallRunner:
         rest: TwilioRest | None = None,
         tokens: StreamTokens | None = None,
         prices: PriceTable | None = None,
+        tools: ToolRegistry | None = None,
+        profile_for: ProfileChooser | None = None,
+        tool_timeout_s: float = 10.0,
     ) -> None:
         self.twilio = twilio
         self.endpoint = endpoint
@@ -63,6 +73,10 @@ class CallRunner:
         self.rest = rest
         self.tokens = tokens
         self.prices = prices or PriceTable()
+        self.tools = tools or ToolRegistry()
+        self.profile_for = profile_for
+        self.tool_timeout_s = tool_timeout_s
+        self._transfer_to: str | None = None  # TwiML the call is handed to at the end
         self.end_reason: str | None = None
         self._close_code = 1000  # a normal close lets Twilio run the TwiML after <Connect>
         self._hang_up_requested = False
@@ -86,7 +100,9 @@ class CallRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._close_realtime()
-            if self._hang_up_requested:
+            if self._transfer_to is not None:
+                await self._transfer(self._transfer_to)
+            elif self._hang_up_requested:
                 await self._hang_up()
             await self._close_twilio()
             call = self.call
@@ -200,12 +216,37 @@ class CallRunner:
                 self._spawn(self._reconnect(action.delay_s), "realtime-reconnect")
             elif type(action) is OpenRealtime:
                 if self._admitted(action):
+                    if self.profile_for is not None:
+                        config, self.endpoint = self.profile_for(action.custom_parameters)
+                        self.call.use_config(config)
                     self._spawn(self._run_realtime(), "realtime")
+            elif type(action) is RunTool:
+                self._spawn(self._run_tool(action), "tool")
+            elif type(action) is TransferCall:
+                self._transfer_to = action.twiml
+                self._finish(action.reason)
             elif type(action) is EndCall:
                 self._finish(action.reason)
             elif type(action) is HangUp:
                 self._hang_up_requested = True
                 self._finish(action.reason)
+
+    async def _run_tool(self, action: RunTool) -> None:
+        """An operator's tool, off the audio path: its slowness or failure is the model's
+        to hear about (as the tool's output), never the call's."""
+        tool = self.tools.get(action.name)
+        call = self.call
+        if tool is None:
+            output = '{"error": "that tool is not available"}'
+        else:
+            context = ToolContext(
+                call_sid=call.call_sid or "",
+                from_number=call.custom_parameters.get("From", ""),
+                to_number=call.custom_parameters.get("To", ""),
+                profile=call.custom_parameters.get("Profile"),
+            )
+            output = await run_tool(tool, action.arguments, context, self.tool_timeout_s)
+        await self._execute(call.tool_finished(action.call_id, output, time.monotonic()))
 
     def _admitted(self, start: OpenRealtime) -> bool:
         """The stream's token is genuine, fresh, for this call and unused: only then is an
@@ -267,6 +308,18 @@ class CallRunner:
                 self.call.log.info("the call was already over when hanging up")
         except Exception as exc:  # the call still ends: its stream is closed next
             self.call.log.error("hang-up through Twilio's REST API failed: %s", exc)
+
+    async def _transfer(self, twiml: str) -> None:
+        """Hand the call to the transfer's TwiML: Twilio ends this stream and dials."""
+        call_sid, account_sid = self.call.call_sid, self.call.account_sid
+        if self.rest is None or not call_sid or not account_sid:
+            self.call.log.error("cannot transfer without TWILIO_AUTH_TOKEN: ending the stream")
+            return
+        try:
+            if not await self.rest.update_call(account_sid, call_sid, twiml):
+                self.call.log.info("the call was already over when transferring it")
+        except Exception as exc:  # the stream still ends; Twilio plays the fallback
+            self.call.log.error("transfer through Twilio's REST API failed: %s", exc)
 
     async def _close_twilio(self) -> None:
         if self.twilio.application_state is WebSocketState.CONNECTED:

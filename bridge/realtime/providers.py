@@ -22,7 +22,7 @@ import string
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.endpoint import RealtimeEndpoint
@@ -184,12 +184,15 @@ def session_limit_s(settings: Settings) -> float:
 
 
 def endpoint_from_settings(
-    settings: Settings, local_agent_url: str | None = None
+    settings: Settings, local_agent_url: str | None = None, model: str | None = None
 ) -> RealtimeEndpoint:
-    """The Realtime endpoint the settings describe (the local agent's when none is set)."""
+    """The Realtime endpoint the settings describe (the local agent's when none is set).
+
+    `model` (an agent profile's; on Azure, a deployment) replaces the configured one."""
     provider = provider_of(settings)
     dialect = dialect_of(settings)
-    model = model_of(settings)
+    chosen = model
+    model = model or model_of(settings)
     headers: dict[str, str] = {}
     query: dict[str, str] = {}
     key = None
@@ -213,7 +216,13 @@ def endpoint_from_settings(
             url = settings.realtime_url or OPENAI_REALTIME_URL
         # REALTIME_URL is used as given (a gateway may pick its own model, or refuse
         # parameters it does not know) unless OPENAI_MODEL is set to choose one.
-        wants_model = not settings.realtime_url or "openai_model" in settings.model_fields_set
+        wants_model = (
+            not settings.realtime_url
+            or "openai_model" in settings.model_fields_set
+            or chosen is not None
+        )
+        if chosen is not None:
+            url = _without_query(url, "model", "deployment")
         if wants_model and not _has_query(url, "model", "deployment"):
             query = {"model": model}
         if settings.openai_api_key is not None:
@@ -267,6 +276,12 @@ def _ws_base(endpoint: str) -> str:
 def _has_query(url: str, *names: str) -> bool:
     query = parse_qs(urlsplit(url).query)
     return any(name in query for name in names)
+
+
+def _without_query(url: str, *names: str) -> str:
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
 
 
 def _with_query(url: str, extra: Mapping[str, str]) -> str:

@@ -30,6 +30,8 @@ class SessionSettings:
     vad_silence_ms: int = 500
     interrupt_response: bool = True
     transcription_model: str | None = None
+    # Function tools ({"type": "function", "name", "description", "parameters"}).
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 def _turn_detection(settings: SessionSettings) -> dict[str, Any]:
@@ -58,6 +60,7 @@ def session_update(
         }
         if settings.transcription_model:
             session["input_audio_transcription"] = {"model": settings.transcription_model}
+        _add_tools(session, settings)
         return {"type": "session.update", "session": session}
     audio_input: dict[str, Any] = {
         "format": dict(_GA_FORMATS[audio_format]),
@@ -65,19 +68,25 @@ def session_update(
     }
     if settings.transcription_model:
         audio_input["transcription"] = {"model": settings.transcription_model}
-    return {
-        "type": "session.update",
-        "session": {
-            # No "model": the URL chose it, and a different one here would be refused.
-            "type": "realtime",
-            "output_modalities": ["audio"],
-            "instructions": settings.instructions,
-            "audio": {
-                "input": audio_input,
-                "output": {"format": dict(_GA_FORMATS[audio_format]), "voice": settings.voice},
-            },
+    session = {
+        # No "model": the URL chose it, and a different one here would be refused.
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "instructions": settings.instructions,
+        "audio": {
+            "input": audio_input,
+            "output": {"format": dict(_GA_FORMATS[audio_format]), "voice": settings.voice},
         },
     }
+    _add_tools(session, settings)
+    return {"type": "session.update", "session": session}
+
+
+def _add_tools(session: dict[str, Any], settings: SessionSettings) -> None:
+    """Tools are named the same way in both dialects."""
+    if settings.tools:
+        session["tools"] = [dict(tool) for tool in settings.tools]
+        session["tool_choice"] = "auto"
 
 
 GREETING_LEAD = "Greet the caller by saying exactly the following, then wait for them: "

@@ -19,7 +19,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignor
         "ALLOW_UNSIGNED_TWILIO", "LOG_LEVEL", "REALTIME_PROVIDER", "REALTIME_HEADERS",
         "REALTIME_KEY_QUERY_PARAM", "REALTIME_AUDIO_FORMAT", "REALTIME_PRICES",
         "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT",
-        "AZURE_OPENAI_API_VERSION",
+        "AZURE_OPENAI_API_VERSION", "BUILTIN_TOOLS", "TRANSFER_TARGETS", "TOOLS_MODULE",
+        "PROFILES_FILE", "OPERATOR_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_PHONE_NUMBER",
     ]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
@@ -105,3 +106,26 @@ def test_rejected_urls_are_echoed_without_their_credentials(
     text = str(caught.value)
     assert "gw-secret-value" not in text and "pw-secret-value" not in text
     assert "gw.example.com" in text and "bridge.example.com" in text
+
+
+def test_tool_and_transfer_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILTIN_TOOLS", "end_call, hang_up")
+    monkeypatch.setenv("TRANSFER_TARGETS", '{"sales": "+15551234567", "bad": "555-1234"}')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "BUILTIN_TOOLS: unknown built-in tool(s) hang_up" in text
+    assert "TRANSFER_TARGETS: 'bad'" in text and "E.164" in text
+    monkeypatch.setenv("BUILTIN_TOOLS", "")
+    monkeypatch.setenv("TRANSFER_TARGETS", '{"pbx": " sip:help@pbx.example.com "}')
+    settings = load_settings()
+    assert settings.builtin_tools == []
+    assert settings.transfer_targets == {"pbx": "sip:help@pbx.example.com"}
+
+
+def test_a_short_operator_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPERATOR_TOKEN", "letmein")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "OPERATOR_TOKEN: must be at least 24 characters" in str(caught.value)
+    assert "letmein" not in str(caught.value)

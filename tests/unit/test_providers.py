@@ -285,3 +285,14 @@ def test_connection_errors_are_logged_without_any_secret(monkeypatch: pytest.Mon
     ):
         text = _describe(error, ep)
         assert "secret-value" not in text, text
+
+
+def test_a_profiles_model_replaces_the_configured_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk")
+    settings = load_settings()
+    ep = endpoint_from_settings(settings, model="gpt-realtime-mini")
+    assert ep.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime-mini"
+    assert ep.model == "gpt-realtime-mini"
+    monkeypatch.setenv("REALTIME_URL", "wss://gw.example.com/rt?model=gpt-realtime&sig=1")
+    ep = endpoint_from_settings(load_settings(), model="gpt-realtime-mini")
+    assert ep.url == "wss://gw.example.com/rt?sig=1&model=gpt-realtime-mini"
