@@ -1,25 +1,44 @@
-"""The FastAPI app: Twilio's voice webhook, the Media Streams WebSocket, a health probe."""
+"""The FastAPI app: Twilio's voice webhook and status callback, the Media Streams
+WebSocket, outbound calls over HTTP, health probes."""
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
+from twilio.base.exceptions import TwilioRestException
 from twilio.http import HttpClient
 
 from bridge.admission import CallRegistry
 from bridge.call import CallConfig
-from bridge.config import Settings
-from bridge.media_stream import CallRunner
+from bridge.call_status import CallStatus, CallStatusBook
+from bridge.config import ConfigError, Settings
+from bridge.media_stream import CallRunner, ProfileChooser
+from bridge.outbound import CALL_STATUS_PATH, OutboundCallError, place_outbound_call
+from bridge.profiles import Profile, Profiles, load_profiles
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.realtime.providers import endpoint_from_settings
 from bridge.realtime.session_config import SessionSettings
+from bridge.tools import ToolRegistry, load_tools_module
+from bridge.tools.builtins import BUILTIN_NAMES, TRANSFER_CALL
 from bridge.transcode import AudioFormat
-from twiml.answer import MEDIA_STREAM_PATH, busy, connect_stream, stream_url
+from twiml.answer import (
+    INSTRUCTIONS_PARAMETER,
+    MEDIA_STREAM_PATH,
+    PROFILE_PARAMETER,
+    busy,
+    connect_stream,
+    dial,
+    machine_answer,
+    stream_url,
+)
 from twiml.rest import TwilioRest
 from twiml.signature import SIGNATURE_HEADER, SignatureChecker
 from twiml.stream_token import StreamTokens
@@ -28,6 +47,11 @@ log = logging.getLogger("bridge.app")
 
 # Webhook fields passed on to the stream; everything else stays with Twilio.
 CALL_PARAMETERS = ("CallSid", "From", "To")
+# AnsweredBy values (machine detection) that mean no person is on the line.
+MACHINE_ANSWERS = frozenset(
+    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+)
+_CALL_REQUEST_FIELDS = {"to", "profile", "instructions", "machine_detection"}
 
 
 def call_config_from_settings(settings: Settings, endpoint: RealtimeEndpoint) -> CallConfig:
@@ -51,6 +75,89 @@ def call_config_from_settings(settings: Settings, endpoint: RealtimeEndpoint) ->
     )
 
 
+def load_tool_registry(settings: Settings) -> ToolRegistry:
+    """The operator's tools (TOOLS_MODULE), or none. A module that fails to load stops the
+    start: a call must never find a promised tool missing."""
+    if not settings.tools_module:
+        return ToolRegistry()
+    try:
+        return ToolRegistry(load_tools_module(settings.tools_module))
+    except Exception as exc:  # the operator's code: anything can go wrong importing it
+        raise ConfigError([f"TOOLS_MODULE: {exc}"]) from None
+
+
+def profile_call_config(
+    base: CallConfig,
+    profile: Profile,
+    settings: Settings,
+    registry: ToolRegistry,
+    endpoint: RealtimeEndpoint,
+) -> CallConfig:
+    """The app's call config, made the profile's: who speaks, and which tools it has."""
+    wanted = set(profile.tools) if profile.tools is not None else None
+    builtins = {name for name in settings.builtin_tools if wanted is None or name in wanted}
+    if not settings.transfer_targets:
+        builtins.discard(TRANSFER_CALL)  # nowhere to transfer to
+    # None: every one of the operator's tools.
+    user_tools = None
+    if profile.tools is not None:
+        user_tools = [name for name in profile.tools if name not in BUILTIN_NAMES]
+    return replace(
+        base,
+        dialect=endpoint.dialect,
+        audio_format=endpoint.audio_format,
+        session=replace(base.session, instructions=profile.instructions, voice=profile.voice),
+        greeting=profile.greeting,
+        tools=registry.specs(user_tools),
+        builtin_tools=frozenset(builtins),
+        transfer_twiml={
+            name: dial(target, settings.transfer_failed_message)
+            for name, target in settings.transfer_targets.items()
+        },
+        transfer_message=settings.transfer_message,
+        keypad_pause_s=settings.keypad_pause_s,
+    )
+
+
+def profile_chooser(
+    settings: Settings,
+    profiles: Profiles,
+    registry: ToolRegistry,
+    base: CallConfig,
+    endpoint: RealtimeEndpoint,
+    local_agent_url: str | None = None,
+) -> ProfileChooser:
+    """What the stream side calls once a call's `start` arrives: its profile's config and
+    endpoint, rebuilt from the stream's parameters alone, so any replica can serve it.
+    Every profile's setup is built here, once, so a bad one fails at start, not mid-call."""
+    setups: dict[str, tuple[CallConfig, RealtimeEndpoint]] = {}
+    for profile in profiles.all():
+        chosen = endpoint
+        if profile.model is not None and profile.model != endpoint.model:
+            chosen = endpoint_from_settings(settings, local_agent_url, model=profile.model)
+        config = profile_call_config(base, profile, settings, registry, chosen)
+        setups[profile.name] = (config, chosen)
+
+    def choose(parameters: Mapping[str, str]) -> tuple[CallConfig, RealtimeEndpoint]:
+        name = parameters.get(PROFILE_PARAMETER) or profiles.default.name
+        setup = setups.get(name)
+        if setup is None:
+            # Another replica's profile file, or a changed one: the call still goes on.
+            log.warning(
+                "call %s: no profile %r here, using the default",
+                parameters.get("CallSid", "?"),
+                name,
+            )
+            setup = setups[profiles.default.name]
+        config, chosen = setup
+        instructions = parameters.get(INSTRUCTIONS_PARAMETER)
+        if instructions:
+            config = replace(config, session=replace(config.session, instructions=instructions))
+        return config, chosen
+
+    return choose
+
+
 def create_app(
     settings: Settings,
     endpoint: RealtimeEndpoint | None = None,
@@ -58,18 +165,27 @@ def create_app(
 ) -> FastAPI:
     """The bridge app. Without an `endpoint`, it is built from the settings, starting the
     built-in local echo agent on loopback when no Realtime backend is configured.
-    `twilio_http` replaces the twilio SDK's HTTP client (tests: no network)."""
+    `twilio_http` replaces the twilio SDK's HTTP client (tests: no network).
+
+    Raises ConfigError for a profile file or tools module that cannot work: before any
+    call is taken, not in the middle of one."""
+    profiles = load_profiles(settings)
+    registry = load_tool_registry(settings)
+    unknown_tools = profiles.unknown_tools([*BUILTIN_NAMES, *registry.names()])
+    if unknown_tools:
+        raise ConfigError(unknown_tools)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         agent = None
+        app.state.local_agent_url = None
         if endpoint is not None:
             app.state.endpoint = endpoint
         elif settings.uses_local_agent:
             from bridge.local_agent import LocalAgent
 
             agent = LocalAgent()
-            agent_url = await agent.start("127.0.0.1", 0)
+            agent_url = app.state.local_agent_url = await agent.start("127.0.0.1", 0)
             app.state.endpoint = endpoint_from_settings(settings, agent_url)
             log.warning(
                 "No OPENAI_API_KEY, REALTIME_URL or AZURE_OPENAI_ENDPOINT set: running on "
@@ -80,7 +196,16 @@ def create_app(
         else:
             app.state.endpoint = endpoint_from_settings(settings)
         chosen: RealtimeEndpoint = app.state.endpoint
-        app.state.call_config = call_config_from_settings(settings, chosen)
+        choose = app.state.profile_for = profile_chooser(
+            settings,
+            profiles,
+            registry,
+            call_config_from_settings(settings, chosen),
+            chosen,
+            app.state.local_agent_url,
+        )
+        # Until a stream's `start` names its profile, a call is the default profile's.
+        app.state.call_config = choose({})[0]
         log.info(
             "Realtime backend: %s %s (%s dialect, model %s), audio %s",
             chosen.provider,
@@ -90,6 +215,11 @@ def create_app(
             "mu-law passthrough"
             if chosen.audio_format is AudioFormat.PCMU
             else f"transcoded to {chosen.audio_format.value}",
+        )
+        log.info(
+            "Agent profiles%s: %s",
+            f" from {profiles.source}" if profiles.source else "",
+            profiles.summary(),
         )
         if not settings.verifies_signatures:
             log.warning(
@@ -104,13 +234,21 @@ def create_app(
 
     app = FastAPI(title="phone-bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.profiles = profiles
+    app.state.tools = registry
     calls = app.state.calls = CallRegistry(settings.max_concurrent_calls)
+    statuses = app.state.call_statuses = CallStatusBook()
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
     # Same secret on every replica (derived from the auth token): any instance admits a
     # stream whose TwiML another one answered.
     tokens = StreamTokens.from_auth_token(token.get_secret_value()) if token is not None else None
+    operator_token = (
+        settings.operator_token.get_secret_value().encode()
+        if settings.operator_token is not None
+        else None
+    )
     prices = settings.prices
     derived_base_logged: set[str] = set()
 
@@ -128,27 +266,60 @@ def create_app(
             log.warning("PUBLIC_URL is not set: using %s, derived from the request", base)
         return base
 
-    @app.api_route("/voice", methods=["GET", "POST"], response_class=Response)
-    async def voice(request: Request) -> Response:
-        """Twilio's voice webhook: answer with `<Connect><Stream>` to this bridge."""
+    async def signed_webhook(request: Request) -> tuple[str, dict[str, str]] | None:
+        """A Twilio webhook's public base URL and its fields (form or query), or None when
+        its signature does not verify."""
         # Twilio posts application/x-www-form-urlencoded: the stdlib parses it, no
         # multipart library needed.
         body = (await request.body()).decode("utf-8", "replace") if request.method == "POST" else ""
         fields = dict(parse_qsl(body, keep_blank_values=True))
         base = public_base(request.headers, request.url.scheme, request.url.netloc)
         if checker is not None:
+            # The URL as Twilio requested it, query string included and not re-encoded.
             signed_url = base + request.url.path
             if request.url.query:
                 signed_url += "?" + request.url.query
             if not checker.webhook_is_signed(
                 signed_url, fields, request.headers.get(SIGNATURE_HEADER)
             ):
-                log.warning("rejected an unsigned or wrongly signed /voice request")
-                return PlainTextResponse("invalid Twilio signature", status_code=403)
-        params = fields if request.method == "POST" else dict(request.query_params)
+                log.warning("rejected an unsigned or wrongly signed %s request", request.url.path)
+                return None
+        return base, fields if request.method == "POST" else dict(request.query_params)
+
+    def profile_of_call(request: Request, params: Mapping[str, str]) -> Profile:
+        """An outbound call names its profile in the webhook URL; any other call gets the
+        profile of the number it called."""
+        name = request.query_params.get("profile")
+        if name:
+            profile = profiles.get(name)
+            if profile is not None:
+                return profile
+            log.warning(
+                "call %s: no profile %r here, using the default", params.get("CallSid", "?"), name
+            )
+            return profiles.default
+        if params.get("Direction", "inbound") != "inbound":
+            return profiles.default  # To is whoever was called, not a number of ours
+        return profiles.for_number(params.get("To", ""))
+
+    @app.api_route("/voice", methods=["GET", "POST"], response_class=Response)
+    async def voice(request: Request) -> Response:
+        """Twilio's voice webhook: answer with `<Connect><Stream>` to this bridge."""
+        webhook = await signed_webhook(request)
+        if webhook is None:
+            return PlainTextResponse("invalid Twilio signature", status_code=403)
+        base, params = webhook
+        call_sid = params.get("CallSid", "?")
+        answered_by = params.get("AnsweredBy", "")
+        if answered_by in MACHINE_ANSWERS:
+            # No person to talk to: no stream, no AI session, no line held.
+            log.info("call %s: answered by a machine (%s)", call_sid, answered_by)
+            return Response(
+                content=machine_answer(settings.machine_message), media_type="application/xml"
+            )
         if not calls.accepting:
             why = "draining for shutdown" if calls.draining else f"{len(calls)} calls in progress"
-            log.warning("call %s: answered busy (%s)", params.get("CallSid", "?"), why)
+            log.warning("call %s: answered busy (%s)", call_sid, why)
             return Response(content=busy(settings.busy_message), media_type="application/xml")
         url = stream_url(base)
         if not url.startswith("wss://"):
@@ -156,10 +327,83 @@ def create_app(
         parameters = {name: params.get(name, "") for name in CALL_PARAMETERS}
         if tokens is not None and parameters["CallSid"]:
             parameters[StreamTokens.PARAMETER] = tokens.issue(parameters["CallSid"])
+        profile = profile_of_call(request, params)
+        parameters[PROFILE_PARAMETER] = profile.name
+        instructions = request.query_params.get("instructions")
+        if instructions:
+            parameters[INSTRUCTIONS_PARAMETER] = instructions
         twiml = connect_stream(url, parameters, settings.fallback_message)
         calls.reserve()
-        log.info("call %s: answering with a media stream", params.get("CallSid", "?"))
+        log.info(
+            "call %s: answering with a media stream (profile %s%s)",
+            call_sid,
+            profile.name,
+            ", own instructions" if instructions else "",
+        )
         return Response(content=twiml, media_type="application/xml")
+
+    @app.post(CALL_STATUS_PATH)
+    async def call_status(request: Request) -> Response:
+        """Twilio's status callback: how (and how long) each call ended."""
+        webhook = await signed_webhook(request)
+        if webhook is None:
+            return PlainTextResponse("invalid Twilio signature", status_code=403)
+        status = CallStatus.from_callback(webhook[1])
+        if not status.call_sid:
+            return PlainTextResponse("no CallSid", status_code=400)
+        statuses.record(status)
+        if status.final:
+            log.info(
+                "call %s: %s after %s s (%s%s)",
+                status.call_sid,
+                status.status,
+                "?" if status.duration_s is None else status.duration_s,
+                status.direction or "?",
+                f", answered by {status.answered_by}" if status.answered_by else "",
+            )
+        return Response(status_code=204)
+
+    @app.post("/calls")
+    async def place_call(request: Request) -> Response:
+        """Place an outbound call (operators only: Authorization: Bearer OPERATOR_TOKEN)."""
+        if operator_token is None:
+            return _error(
+                404,
+                "placing calls over HTTP is off: set OPERATOR_TOKEN to a long random secret "
+                "to enable POST /calls",
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), operator_token
+        ):
+            return _error(401, "a valid 'Authorization: Bearer <OPERATOR_TOKEN>' is required")
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(422, "the body must be a JSON object")
+        problem = _call_request_problem(body)
+        if problem:
+            return _error(422, problem)
+        try:
+            call_sid = await place_outbound_call(
+                settings,
+                rest,
+                body["to"],
+                profile=body.get("profile"),
+                instructions=body.get("instructions"),
+                machine_detection=body.get("machine_detection", True),
+                profiles=profiles,
+            )
+        except OutboundCallError as exc:
+            return _error(422, str(exc))
+        except TwilioRestException as exc:
+            # Not its message: Twilio's often quotes the number called.
+            log.warning("Twilio refused an outbound call: error %s", exc.code)
+            return _error(502, f"Twilio refused the call: {exc.msg} (error {exc.code})")
+        except (TimeoutError, OSError) as exc:
+            log.warning("could not reach Twilio to place a call: %r", exc)
+            return _error(502, "could not reach Twilio's API; try again")
+        return JSONResponse({"call_sid": call_sid}, status_code=201)
 
     @app.websocket(MEDIA_STREAM_PATH)
     async def media_stream(websocket: WebSocket) -> None:
@@ -180,7 +424,15 @@ def create_app(
             return
         await websocket.accept()
         runner = CallRunner(
-            websocket, app.state.endpoint, app.state.call_config, rest, tokens, prices
+            websocket,
+            app.state.endpoint,
+            app.state.call_config,
+            rest,
+            tokens,
+            prices,
+            tools=registry,
+            profile_for=app.state.profile_for,
+            tool_timeout_s=settings.tool_timeout_s,
         )
         calls.add(runner)
         try:
@@ -201,3 +453,28 @@ def create_app(
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _call_request_problem(body: object) -> str | None:
+    """What is wrong with a POST /calls body's shape, if anything (values are checked
+    when the call is placed)."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    unknown = sorted(set(body) - _CALL_REQUEST_FIELDS)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}; the fields are " + ", ".join(
+            sorted(_CALL_REQUEST_FIELDS)
+        )
+    if not isinstance(body.get("to"), str):
+        return "to: required, the number to call (E.164) or a sip: address"
+    for name in ("profile", "instructions"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return f"{name}: must be a string"
+    if not isinstance(body.get("machine_detection", True), bool):
+        return "machine_detection: must be true or false"
+    return None

@@ -1,34 +1,162 @@
-"""The `phone-bridge` command: serve, simulate, agent."""
+"""The `phone-bridge` command: serve, call, configure-number, simulate, agent."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from bridge import __version__
 
+if TYPE_CHECKING:
+    from twilio.http import HttpClient
 
-def _serve(args: argparse.Namespace) -> int:
-    from bridge.app import create_app
+    from bridge.config import ConfigError, Settings
+
+# The exit status of a command that could not do what was asked.
+FAILED = 2
+
+
+def _print_config_problems(exc: ConfigError, doing: str) -> int:
+    print(f"phone-bridge: cannot {doing}, the configuration has problems:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return FAILED
+
+
+def _fail(message: str) -> int:
+    print(f"phone-bridge: {message}", file=sys.stderr)
+    return FAILED
+
+
+def _settings(doing: str, **overrides: object) -> Settings | int:
+    """The settings, or the exit status after printing what is wrong with them."""
     from bridge.config import ConfigError, load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        return _print_config_problems(exc, doing)
+
+
+def _serve(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
+    from bridge.app import create_app
+    from bridge.config import ConfigError
     from bridge.logs import configure_logging
     from bridge.server import DrainingServer, server_config
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    try:
-        settings = load_settings(**overrides)
-    except ConfigError as exc:
-        print("phone-bridge: cannot start, the configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 2
+    settings = _settings("start", **overrides)
+    if isinstance(settings, int):
+        return settings
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings, twilio_http=twilio_http)
+    except ConfigError as exc:  # a profile file or tools module that cannot work
+        return _print_config_problems(exc, "start")
     DrainingServer(server_config(app, settings), app, settings).run()
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _call(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
+
+    from bridge.config import ConfigError
+    from bridge.outbound import OutboundCallError, place_outbound_call
+    from bridge.profiles import load_profiles
+    from twiml.rest import TwilioRest
+
+    settings = _settings("place the call")
+    if isinstance(settings, int):
+        return settings
+    try:
+        profiles = load_profiles(settings)
+    except ConfigError as exc:
+        return _print_config_problems(exc, "place the call")
+    token = settings.twilio_auth_token
+    rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
+    placing = place_outbound_call(
+        settings,
+        rest,
+        args.to,
+        profile=args.profile,
+        instructions=args.instructions,
+        machine_detection=args.machine_detection,
+        profiles=profiles,
+    )
+    call_sid = _run_twilio(placing, OutboundCallError, "Twilio refused the call")
+    if isinstance(call_sid, int):
+        return call_sid
+    print(call_sid)
+    return 0
+
+
+def _run_twilio(coroutine, refusal: type[Exception], refused: str):  # type: ignore[no-untyped-def]
+    """Run a REST coroutine; Twilio's and our refusals become one line and exit code 2."""
+    from twilio.base.exceptions import TwilioRestException
+
+    try:
+        return asyncio.run(coroutine)
+    except refusal as exc:
+        return _fail(str(exc))
+    except TwilioRestException as exc:
+        return _fail(f"{refused}: {exc.msg} (error {exc.code})")
+    except (TimeoutError, OSError) as exc:
+        return _fail(f"could not reach Twilio's API: {exc}")
+
+
+def _configure_number(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
+
+    from bridge.outbound import CALL_STATUS_PATH, VOICE_PATH
+    from bridge.profiles import E164
+    from twiml.rest import NumberSetupError, TwilioRest
+
+    settings = _settings("configure the number")
+    if isinstance(settings, int):
+        return settings
+    number = args.number.strip()
+    if not E164.fullmatch(number):
+        return _fail(f"{number!r} is not an E.164 number (+ and the country code: +15551234567)")
+    missing = [
+        name
+        for name, value in (
+            ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+            ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+            ("PUBLIC_URL", settings.public_url),
+        )
+        if not value
+    ]
+    if missing:
+        return _fail(f"{', '.join(missing)} must be set to configure a number")
+    assert settings.twilio_auth_token is not None and settings.twilio_account_sid
+    public_url = settings.public_url or ""
+    if not public_url.startswith("https://"):
+        print(
+            f"phone-bridge: warning: PUBLIC_URL {public_url} is not https; Twilio's media "
+            "stream needs wss://, so calls will fail until it is",
+            file=sys.stderr,
+        )
+    rest = TwilioRest(settings.twilio_auth_token.get_secret_value(), twilio_http)
+    configuring = rest.configure_number(
+        settings.twilio_account_sid,
+        number,
+        voice_url=public_url + VOICE_PATH,
+        status_callback=public_url + CALL_STATUS_PATH,
+    )
+    change = _run_twilio(configuring, NumberSetupError, "Twilio refused")
+    if isinstance(change, int):
+        return change
+    if change.changed:
+        print(f"{change.phone_number} ({change.sid}) now points at this bridge:")
+    else:
+        print(f"{change.phone_number} ({change.sid}) already points at this bridge; no change:")
+    for line in change.lines():
+        print(f"  {line}")
+    return 0
+
+
+def main(argv: list[str] | None = None, twilio_http: HttpClient | None = None) -> int:
+    """The command line. `twilio_http` replaces the twilio SDK's HTTP client (tests)."""
     parser = argparse.ArgumentParser(
         prog="phone-bridge", description="Phone an AI: Twilio Media Streams <-> OpenAI Realtime."
     )
@@ -39,6 +167,29 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="overrides HOST")
     serve.add_argument("--port", type=int, help="overrides PORT")
     serve.set_defaults(run=_serve)
+
+    call = commands.add_parser(
+        "call", help="place an outbound call through Twilio that connects to this bridge"
+    )
+    call.add_argument("to", help="the number to call (E.164, e.g. +15551234567) or a sip: address")
+    call.add_argument("--profile", help="the agent profile to use (default: the default one)")
+    call.add_argument(
+        "--instructions", help="this call's own instructions, instead of the profile's"
+    )
+    call.add_argument(
+        "--no-machine-detection",
+        dest="machine_detection",
+        action="store_false",
+        help="connect whoever or whatever answers (default: machines get MACHINE_MESSAGE)",
+    )
+    call.set_defaults(run=_call)
+
+    configure = commands.add_parser(
+        "configure-number",
+        help="point a Twilio number's voice URL and status callback at PUBLIC_URL",
+    )
+    configure.add_argument("number", help="the Twilio number (E.164, e.g. +15551234567)")
+    configure.set_defaults(run=_configure_number)
 
     commands.add_parser(
         "simulate",
@@ -62,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         agent_main(argv[1:])
         return 0
     args = parser.parse_args(argv)
-    return args.run(args)
+    return args.run(args, twilio_http)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 MEDIA_STREAM_PATH = "/media-stream"
 STREAM_NAME = "phone-bridge"
 # Twilio rejects a <Parameter> whose name plus value reach 500 characters.
 MAX_PARAMETER_CHARS = 499
+# The call's agent profile, and an outbound call's own instructions, as stream parameters.
+PROFILE_PARAMETER = "Profile"
+INSTRUCTIONS_PARAMETER = "Instructions"
+# Longer instructions would be cut by the <Parameter> limit: they are refused instead.
+MAX_INSTRUCTIONS_CHARS = MAX_PARAMETER_CHARS - len(INSTRUCTIONS_PARAMETER)
 
 
 def stream_url(public_base: str) -> str:
@@ -42,5 +47,31 @@ def busy(message: str) -> str:
     """The answer when the bridge takes no more calls: a polite message, then hang up."""
     response = VoiceResponse()
     response.say(message)
+    response.hangup()
+    return str(response)
+
+
+def dial(target: str, if_unanswered: str | None = None) -> str:
+    """Hand the call to `target`: an E.164 number, or a sip:/sips: address.
+
+    `if_unanswered` is said when the destination is busy, does not answer or fails (Twilio
+    goes on past <Dial> then), so the caller is not dropped in silence."""
+    response = VoiceResponse()
+    dial_verb = Dial()
+    if target.startswith(("sip:", "sips:")):
+        dial_verb.sip(target)
+    else:
+        dial_verb.number(target)
+    response.append(dial_verb)
+    if if_unanswered:
+        response.say(if_unanswered)
+    return str(response)
+
+
+def machine_answer(message: str | None) -> str:
+    """An outbound call answered by a machine: leave `message` (if any), then hang up."""
+    response = VoiceResponse()
+    if message:
+        response.say(message)
     response.hangup()
     return str(response)

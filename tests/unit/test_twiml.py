@@ -7,7 +7,15 @@ import xml.etree.ElementTree as ET
 import pytest
 from twilio.request_validator import RequestValidator
 
-from twiml.answer import connect_stream, stream_url
+from twiml.answer import (
+    INSTRUCTIONS_PARAMETER,
+    MAX_INSTRUCTIONS_CHARS,
+    PROFILE_PARAMETER,
+    connect_stream,
+    dial,
+    machine_answer,
+    stream_url,
+)
 from twiml.signature import SignatureChecker
 
 
@@ -69,3 +77,51 @@ def test_signature_checks_accept_twilios_signature_and_nothing_else() -> None:
     assert checker.stream_is_signed(ws_url, ws_sig)
     assert not checker.stream_is_signed("wss://evil.example.com/media-stream", ws_sig)
     assert not checker.stream_is_signed(ws_url, "")
+
+
+# --- transfers, machines, profiles ---------------------------------------------------------
+
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("+15551234567", "<Dial><Number>+15551234567</Number></Dial>"),
+        ("sip:help@pbx.example.com", "<Dial><Sip>sip:help@pbx.example.com</Sip></Dial>"),
+        ("sips:desk@pbx.example.com", "<Dial><Sip>sips:desk@pbx.example.com</Sip></Dial>"),
+    ],
+)
+def test_dial_hands_the_call_to_a_number_or_a_sip_address(target: str, expected: str) -> None:
+    assert dial(target) == f"{XML_DECLARATION}<Response>{expected}</Response>"
+
+
+def test_a_transfer_nobody_answers_ends_with_a_message_not_silence() -> None:
+    assert dial("+15551234567", "Nobody could take the call.") == (
+        f"{XML_DECLARATION}<Response><Dial><Number>+15551234567</Number></Dial>"
+        "<Say>Nobody could take the call.</Say></Response>"
+    )
+
+
+def test_a_machine_hears_the_message_then_the_call_ends() -> None:
+    assert machine_answer("Call us back at 555 & ask for Bo.") == (
+        f"{XML_DECLARATION}<Response><Say>Call us back at 555 &amp; ask for Bo.</Say>"
+        "<Hangup /></Response>"
+    )
+    assert machine_answer(None) == f"{XML_DECLARATION}<Response><Hangup /></Response>"
+
+
+def test_profile_and_instructions_travel_as_stream_parameters() -> None:
+    instructions = "x" * MAX_INSTRUCTIONS_CHARS
+    xml = connect_stream(
+        "wss://bridge.example.com/media-stream",
+        {"CallSid": "CA1", PROFILE_PARAMETER: "sales", INSTRUCTIONS_PARAMETER: instructions},
+        None,
+    )
+    params = {
+        p.get("name"): p.get("value")
+        for p in ET.fromstring(xml).findall("Connect/Stream/Parameter")
+    }
+    # The longest instructions a call may carry arrive whole, right at Twilio's limit.
+    assert params == {"CallSid": "CA1", "Profile": "sales", "Instructions": instructions}
+    assert len("Instructions") + len(instructions) == 499
