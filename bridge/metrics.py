@@ -1,0 +1,237 @@
+"""Prometheus metrics: how many calls, how they end, how fast the assistant answers.
+
+Each `Metrics` owns its own `CollectorRegistry`: one process may hold several apps (the
+tests do), and the global default registry would mix their counts or refuse the second
+app's metrics as duplicates.
+
+Every label takes its value from a fixed set, anything else becoming "other": the values
+come from the network (error codes) or from free text (end reasons), and each distinct
+value is a time series Prometheus keeps for good.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+PREFIX = "phone_bridge_"
+
+
+class CallOutcome(StrEnum):
+    """How a call ended, as the `outcome` label of phone_bridge_calls_total."""
+
+    CALLER_HUNG_UP = "caller_hung_up"
+    ASSISTANT_ENDED = "assistant_ended"
+    TRANSFERRED = "transferred"
+    TIME_LIMIT = "time_limit"
+    BACKEND_FAILED = "backend_failed"
+    REFUSED = "refused"
+    SHUTDOWN = "shutdown"
+    ERROR = "error"
+    OTHER = "other"
+
+
+_OUTCOMES = frozenset(CallOutcome)
+
+# The end reasons are the bridge's log wording (bridge/call.py, bridge/media_stream.py,
+# bridge/admission.py); a reworded reason lands in "other", which the tests catch.
+_EXACT_REASONS: dict[str, CallOutcome] = {
+    "the caller hung up": CallOutcome.CALLER_HUNG_UP,
+    # Twilio closed the socket without a "stop": the caller's leg went away all the same.
+    "the Twilio stream closed": CallOutcome.CALLER_HUNG_UP,
+    "the assistant ended the call": CallOutcome.ASSISTANT_ENDED,
+    "time limit reached": CallOutcome.TIME_LIMIT,
+    "flooded with messages": CallOutcome.REFUSED,
+    "no 'start' message arrived": CallOutcome.REFUSED,
+    "the server is shutting down": CallOutcome.SHUTDOWN,
+    "internal error": CallOutcome.ERROR,
+}
+_PREFIX_REASONS: tuple[tuple[str, CallOutcome], ...] = (
+    ("transferred to ", CallOutcome.TRANSFERRED),
+    ("stream token refused", CallOutcome.REFUSED),
+)
+
+
+def outcome_of(reason: str | None) -> CallOutcome:
+    """The outcome code for one of the bridge's end reasons ("the caller hung up", ...)."""
+    if not isinstance(reason, str):
+        return CallOutcome.OTHER
+    exact = _EXACT_REASONS.get(reason)
+    if exact is not None:
+        return exact
+    for prefix, outcome in _PREFIX_REASONS:
+        if reason.startswith(prefix):
+            return outcome
+    # "the Realtime session ended (...)", "... was lost and could not be restored",
+    # "... refused its configuration", "the Realtime connection fell too far behind":
+    # whatever the detail, the backend let the call down.
+    if "Realtime session" in reason or "Realtime connection" in reason:
+        return CallOutcome.BACKEND_FAILED
+    return CallOutcome.OTHER
+
+
+# The Realtime API's error codes (its `type` when the code is null), as the local agent
+# reproduces them plus the account-level ones a deployment meets.
+KNOWN_ERROR_CODES = frozenset(
+    {
+        "conversation_already_has_active_response",
+        "response_cancel_not_active",
+        "item_truncate_invalid_item_id",
+        "item_delete_invalid_item_id",
+        "item_retrieve_invalid_item_id",
+        "input_audio_buffer_commit_empty",
+        "invalid_tool_call_id",
+        "unsupported_content_type",
+        "cannot_update_voice",
+        "invalid_value",
+        "invalid_type",
+        "invalid_json",
+        "invalid_event",
+        "unknown_parameter",
+        "missing_required_parameter",
+        "session_expired",
+        "rate_limit_exceeded",
+        "insufficient_quota",
+        "invalid_api_key",
+        "invalid_request_error",
+        "server_error",
+    }
+)
+
+TOKEN_KINDS = (
+    "text_in",
+    "text_cached",
+    "audio_in",
+    "audio_cached",
+    "text_out",
+    "audio_out",
+    "transcription",
+)
+
+# A voice answer feels instant under ~0.5 s and broken past ~2 s; the buckets are finest
+# where a tuning change shows up.
+LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+# From "cut at the first word" to "let it talk for ten seconds".
+TRUNCATION_BUCKETS_MS = (100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000)
+
+
+class Metrics:
+    """The bridge's metrics, and the observer the call core reports its events to.
+
+    The observer methods run on the event loop: each is a few counter updates, and none
+    raises on odd input (a metric must never end a call).
+    """
+
+    def __init__(self, active_calls: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._active = Gauge(PREFIX + "active_calls", "Calls in progress.", registry=r)
+        # Read at scrape time, so the gauge cannot drift from the admission's own count.
+        self._active.set_function(active_calls)
+        self._calls = Counter(
+            PREFIX + "calls", "Calls ended, by how they ended.", ["outcome"], registry=r
+        )
+        self._latency = Histogram(
+            PREFIX + "turn_latency_seconds",
+            "From the end of the caller's speech to the answer's first audio: sent to "
+            "Twilio (first_audio_sent) or played to the caller (first_audio_heard).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self._barge_ins = Counter(
+            PREFIX + "barge_ins", "Times the caller talked over an answer.", registry=r
+        )
+        self._truncation = Histogram(
+            PREFIX + "truncation_ms",
+            "How far into an answer the caller cut it off, in ms of its audio.",
+            buckets=TRUNCATION_BUCKETS_MS,
+            registry=r,
+        )
+        self._errors = Counter(
+            PREFIX + "backend_errors",
+            "error events from the Realtime session, by code.",
+            ["code"],
+            registry=r,
+        )
+        self._reconnects = Counter(
+            PREFIX + "reconnects", "Realtime sessions reopened mid-call.", registry=r
+        )
+        self._tokens = Counter(
+            PREFIX + "tokens", "Tokens the calls used, by kind.", ["kind"], registry=r
+        )
+        self._cost = Counter(
+            PREFIX + "cost_usd", "Estimated cost of the ended calls, in USD.", registry=r
+        )
+        self._unpriced = Counter(
+            PREFIX + "unpriced_calls",
+            "Ended calls with no price for their model: their cost is not in cost_usd.",
+            registry=r,
+        )
+        # Series that exist from the first scrape read 0 rather than missing, so rate()
+        # and alerts see the first call instead of starting from it.
+        for outcome in CallOutcome:
+            self._calls.labels(outcome=outcome.value)
+        for kind in TOKEN_KINDS:
+            self._tokens.labels(kind=kind)
+        self._sent = self._latency.labels(stage="first_audio_sent")
+        self._heard = self._latency.labels(stage="first_audio_heard")
+
+    def turn_answered(self, latency_s: float) -> None:
+        """End of the caller's speech -> first assistant audio sent to Twilio."""
+        if _finite(latency_s):
+            self._sent.observe(max(0.0, latency_s))
+
+    def turn_heard(self, latency_s: float) -> None:
+        """End of the caller's speech -> Twilio echoed the first mark of that audio."""
+        if _finite(latency_s):
+            self._heard.observe(max(0.0, latency_s))
+
+    def barged_in(self, heard_ms: int | None) -> None:
+        """A barge-in; `heard_ms` is where the answer was cut (audio_end_ms), None when no
+        answer audio had played yet."""
+        self._barge_ins.inc()
+        if heard_ms is not None and _finite(heard_ms):
+            self._truncation.observe(max(0, heard_ms))
+
+    def reconnected(self) -> None:
+        self._reconnects.inc()
+
+    def backend_error(self, code: str | None) -> None:
+        label = code if isinstance(code, str) and code in KNOWN_ERROR_CODES else "other"
+        self._errors.labels(code=label).inc()
+
+    def call_ended(self, outcome: str, tokens: Mapping[str, int], cost_usd: float | None) -> None:
+        """Count one ended call. `outcome` is a CallOutcome value (see `outcome_of`);
+        `tokens` maps TOKEN_KINDS to the call's totals; `cost_usd` is None when the
+        call's model has no price."""
+        known = isinstance(outcome, str) and outcome in _OUTCOMES
+        self._calls.labels(outcome=str(outcome) if known else CallOutcome.OTHER.value).inc()
+        for kind, count in tokens.items():
+            # A kind outside the set would be a new series; a negative count would make
+            # the counter raise.
+            if kind in TOKEN_KINDS and isinstance(count, int) and count > 0:
+                self._tokens.labels(kind=kind).inc(count)
+        if cost_usd is None or not _finite(cost_usd) or cost_usd < 0:
+            # Not a cost anyone can add up: say so rather than skew the total.
+            self._unpriced.inc()
+        else:
+            self._cost.inc(cost_usd)
+
+    def render(self) -> tuple[bytes, str]:
+        """The body and content type for GET /metrics."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
