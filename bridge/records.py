@@ -1,0 +1,578 @@
+"""Call records: what happened on every call, kept after the call ends.
+
+The bridge hands a finished `CallRecord` to a `CallStore` from the call's teardown; the web
+console lists and reads them back. `CallStore` is deliberately narrow (save, get, search,
+record_status, close) so that a PostgreSQL store shared by several instances can stand in
+for the SQLite one without the callers changing.
+
+SQLite is synchronous, and a slow disk must never stall the audio of the calls still
+running: every query runs on one worker thread that owns the only connection, and the
+coroutines only wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from bridge.call_status import FINAL_STATUSES
+
+_T = TypeVar("_T")
+
+# Long enough to ride out another instance's write on a shared file, short enough that a
+# wedged lock surfaces as an error rather than a teardown that never finishes.
+BUSY_TIMEOUT_S = 5.0
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTiming:
+    """One caller turn and its answer; times are ms since the call started."""
+
+    index: int  # 1-based
+    caller_stopped_ms: float | None  # end of caller speech (speech_stopped) or keys entered
+    first_audio_sent_ms: float | None  # first assistant audio sent to Twilio after it
+    first_audio_heard_ms: float | None  # first mark of that audio echoed back
+    barged_in: bool = False  # the caller talked over this turn's answer
+    truncated_at_ms: int | None = None  # where its answer was cut (audio_end_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptLine:
+    role: str  # "caller" or "assistant"
+    text: str
+    cut: bool = False  # an assistant turn the caller interrupted: text is what was heard
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    call_sid: str
+    stream_sid: str
+    from_number: str
+    to_number: str
+    profile: str | None
+    direction: str  # "inbound", "outbound" or "browser"
+    started_at: float  # unix time
+    ended_at: float
+    outcome: str  # short code: caller_hung_up, assistant_ended, transferred, time_limit, ...
+    end_reason: str  # the human-readable reason
+    model: str
+    turns: tuple[TurnTiming, ...]
+    barge_ins: int
+    reconnects: int
+    tokens: dict[str, int]  # text_in, text_cached, audio_in, ..., transcription
+    cost_usd: float | None
+    transcript: tuple[TranscriptLine, ...]
+    final_status: str | None = None  # Twilio's status callback (completed, busy, ...)
+    duration_s: int | None = None  # Twilio's CallDuration
+
+    @property
+    def duration_ms(self) -> float:
+        # Wall clocks can step backwards mid-call; a negative length means nothing to a reader.
+        return max(0.0, (self.ended_at - self.started_at) * 1000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One row of the console's list of calls."""
+
+    call_sid: str
+    from_number: str
+    to_number: str
+    profile: str | None
+    direction: str
+    started_at: float
+    ended_at: float
+    outcome: str
+    turns: int
+    barge_ins: int
+    cost_usd: float | None
+
+
+class CallStore(Protocol):
+    async def save(self, record: CallRecord) -> None:
+        """Insert the record, or replace the one with the same call_sid."""
+
+    async def get(self, call_sid: str) -> CallRecord | None: ...
+
+    async def search(
+        self, text: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[CallSummary]:
+        """Newest first. `text` is a case-insensitive substring of the call sid, either
+        number, the profile, the outcome or the transcript; None or blank lists all."""
+
+    async def record_status(self, call_sid: str, status: str, duration_s: int | None) -> None:
+        """Twilio's status callback, which may arrive before or after `save`; kept either way."""
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------- schema
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    # Scalars are columns because the console lists, sorts and searches by them; the nested
+    # parts are only ever read back whole, so JSON keeps them from needing tables of their own.
+    conn.execute(
+        """
+        CREATE TABLE calls (
+            call_sid        TEXT PRIMARY KEY,
+            stream_sid      TEXT NOT NULL,
+            from_number     TEXT NOT NULL,
+            to_number       TEXT NOT NULL,
+            profile         TEXT,
+            direction       TEXT NOT NULL,
+            started_at      REAL NOT NULL,
+            ended_at        REAL NOT NULL,
+            outcome         TEXT NOT NULL,
+            end_reason      TEXT NOT NULL,
+            model           TEXT NOT NULL,
+            turn_count      INTEGER NOT NULL,
+            barge_ins       INTEGER NOT NULL,
+            reconnects      INTEGER NOT NULL,
+            cost_usd        REAL,
+            final_status    TEXT,
+            duration_s      INTEGER,
+            turns_json      TEXT NOT NULL,
+            tokens_json     TEXT NOT NULL,
+            transcript_json TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX calls_started_at ON calls (started_at)")
+    conn.execute("CREATE INDEX calls_from_number ON calls (from_number)")
+    conn.execute("CREATE INDEX calls_to_number ON calls (to_number)")
+    # Status callbacks for calls with no record yet: the callback often beats the teardown's
+    # save, and calls that never connect (busy, no-answer) never get a record at all.
+    conn.execute(
+        """
+        CREATE TABLE call_status_pending (
+            call_sid     TEXT PRIMARY KEY,
+            final_status TEXT NOT NULL,
+            duration_s   INTEGER,
+            updated_at   REAL NOT NULL
+        )
+        """
+    )
+
+
+def _transcript_text(transcript: Iterable[TranscriptLine]) -> str:
+    return "\n".join(line.text for line in transcript)
+
+
+def _migration_2(conn: sqlite3.Connection) -> None:
+    # The transcript as plain text, so search reads one column instead of parsing JSON per row.
+    conn.execute("ALTER TABLE calls ADD COLUMN transcript_text TEXT NOT NULL DEFAULT ''")
+    rows = conn.execute("SELECT call_sid, transcript_json FROM calls").fetchall()
+    for call_sid, transcript_json in rows:
+        text = _transcript_text(_transcript_from_json(transcript_json))
+        conn.execute("UPDATE calls SET transcript_text = ? WHERE call_sid = ?", (text, call_sid))
+
+
+# Append only: a database at version N has had exactly the first N steps applied.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2)
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so reads made inside to decide what to write
+    # cannot be invalidated by another process before the write.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def apply_migrations(conn: sqlite3.Connection, target: int | None = None) -> int:
+    """Bring an autocommit connection's schema up to `target` (default: all); its version.
+
+    Each step runs in its own transaction together with the version bump, so a failed step
+    leaves the database at the previous version, and a second instance opening the same file
+    at the same time waits on the lock and then skips the steps already done.
+    """
+    target = len(MIGRATIONS) if target is None else target
+    while True:
+        with _transaction(conn):
+            version = _user_version(conn)
+            if version >= target:
+                return version
+            MIGRATIONS[version](conn)
+            # PRAGMA takes no parameters; the value is our own integer, not outside input.
+            conn.execute(f"PRAGMA user_version = {version + 1:d}")
+
+
+# ------------------------------------------------------------------ (de)serialising
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _turns_to_json(turns: Iterable[TurnTiming]) -> str:
+    return _dumps(
+        [
+            {
+                "index": t.index,
+                "caller_stopped_ms": t.caller_stopped_ms,
+                "first_audio_sent_ms": t.first_audio_sent_ms,
+                "first_audio_heard_ms": t.first_audio_heard_ms,
+                "barged_in": t.barged_in,
+                "truncated_at_ms": t.truncated_at_ms,
+            }
+            for t in turns
+        ]
+    )
+
+
+def _turns_from_json(text: str) -> tuple[TurnTiming, ...]:
+    return tuple(
+        TurnTiming(
+            index=t["index"],
+            caller_stopped_ms=t.get("caller_stopped_ms"),
+            first_audio_sent_ms=t.get("first_audio_sent_ms"),
+            first_audio_heard_ms=t.get("first_audio_heard_ms"),
+            barged_in=bool(t.get("barged_in", False)),
+            truncated_at_ms=t.get("truncated_at_ms"),
+        )
+        for t in json.loads(text)
+    )
+
+
+def _transcript_to_json(transcript: Iterable[TranscriptLine]) -> str:
+    return _dumps([{"role": t.role, "text": t.text, "cut": t.cut} for t in transcript])
+
+
+def _transcript_from_json(text: str) -> tuple[TranscriptLine, ...]:
+    return tuple(
+        TranscriptLine(role=t["role"], text=t["text"], cut=bool(t.get("cut", False)))
+        for t in json.loads(text)
+    )
+
+
+def _merge_status(
+    old: tuple[str | None, int | None] | None, status: str | None, duration_s: int | None
+) -> tuple[str | None, int | None]:
+    """The status to keep when `status` arrives and `old` is already stored.
+
+    Twilio does not promise to deliver callbacks in order, so a late "ringing" must not
+    overwrite "completed"; and only the final callback carries CallDuration.
+    """
+    old_status, old_duration = old if old is not None else (None, None)
+    if status is None or (old_status in FINAL_STATUSES and status not in FINAL_STATUSES):
+        status = old_status
+    return status, duration_s if duration_s is not None else old_duration
+
+
+def _status_row(
+    conn: sqlite3.Connection, table: str, call_sid: str
+) -> tuple[str | None, int | None] | None:
+    # `table` is always one of ours, never outside input.
+    return conn.execute(
+        f"SELECT final_status, duration_s FROM {table} WHERE call_sid = ?", (call_sid,)
+    ).fetchone()
+
+
+def _fold(value: str | None) -> str | None:
+    # SQLite's LIKE only ignores the case of ASCII letters; callers' names are not all ASCII.
+    return None if value is None else value.casefold()
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+_SEARCHED_COLUMNS = (
+    "call_sid",
+    "from_number",
+    "to_number",
+    "profile",
+    "outcome",
+    "transcript_text",
+)
+_SEARCH_WHERE = " OR ".join(
+    f"bridge_fold({column}) LIKE :pattern ESCAPE '\\'" for column in _SEARCHED_COLUMNS
+)
+_SUMMARY_COLUMNS = (
+    "call_sid, from_number, to_number, profile, direction, started_at, ended_at, outcome,"
+    " turn_count, barge_ins, cost_usd"
+)
+_RECORD_COLUMNS = (
+    "call_sid, stream_sid, from_number, to_number, profile, direction, started_at, ended_at,"
+    " outcome, end_reason, model, turns_json, barge_ins, reconnects, tokens_json, cost_usd,"
+    " transcript_json, final_status, duration_s"
+)
+
+
+# ---------------------------------------------------------------------------- store
+
+
+class SQLiteCallStore:
+    """A `CallStore` in one SQLite file (or ":memory:"), for a single instance."""
+
+    SCHEMA_VERSION: int = len(MIGRATIONS)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        # One thread, so the connection is only ever touched from the thread that made it
+        # (sqlite3 checks this) and writes are serialised without a lock of our own.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="call-store")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    # -- lifecycle
+
+    async def open(self) -> None:
+        """Create or upgrade the schema. ValueError if the file cannot be used."""
+        if self._closed:
+            raise RuntimeError("call store is closed")
+        if self._conn is not None:
+            raise RuntimeError("call store is already open")
+        self._conn = await self._in_worker(self._open_sync)
+
+    def _refuse_non_database(self) -> None:
+        # SQLite takes a 1-byte file for an empty database and would write over it; any
+        # non-empty database file starts with this header.
+        if self.path in ("", ":memory:") or not os.path.isfile(self.path):
+            return
+        with open(self.path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+        if head and head != _SQLITE_HEADER:
+            raise self._not_a_database()
+
+    def _not_a_database(self) -> ValueError:
+        return ValueError(
+            f"call store {self.path!r} is not a SQLite database; "
+            "point the call records at another file"
+        )
+
+    def _open_sync(self) -> sqlite3.Connection:
+        self._refuse_non_database()
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True
+        )
+        try:
+            try:
+                version = _user_version(conn)
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+                    raise self._not_a_database() from exc
+                raise
+            if version > self.SCHEMA_VERSION:
+                # Writing with an older schema could silently drop what newer code relies on.
+                raise ValueError(
+                    f"call store {self.path!r} has schema version {version}, newer than this "
+                    f"version of phone-bridge understands ({self.SCHEMA_VERSION}); "
+                    "upgrade phone-bridge or use another file"
+                )
+            if self.path not in ("", ":memory:"):
+                # Lets the console (or another process) read while a call's record is written.
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.create_function("bridge_fold", 1, _fold, deterministic=True)
+            apply_migrations(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        """Finish the queued writes and close. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._conn is not None:
+                # Queued behind any saves still in flight, which therefore complete first.
+                await self._in_worker(self._close_sync)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- the interface
+
+    async def save(self, record: CallRecord) -> None:
+        if not record.call_sid:
+            raise ValueError("a call record needs a call_sid")
+        await self._run(self._save_sync, record)
+
+    async def get(self, call_sid: str) -> CallRecord | None:
+        return await self._run(self._get_sync, call_sid)
+
+    async def search(
+        self, text: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[CallSummary]:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
+        needle = text.strip() if text else ""
+        return await self._run(self._search_sync, needle, limit, offset)
+
+    async def record_status(self, call_sid: str, status: str, duration_s: int | None) -> None:
+        if not call_sid or not status:
+            raise ValueError("a call status needs a call_sid and a status")
+        await self._run(self._record_status_sync, call_sid, status, duration_s)
+
+    # -- worker-thread side
+
+    async def _in_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise RuntimeError("call store is closed")
+        if self._conn is None:
+            raise RuntimeError("call store is not open; await open() first")
+        return await self._in_worker(fn, *args)
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:  # only close() clears it, and it refuses new jobs first
+            raise RuntimeError("call store is closed")
+        return conn
+
+    def _save_sync(self, r: CallRecord) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            stored = _status_row(conn, "calls", r.call_sid) or _status_row(
+                conn, "call_status_pending", r.call_sid
+            )
+            # A status callback that beat this save (or landed on an earlier save) is Twilio's
+            # word on the call; the record, built before it, would otherwise erase it.
+            final_status, duration_s = _merge_status(stored, r.final_status, r.duration_s)
+            conn.execute(
+                """
+                INSERT OR REPLACE INTO calls (
+                    call_sid, stream_sid, from_number, to_number, profile, direction,
+                    started_at, ended_at, outcome, end_reason, model, turn_count, barge_ins,
+                    reconnects, cost_usd, final_status, duration_s, turns_json, tokens_json,
+                    transcript_json, transcript_text
+                ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    r.call_sid,
+                    r.stream_sid,
+                    r.from_number,
+                    r.to_number,
+                    r.profile,
+                    r.direction,
+                    r.started_at,
+                    r.ended_at,
+                    r.outcome,
+                    r.end_reason,
+                    r.model,
+                    len(r.turns),
+                    r.barge_ins,
+                    r.reconnects,
+                    r.cost_usd,
+                    final_status,
+                    duration_s,
+                    _turns_to_json(r.turns),
+                    _dumps(dict(r.tokens)),
+                    _transcript_to_json(r.transcript),
+                    _transcript_text(r.transcript),
+                ),
+            )
+            conn.execute("DELETE FROM call_status_pending WHERE call_sid = ?", (r.call_sid,))
+
+    def _get_sync(self, call_sid: str) -> CallRecord | None:
+        row = (
+            self._connection()
+            .execute(f"SELECT {_RECORD_COLUMNS} FROM calls WHERE call_sid = ?", (call_sid,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        (
+            sid,
+            stream_sid,
+            from_number,
+            to_number,
+            profile,
+            direction,
+            started_at,
+            ended_at,
+            outcome,
+            end_reason,
+            model,
+            turns_json,
+            barge_ins,
+            reconnects,
+            tokens_json,
+            cost_usd,
+            transcript_json,
+            final_status,
+            duration_s,
+        ) = row
+        return CallRecord(
+            call_sid=sid,
+            stream_sid=stream_sid,
+            from_number=from_number,
+            to_number=to_number,
+            profile=profile,
+            direction=direction,
+            started_at=started_at,
+            ended_at=ended_at,
+            outcome=outcome,
+            end_reason=end_reason,
+            model=model,
+            turns=_turns_from_json(turns_json),
+            barge_ins=barge_ins,
+            reconnects=reconnects,
+            tokens={str(k): int(v) for k, v in json.loads(tokens_json).items()},
+            cost_usd=cost_usd,
+            transcript=_transcript_from_json(transcript_json),
+            final_status=final_status,
+            duration_s=duration_s,
+        )
+
+    def _search_sync(self, needle: str, limit: int, offset: int) -> list[CallSummary]:
+        where = f"WHERE {_SEARCH_WHERE}" if needle else ""
+        # call_sid breaks ties in started_at so pages neither repeat nor skip a call.
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM calls {where}"
+                " ORDER BY started_at DESC, call_sid DESC LIMIT :limit OFFSET :offset",
+                {"pattern": _like_pattern(needle.casefold()), "limit": limit, "offset": offset},
+            )
+            .fetchall()
+        )
+        return [CallSummary(*row) for row in rows]
+
+    def _record_status_sync(self, call_sid: str, status: str, duration_s: int | None) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            stored = _status_row(conn, "calls", call_sid)
+            if stored is not None:
+                merged = _merge_status(stored, status, duration_s)
+                conn.execute(
+                    "UPDATE calls SET final_status = ?, duration_s = ? WHERE call_sid = ?",
+                    (*merged, call_sid),
+                )
+            else:
+                pending = _status_row(conn, "call_status_pending", call_sid)
+                merged = _merge_status(pending, status, duration_s)
+                conn.execute(
+                    "INSERT OR REPLACE INTO call_status_pending"
+                    " (call_sid, final_status, duration_s, updated_at) VALUES (?, ?, ?, ?)",
+                    (call_sid, *merged, time.time()),
+                )
