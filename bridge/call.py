@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -96,6 +96,7 @@ OWN_GOODBYE_INSTRUCTIONS = (
 KEYPAD_MESSAGE = "(The caller pressed these keys on their phone keypad: {keys})"
 ORPHANED_TOOL_MESSAGE = "The tool you called before the line dropped has returned: "
 MAX_KEYS = 64  # one keypad entry; more is not a person typing
+KEYPAD_ITEM_PREFIX = "keypad-"  # the conversation's name for a keypad entry
 # In-band DTMF goes to Twilio in pieces of this many ms, each with its mark.
 DTMF_CHUNK_MS = 200
 # Checks the alphabet and padding without decoding anything (~0.5 µs per frame).
@@ -255,6 +256,31 @@ class BargeIn:
     cancelled_response: str | None  # response.cancel sent for it (only without auto-interrupt)
 
 
+@dataclass(slots=True)
+class TurnClock:
+    """One caller turn and its answer, timed as the caller lives it (monotonic seconds)."""
+
+    index: int
+    caller_stopped_at: float  # end of caller speech (speech_stopped), or keys entered
+    first_audio_sent_at: float | None = None  # first assistant audio sent to Twilio after it
+    first_audio_heard_at: float | None = None  # that audio's mark came back: it was heard
+    barged_in: bool = False  # the caller talked over this turn's answer
+    truncated_at_ms: int | None = None
+    first_mark: str | None = field(default=None, repr=False)
+    earlier_response: str | None = field(default=None, repr=False)
+
+
+class CallObserver(Protocol):
+    """What the core reports as it happens (metrics); synchronous and cheap, never called
+    per audio frame."""
+
+    def turn_answered(self, latency_s: float) -> None: ...
+    def turn_heard(self, latency_s: float) -> None: ...
+    def barged_in(self, heard_ms: int | None) -> None: ...
+    def reconnected(self) -> None: ...
+    def backend_error(self, code: str) -> None: ...
+
+
 class _Budget:
     """A token bucket: `rate` per second, up to `capacity` at once."""
 
@@ -326,8 +352,14 @@ def decoded_length(b64: str) -> int:
 class Call:
     """The logic of one call between Twilio and a Realtime session."""
 
-    def __init__(self, config: CallConfig | None = None) -> None:
+    def __init__(
+        self, config: CallConfig | None = None, observer: CallObserver | None = None
+    ) -> None:
         self.config = config or CallConfig()
+        self.observer = observer
+        self.turns: list[TurnClock] = []
+        self.reconnects = 0
+        self.backend_errors = 0
         self.phase = Phase.AWAITING_START
         self.call_sid: str | None = None
         self.account_sid: str | None = None
@@ -524,6 +556,8 @@ class Call:
         if name not in self._pending_marks:
             return  # flushed by a clear (or not ours): it proves nothing was played
         # Twilio plays in order, so every mark queued before this one has played too.
+        turn = self.turns[-1] if self.turns else None
+        waiting_for = turn.first_mark if turn and turn.first_audio_heard_at is None else None
         while True:
             chunk = self._pending.popleft()
             self._pending_marks.discard(chunk.mark)
@@ -531,6 +565,10 @@ class Call:
             if item is not None:
                 item.heard = chunk.end
                 self._forget_if_played(item)
+            if turn is not None and chunk.mark == waiting_for:
+                turn.first_audio_heard_at = now  # the answer's first audio was heard
+                if self.observer is not None:
+                    self.observer.turn_heard(now - turn.caller_stopped_at)
             if chunk.mark == name:
                 break
         self._last_echo_at = now
@@ -606,6 +644,9 @@ class Call:
         delays = RECONNECT_DELAYS_S
         delay = delays[min(self._reconnect_attempts, len(delays) - 1)]
         self._reconnect_attempts += 1
+        self.reconnects += 1
+        if self.observer is not None:
+            self.observer.reconnected()
         return ReconnectRealtime(delay, reason)
 
     def receive_realtime(self, text: str | bytes, now: float) -> list[Action]:
@@ -631,6 +672,7 @@ class Call:
             return self._on_speech_started(now)
         if kind == "input_audio_buffer.speech_stopped":
             self._caller_speaking = False
+            self._turn_begins(now)
             return []
         if kind == "response.function_call_arguments.done":
             return self._on_function_call(event, now)
@@ -683,6 +725,9 @@ class Call:
                 self.log.error("Realtime refused the session configuration: %s: %s", code, message)
                 return self._end("the Realtime session refused its configuration")
             self.log.warning("Realtime error %s: %s", code, message)
+            self.backend_errors += 1
+            if self.observer is not None:
+                self.observer.backend_error(str(code))
             if self._response_requested:
                 # Our response.create was refused: ask again once the response that was in
                 # the way is done, so what it was for (a tool output, keys) gets its answer.
@@ -785,6 +830,15 @@ class Call:
         mark = item_id + ":" + offset
         self._pending.append(_Chunk(mark, item_id, item.sent, size, now))
         self._pending_marks.add(mark)
+        turn = self.turns[-1] if self.turns else None
+        if (
+            turn is not None
+            and turn.first_audio_sent_at is None
+            and response_id != turn.earlier_response
+        ):
+            turn.first_audio_sent_at, turn.first_mark = now, mark
+            if self.observer is not None:
+                self.observer.turn_answered(now - turn.caller_stopped_at)
         # Realtime's base64 alphabet needs no JSON escaping, so the delta is spliced in as is.
         return [
             SendToTwilio(self._media_prefix + delta + '"}}'),
@@ -885,6 +939,12 @@ class Call:
         self._items.clear()
         if (cleared or truncations or cancelled) and not cancel_always:  # caller barge-ins only
             self.barge_ins.append(BargeIn(now, cleared, tuple(truncations), cancelled))
+            heard_ms = truncations[0].audio_end_ms if truncations else None
+            if self.turns and self.turns[-1].first_audio_sent_at is not None:
+                self.turns[-1].barged_in = True
+                self.turns[-1].truncated_at_ms = heard_ms
+            if self.observer is not None:
+                self.observer.barged_in(heard_ms)
             for t in truncations:
                 self.log.info(
                     "barge-in: truncated %s at %d ms of %.0f ms sent",
@@ -924,7 +984,7 @@ class Call:
         if limit and self._started_at is not None and now - self._started_at >= limit:
             return self.say_goodbye(self.config.time_limit_message, "time limit reached", now)
         if self._keys and now - self._key_at >= self.config.keypad_pause_s:
-            return self._give_keys_to_model()  # (empty while no session can take them)
+            return self._give_keys_to_model(now)  # (empty while no session can take them)
         return self._maybe_roll_over(now)
 
     def _maybe_roll_over(self, now: float) -> list[Action]:
@@ -1184,6 +1244,23 @@ class Call:
     def _playing_local_audio(self) -> bool:
         return any(self._items[c.item_id].local for c in self._pending if c.item_id in self._items)
 
+    def _turn_begins(self, now: float) -> None:
+        """The caller finished a turn: its answer's latency is timed from here. (Not during
+        a goodbye: nothing after it answers them.)"""
+        if self._goodbye is None:
+            turn = TurnClock(len(self.turns) + 1, now)
+            turn.earlier_response = self._active_response  # its audio is not this answer
+            self.turns.append(turn)
+
+    def note_unheard_answers(self) -> None:
+        """The call is over: answers still playing when it ended were heard only in part,
+        and the conversation (the call's transcript) says so, as after a barge-in."""
+        for item in self._items.values():
+            if not item.local and item.item_id and item.heard < item.sent:
+                self.conversation.assistant_cut(
+                    item.item_id, self._heard_ms(item), item.sent / MULAW_BYTES_PER_MS
+                )
+
     # --- keypad ----------------------------------------------------------------------------
 
     def _on_key(self, digit: str, now: float) -> list[Action]:
@@ -1198,16 +1275,17 @@ class Call:
         self._keys += digit
         self._key_at = now
         if digit == "#" or len(self._keys) >= MAX_KEYS:
-            actions += self._give_keys_to_model()
+            actions += self._give_keys_to_model(now)
         return actions
 
-    def _give_keys_to_model(self) -> list[Action]:
+    def _give_keys_to_model(self, now: float) -> list[Action]:
         if self.phase is not Phase.BRIDGING or not self._session_configured:
             return []  # kept until a session can take them (the clock retries)
         keys, self._keys = self._keys, ""
         self._keys_entered += 1
+        self._turn_begins(now)  # like speech_stopped: when the model can start on it
         text = KEYPAD_MESSAGE.format(keys=keys)
-        item_id = f"keypad-{self._keys_entered}"
+        item_id = f"{KEYPAD_ITEM_PREFIX}{self._keys_entered}"
         self.conversation.caller_spoke(item_id)
         self.conversation.caller_transcript(item_id, text)
         self.log.info("caller entered %d keys", len(keys))
