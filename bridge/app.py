@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import os
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from urllib.parse import parse_qsl
@@ -20,12 +22,15 @@ from bridge.admission import CallRegistry
 from bridge.call import CallConfig
 from bridge.call_status import CallStatus, CallStatusBook
 from bridge.config import ConfigError, Settings
-from bridge.media_stream import CallRunner, ProfileChooser
+from bridge.console import Console
+from bridge.media_stream import CallRunner, ProfileChooser, wait_for_records
+from bridge.metrics import Metrics
 from bridge.outbound import CALL_STATUS_PATH, OutboundCallError, place_outbound_call
 from bridge.profiles import Profile, Profiles, load_profiles
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.realtime.providers import endpoint_from_settings
 from bridge.realtime.session_config import SessionSettings
+from bridge.records import SQLiteCallStore
 from bridge.tools import ToolRegistry, load_tools_module
 from bridge.tools.builtins import BUILTIN_NAMES, TRANSFER_CALL
 from bridge.transcode import AudioFormat
@@ -46,7 +51,7 @@ from twiml.stream_token import StreamTokens
 log = logging.getLogger("bridge.app")
 
 # Webhook fields passed on to the stream; everything else stays with Twilio.
-CALL_PARAMETERS = ("CallSid", "From", "To")
+CALL_PARAMETERS = ("CallSid", "From", "To", "Direction")
 # AnsweredBy values (machine detection) that mean no person is on the line.
 MACHINE_ANSWERS = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
@@ -226,11 +231,28 @@ def create_app(
                 "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Anyone who "
                 "can reach this server can place calls through it. Local development only."
             )
+        records = store
+        if records is not None:
+            try:
+                _create_private(settings.call_db_path or "")
+                await records.open()
+                log.info("call records: %s", settings.call_db_path)
+            except (OSError, ValueError, sqlite3.Error) as exc:
+                # Calls matter more than their records: take calls, say loudly what is lost.
+                log.error("call records are OFF: cannot open %s: %s", settings.call_db_path, exc)
+                records = app.state.store = None
+                console.store = None
+                for runner in calls.active:
+                    runner.store = None
+        app.state.records_ok = records is not None
         try:
             yield
         finally:
             if agent is not None:
                 await agent.stop()
+            if records is not None:
+                await wait_for_records()
+                await records.close()
 
     app = FastAPI(title="phone-bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
@@ -238,6 +260,9 @@ def create_app(
     app.state.tools = registry
     calls = app.state.calls = CallRegistry(settings.max_concurrent_calls)
     statuses = app.state.call_statuses = CallStatusBook()
+    metrics = app.state.metrics = Metrics(active_calls=lambda: len(calls))
+    db_path = settings.call_db_path
+    store = app.state.store = SQLiteCallStore(db_path) if db_path else None
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
@@ -352,6 +377,12 @@ def create_app(
         if not status.call_sid:
             return PlainTextResponse("no CallSid", status_code=400)
         statuses.record(status)
+        records = app.state.store
+        if records is not None and status.final:
+            try:
+                await records.record_status(status.call_sid, status.status, status.duration_s)
+            except Exception as exc:  # Twilio gets its 204 regardless: the call is over
+                log.error("could not store the status of call %s: %s", status.call_sid, exc)
         if status.final:
             log.info(
                 "call %s: %s after %s s (%s%s)",
@@ -410,9 +441,11 @@ def create_app(
         """Twilio Media Streams: one call's audio, both ways."""
         if checker is not None:
             base = public_base(websocket.headers, websocket.url.scheme, websocket.url.netloc)
-            if not checker.stream_is_signed(
+            signed = checker.stream_is_signed(
                 stream_url(base), websocket.headers.get(SIGNATURE_HEADER)
-            ):
+            )
+            # The console's softphone has no Twilio signature: its login session stands in.
+            if not signed and not console.websocket_allowed(websocket):
                 log.warning("rejected an unsigned or wrongly signed media stream")
                 await websocket.close(code=1008)
                 return
@@ -433,12 +466,28 @@ def create_app(
             tools=registry,
             profile_for=app.state.profile_for,
             tool_timeout_s=settings.tool_timeout_s,
+            metrics=metrics,
+            store=app.state.store,
         )
         calls.add(runner)
         try:
             await runner.run()
         finally:
             calls.discard(runner)
+
+    @app.get("/metrics")
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus: calls, turn latency, barge-ins, errors, tokens and cost."""
+        wanted = settings.metrics_token
+        if wanted is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), wanted.get_secret_value().encode()):
+                return _error(401, "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    console = app.state.console = Console(settings, calls=calls, store=store, tokens=tokens)
+    app.include_router(console.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
@@ -453,6 +502,13 @@ def create_app(
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
+
+
+def _create_private(path: str) -> None:
+    """Create the records file readable by its owner only: it holds numbers and what
+    callers said."""
+    if path and path != ":memory:" and not os.path.exists(path):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
     settings = _settings("start", **overrides)
     if isinstance(settings, int):
         return settings
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings, twilio_http=twilio_http)
     except ConfigError as exc:  # a profile file or tools module that cannot work

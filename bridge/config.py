@@ -189,6 +189,21 @@ class Settings(BaseSettings):
         description="Outbound calls answered by a machine hear this, then hang up; unset: "
         "hang up at once.",
     )
+    # --- observability and the console ---
+    call_db_path: str | None = Field(
+        "phone-bridge.db",
+        description="SQLite file of call records (transcripts, latency, cost); empty: none.",
+    )
+    console_password: SecretStr | None = Field(
+        None,
+        description="Turns on the web console at /console (and its softphone); unset: off.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="If set, GET /metrics needs Authorization: Bearer <it>."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: JSON lines unless the log goes to a terminal."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("public_url")
@@ -233,15 +248,15 @@ class Settings(BaseSettings):
             raise ValueError("every header value must be a string")
         return value
 
-    @field_validator("operator_token")
+    @field_validator("operator_token", "metrics_token")
     @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 24:
-            raise ValueError(
-                "must be at least 24 characters (a random one: python3 -c "
-                "'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-        return value
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        return _at_least(value, 24)  # machines send these: no reason for a short one
+
+    @field_validator("console_password")
+    @classmethod
+    def _password_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        return _at_least(value, 12)  # a person types it; logins are throttled
 
     @field_validator("builtin_tools", mode="before")
     @classmethod
@@ -302,6 +317,9 @@ class Settings(BaseSettings):
         "profiles_file",
         "tools_module",
         "machine_message",
+        "call_db_path",
+        "console_password",
+        "metrics_token",
         mode="before",
     )
     @classmethod
@@ -407,6 +425,15 @@ class Settings(BaseSettings):
     @property
     def verifies_signatures(self) -> bool:
         return self.twilio_auth_token is not None
+
+
+def _at_least(value: SecretStr | None, chars: int) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < chars:
+        raise ValueError(
+            f"must be at least {chars} characters (a random one: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return value
 
 
 def _json_object(value: object, example: str) -> object:

@@ -30,14 +30,19 @@ from bridge.call import (
     SendToTwilio,
     TransferCall,
 )
+from bridge.call_record import CallClock, record_of
+from bridge.metrics import Metrics, outcome_of
 from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
 from bridge.realtime.providers import call_fields
+from bridge.records import CallRecord, CallStore
 from bridge.tools import ToolContext, ToolRegistry, run_tool
 from bridge.usage import PriceTable
 from twiml.rest import TwilioRest
 from twiml.stream_token import StreamTokenError, StreamTokens
 
 log = logging.getLogger("bridge.media_stream")
+# Record writes still under way (a task must be referenced until it is done).
+_RECORDS_BEING_SAVED: set[asyncio.Task[None]] = set()
 
 # The Realtime session is paid by the minute it stays open: it must be gone within 1 s of
 # the call ending, whatever the server does.
@@ -50,6 +55,13 @@ TICK_INTERVAL_S = 0.25
 
 # Picks a call's profile (config and endpoint) from its stream's custom parameters.
 ProfileChooser = Callable[[Mapping[str, str]], tuple[CallConfig, RealtimeEndpoint]]
+
+
+async def wait_for_records() -> None:
+    """Let the call records still being written finish (at shutdown, before the store
+    closes)."""
+    if _RECORDS_BEING_SAVED:
+        await asyncio.gather(*_RECORDS_BEING_SAVED, return_exceptions=True)
 
 
 class CallRunner:
@@ -66,10 +78,15 @@ class CallRunner:
         tools: ToolRegistry | None = None,
         profile_for: ProfileChooser | None = None,
         tool_timeout_s: float = 10.0,
+        metrics: Metrics | None = None,
+        store: CallStore | None = None,
     ) -> None:
         self.twilio = twilio
         self.endpoint = endpoint
-        self.call = Call(config)
+        self.metrics = metrics
+        self.store = store
+        self.clock = CallClock(time.time(), time.monotonic())
+        self.call = Call(config, observer=metrics)
         self.rest = rest
         self.tokens = tokens
         self.prices = prices or PriceTable()
@@ -77,6 +94,7 @@ class CallRunner:
         self.profile_for = profile_for
         self.tool_timeout_s = tool_timeout_s
         self._transfer_to: str | None = None  # TwiML the call is handed to at the end
+        self._admitted_stream = False  # its start passed the stream-token check
         self.end_reason: str | None = None
         self._close_code = 1000  # a normal close lets Twilio run the TwiML after <Connect>
         self._hang_up_requested = False
@@ -105,14 +123,48 @@ class CallRunner:
             elif self._hang_up_requested:
                 await self._hang_up()
             await self._close_twilio()
-            call = self.call
-            model = call.session_model or self.endpoint.model
-            transcriber = call.config.session.transcription_model
-            call.log.info(
-                "call ended: %s; %s",
-                self.end_reason or "cancelled",
-                call.usage.summary(self.prices, model, transcriber),
-            )
+            self._keep_record()
+
+    def _keep_record(self) -> None:
+        """Log the call's end with its usage, count it, and store its record."""
+        call = self.call
+        model = call.session_model or self.endpoint.model
+        transcriber = call.config.session.transcription_model
+        reason = self.end_reason or "cancelled"
+        call.log.info(
+            "call ended: %s; %s", reason, call.usage.summary(self.prices, model, transcriber)
+        )
+        outcome = outcome_of(reason)
+        if not self._admitted_stream:
+            # Never admitted (no start, or its token refused): counted, but no record, so a
+            # replayed upgrade cannot overwrite a genuine call's.
+            if self.metrics is not None:
+                self.metrics.call_ended(outcome, {}, None)
+            return
+        call.note_unheard_answers()
+        record = record_of(
+            call,
+            clock=self.clock,
+            ended_wall=time.time(),
+            outcome=outcome,
+            end_reason=reason,
+            model=model,
+            prices=self.prices,
+        )
+        if self.metrics is not None:
+            self.metrics.call_ended(outcome, record.tokens, record.cost_usd)
+        if self.store is not None:
+            # Written after the line is freed: a slow disk never holds a caller's line.
+            task = asyncio.create_task(self._store(record), name=f"save {call.call_sid}")
+            _RECORDS_BEING_SAVED.add(task)
+            task.add_done_callback(_RECORDS_BEING_SAVED.discard)
+
+    async def _store(self, record: CallRecord) -> None:
+        assert self.store is not None
+        try:
+            await self.store.save(record)
+        except Exception as exc:  # a full disk must not take calls down with it
+            self.call.log.error("could not store the call record: %s", exc)
 
     async def say_goodbye(self, text: str, reason: str) -> None:
         """Have the assistant say `text`, then hang up (used when the server shuts down)."""
@@ -252,6 +304,7 @@ class CallRunner:
         """The stream's token is genuine, fresh, for this call and unused: only then is an
         AI session, which costs money, opened for it."""
         if self.tokens is None:
+            self._admitted_stream = True
             return True
         try:
             self.tokens.redeem(start.custom_parameters.get(StreamTokens.PARAMETER), start.call_sid)
@@ -260,6 +313,7 @@ class CallRunner:
             self._close_code = 1008  # policy violation
             self._finish(f"stream token refused ({exc.reason})")
             return False
+        self._admitted_stream = True
         return True
 
     def _finish(self, reason: str) -> None:

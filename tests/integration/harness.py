@@ -85,6 +85,7 @@ async def running_bridge(
         "public_url": base_url,
         "twilio_auth_token": AUTH_TOKEN,
         "realtime_url": agent.url + "?model=gpt-realtime",
+        "call_db_path": ":memory:",  # each bridge its own records, nothing left behind
         "_env_file": None,
     }
     values.update(settings)

@@ -1,0 +1,387 @@
+"""The web console's routes: login, live calls, past calls, one call, the softphone."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from starlette.websockets import WebSocket
+
+from bridge.console import pages
+from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
+from twiml.answer import PROFILE_PARAMETER, stream_url
+from twiml.stream_token import StreamTokens
+
+if TYPE_CHECKING:
+    from bridge.admission import CallRegistry
+    from bridge.config import Settings
+    from bridge.records import CallStore
+
+log = logging.getLogger("bridge.console")
+
+PAGE_SIZE = 50
+BROWSER_FROM = "browser"  # how a softphone call's record is told apart (direction "browser")
+BROWSER_TO = "console"
+# A login form is a password and a path; anything much bigger is not one.
+MAX_FORM_BYTES = 4096
+MAX_PROFILE_CHARS = 64
+_PROFILE_RE = re.compile(r"[A-Za-z0-9_.:@+-]{1,64}", re.ASCII)
+_STATIC_TYPES = {
+    "console.css": "text/css; charset=utf-8",
+    "softphone.js": "text/javascript; charset=utf-8",
+    "capture-worklet.js": "text/javascript; charset=utf-8",
+    "live.js": "text/javascript; charset=utf-8",
+}
+# Scripts and styles only from the console itself (no inline script: a value that slipped
+# past escaping still could not run); the softphone's WebSocket goes to this same host.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    # Framing would let another site trick the operator into clicking Call.
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
+}
+
+
+class Console:
+    """The operator's web console and its softphone, under /console.
+
+    Off unless CONSOLE_PASSWORD is set: then every /console path answers 404 and
+    `websocket_allowed` is always False.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        calls: CallRegistry,
+        store: CallStore | None,
+        tokens: StreamTokens | None,
+        login_delay_s: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.calls = calls
+        self.store = store
+        self.tokens = tokens
+        password = settings.console_password
+        self.sessions = Sessions(password.get_secret_value()) if password is not None else None
+        self.throttle = LoginThrottle(login_delay_s)
+        self.router = APIRouter(include_in_schema=False)
+        if self.sessions is None:
+            self._add_disabled_routes()
+        else:
+            self._static = {
+                name: (resources.files("bridge.console").joinpath("static", name).read_bytes())
+                for name in _STATIC_TYPES
+            }
+            self._add_routes()
+
+    @property
+    def enabled(self) -> bool:
+        return self.sessions is not None
+
+    def websocket_allowed(self, websocket: WebSocket) -> bool:
+        """The upgrade comes from a logged-in console page on this server (the softphone):
+        it may stand in for a Twilio signature. The stream token in its `start` is still
+        checked, exactly as for Twilio."""
+        if self.sessions is None or not self.sessions.valid(websocket.cookies.get(COOKIE_NAME)):
+            return False
+        if not same_origin(websocket.headers, self.settings.public_url):
+            # A logged-in operator's browser, sent here by another site's page.
+            log.warning(
+                "refused a console media stream from another origin (%.100r)",
+                websocket.headers.get("origin"),
+            )
+            return False
+        return True
+
+    # --------------------------------------------------------------------------- routes
+
+    def _add_disabled_routes(self) -> None:
+        async def console_off(request: Request) -> Response:
+            return Response(
+                "the console is off: set CONSOLE_PASSWORD to turn it on\n",
+                status_code=404,
+                media_type="text/plain",
+            )
+
+        methods = ["GET", "POST", "HEAD"]
+        self.router.add_api_route("/console", console_off, methods=methods)
+        self.router.add_api_route("/console/{rest:path}", console_off, methods=methods)
+
+    def _add_routes(self) -> None:
+        r = self.router
+        r.add_api_route("/console", self._live, methods=["GET"])
+        r.add_api_route("/console/", self._live, methods=["GET"])
+        r.add_api_route("/console/login", self._login_form, methods=["GET"])
+        r.add_api_route("/console/login", self._login, methods=["POST"])
+        r.add_api_route("/console/logout", self._logout, methods=["POST"])
+        r.add_api_route("/console/calls", self._calls, methods=["GET"])
+        r.add_api_route("/console/calls/{call_sid}", self._call, methods=["GET"])
+        r.add_api_route("/console/softphone", self._softphone_page, methods=["GET"])
+        r.add_api_route("/console/api/live", self._api_live, methods=["GET"])
+        r.add_api_route("/console/api/softphone", self._api_softphone, methods=["POST"])
+        r.add_api_route("/console/static/{name}", self._static_file, methods=["GET"])
+
+    # --------------------------------------------------------------------------- helpers
+
+    def _logged_in(self, request: Request) -> bool:
+        assert self.sessions is not None
+        return self.sessions.valid(request.cookies.get(COOKIE_NAME))
+
+    @staticmethod
+    def _page(content: str, status_code: int = 200) -> HTMLResponse:
+        return HTMLResponse(content, status_code=status_code, headers=_SECURITY_HEADERS)
+
+    @staticmethod
+    def _to_login(request: Request) -> RedirectResponse:
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/console/login?next={quote(here, safe='')}", status_code=303)
+
+    @staticmethod
+    def _unauthorized() -> JSONResponse:
+        return JSONResponse(
+            {"error": "log in to the console first"},
+            status_code=401,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    def _cross_site(self, request: Request) -> bool:
+        """A state-changing request another site's page made the browser send. Requests
+        without Origin (curl, tests) are not browsers acting for another site."""
+        return "origin" in request.headers and not same_origin(
+            request.headers, self.settings.public_url
+        )
+
+    def _is_https(self, request: Request) -> bool:
+        forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+        if request.url.scheme == "https" or forwarded == "https":
+            return True
+        public = self.settings.public_url
+        return bool(public) and urlsplit(public).scheme == "https"
+
+    def _public_base(self, request: Request) -> str:
+        """The base URL the browser reached us on: PUBLIC_URL when it is that host (so a
+        path prefix behind a proxy is kept), else scheme and host from the request."""
+        forwarded_host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+        host = forwarded_host or request.headers.get("host") or request.url.netloc
+        public = self.settings.public_url
+        if public and urlsplit(public).netloc.lower() == host.lower():
+            return public
+        scheme = "https" if self._is_https(request) else "http"
+        return f"{scheme}://{host}"
+
+    @staticmethod
+    def _safe_next(value: str | None) -> str:
+        """Only a path of the console itself: never another host (an open redirect)."""
+        if (
+            not value
+            or not value.startswith("/console")
+            or value.startswith("//")
+            or "\\" in value
+            or any(ord(c) < 0x20 for c in value)
+        ):
+            return "/console"
+        return value
+
+    def _live_calls(self) -> list[pages.LiveCall]:
+        now = time.monotonic()
+        live = []
+        for runner in list(self.calls.active):
+            call = runner.call
+            parameters = call.custom_parameters
+            clock = getattr(runner, "clock", None)
+            started = getattr(clock, "monotonic", None)
+            live.append(
+                pages.LiveCall(
+                    call_sid=call.call_sid or "",
+                    from_number=parameters.get("From", ""),
+                    to_number=parameters.get("To", ""),
+                    profile=parameters.get(PROFILE_PARAMETER, ""),
+                    phase=call.phase.value,
+                    duration_s=None if started is None else round(now - started, 1),
+                    turns=len(getattr(call, "turns", ())),
+                    barge_ins=len(getattr(call, "barge_ins", ())),
+                )
+            )
+        live.sort(key=lambda c: -(c.duration_s or 0.0))
+        return live
+
+    # --------------------------------------------------------------------------- pages
+
+    async def _login_form(self, request: Request) -> Response:
+        next_path = self._safe_next(request.query_params.get("next"))
+        if self._logged_in(request):
+            return RedirectResponse(next_path, status_code=303)
+        return self._page(pages.login_page(next_path))
+
+    async def _login(self, request: Request) -> Response:
+        assert self.sessions is not None
+        client = request.client.host if request.client else "?"
+        body = await _read_capped(request, MAX_FORM_BYTES)
+        if body is None:
+            return self._page(pages.message_page("Log in", "That form is too big."), 413)
+        # The browser's urlencoded form; parsed with the stdlib like Twilio's webhooks.
+        fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        next_path = self._safe_next(fields.get("next"))
+        sessions, password = self.sessions, fields.get("password", "")
+        right = await self.throttle.check(lambda: sessions.password_matches(password))
+        if right is None:
+            log.warning("console: too many logins at once; refused one from %s", client)
+            page = pages.login_page(next_path, "Too many attempts; try again in a moment.")
+            return self._page(page, 429)
+        if not right:
+            log.warning("console: failed login from %s", client)
+            return self._page(pages.login_page(next_path, "Wrong password."), 401)
+        log.info("console: operator logged in from %s", client)
+        response = RedirectResponse(next_path, status_code=303)
+        response.set_cookie(
+            COOKIE_NAME,
+            self.sessions.issue(),
+            max_age=int(self.sessions.ttl_s),
+            path="/",  # the softphone's WebSocket to /media-stream must carry it too
+            secure=self._is_https(request),
+            httponly=True,
+            samesite="strict",
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def _logout(self, request: Request) -> Response:
+        assert self.sessions is not None
+        if self._cross_site(request):
+            return self._page(pages.message_page("Log out", "Refused: another site."), 403)
+        self.sessions.revoke(request.cookies.get(COOKIE_NAME))
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(
+            COOKIE_NAME, path="/", secure=self._is_https(request), httponly=True, samesite="strict"
+        )
+        return response
+
+    async def _live(self, request: Request) -> Response:
+        if not self._logged_in(request):
+            return self._to_login(request)
+        return self._page(pages.live_page(self._live_calls()))
+
+    async def _calls(self, request: Request) -> Response:
+        if not self._logged_in(request):
+            return self._to_login(request)
+        query = request.query_params.get("q", "").strip()[:200]
+        try:
+            page = max(1, min(100_000, int(request.query_params.get("page", "1"))))
+        except ValueError:
+            page = 1
+        if self.store is None:
+            return self._page(pages.calls_page(None, query, page, False))
+        # One more than a page: whether an "Older" link leads anywhere.
+        found = await self.store.search(query or None, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
+        return self._page(pages.calls_page(found[:PAGE_SIZE], query, page, len(found) > PAGE_SIZE))
+
+    async def _call(self, request: Request, call_sid: str) -> Response:
+        if not self._logged_in(request):
+            return self._to_login(request)
+        record = await self.store.get(call_sid) if self.store is not None else None
+        if record is None:
+            why = "No call" if self.store is not None else "Call records are off: no call"
+            page = pages.message_page("Call not found", f"{why} with the sid {call_sid}.")
+            return self._page(page, 404)
+        return self._page(pages.call_page(record))
+
+    async def _softphone_page(self, request: Request) -> Response:
+        if not self._logged_in(request):
+            return self._to_login(request)
+        return self._page(pages.softphone_page())
+
+    async def _static_file(self, name: str) -> Response:
+        content = self._static.get(name)
+        if content is None:
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        return Response(
+            content,
+            media_type=_STATIC_TYPES[name],
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    # --------------------------------------------------------------------------- JSON
+
+    async def _api_live(self, request: Request) -> Response:
+        if not self._logged_in(request):
+            return self._unauthorized()
+        calls = [call.as_json() for call in self._live_calls()]
+        return JSONResponse({"calls": calls}, headers={"Cache-Control": "no-store"})
+
+    async def _api_softphone(self, request: Request) -> Response:
+        """A softphone call's stream parameters, as Twilio would send them for a call: a
+        fresh CallSid and StreamSid, and the stream token that admits exactly that call."""
+        if not self._logged_in(request):
+            return self._unauthorized()
+        if self._cross_site(request):
+            return JSONResponse({"error": "refused: another site"}, status_code=403)
+        profile = request.query_params.get("profile")
+        body = await _read_capped(request, MAX_FORM_BYTES)
+        if body is None:
+            return JSONResponse({"error": "the body is too big"}, status_code=413)
+        if body.strip():
+            try:
+                data: Any = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return JSONResponse({"error": "the body must be a JSON object"}, status_code=422)
+            if not isinstance(data, dict):
+                return JSONResponse({"error": "the body must be a JSON object"}, status_code=422)
+            profile = data.get("profile", profile)
+        if profile is not None and not isinstance(profile, str):
+            return JSONResponse({"error": "profile: must be a string"}, status_code=422)
+        profile = (profile or "").strip()
+        if profile and not _PROFILE_RE.fullmatch(profile):
+            return JSONResponse(
+                {"error": f"profile: at most {MAX_PROFILE_CHARS} letters, digits or _.:@+-"},
+                status_code=422,
+            )
+        if not self.calls.accepting:
+            return JSONResponse(
+                {"error": "the bridge is not taking calls now (full, or shutting down)"},
+                status_code=503,
+            )
+        call_sid = "CA" + secrets.token_hex(16)
+        stream_sid = "MZ" + secrets.token_hex(16)
+        parameters = {"CallSid": call_sid, "From": BROWSER_FROM, "To": BROWSER_TO}
+        if profile:
+            parameters[PROFILE_PARAMETER] = profile
+        if self.tokens is not None:
+            parameters[StreamTokens.PARAMETER] = self.tokens.issue(call_sid)
+        self.calls.reserve()  # like an answered webhook: the line is held until it connects
+        log.info("console: softphone call %s requested", call_sid)
+        return JSONResponse(
+            {
+                "ws_url": stream_url(self._public_base(request)),
+                "call_sid": call_sid,
+                "stream_sid": stream_sid,
+                "parameters": parameters,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None past `limit` bytes: read in chunks, so a huge or lying
+    Content-Length never makes the server buffer more than that."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)

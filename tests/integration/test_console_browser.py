@@ -1,0 +1,297 @@
+"""The console and its softphone in a real headless Chromium.
+
+Chromium's fake microphone plays a WAV of synthetic speech; the softphone encodes it to
+mu-law and speaks Twilio's Media Streams protocol to the real bridge, which is backed by
+the shipped local echo agent, so the agent's answer is the caller's own speech played back.
+The test logs in through the form, places the call, waits until the answer was received and
+played (its marks echoed), hangs up, and reads the call and its transcript in the console.
+Screenshots of each step are kept (SCREENSHOT_DIR, or .artifacts/screenshots/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import struct
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.audio import float_to_pcm16, synthetic_speech
+from bridge.console.auth import COOKIE_NAME
+from tests.integration.harness import running_bridge
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    pytest.skip(
+        f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
+        "apt-get install chromium chromium-driver",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "browser-test-password"
+REPO = Path(__file__).resolve().parents[2]
+WAV_RATE = 48_000
+SPEECH_MS = 1500
+# The caller speaks again this long after their first turn ends: the agent's echo of it
+# (2.3 s: the speech plus VAD padding) has started playing by then, and is still playing.
+PAUSE_MS = 1300
+INTERRUPTION_MS = 1200
+
+
+def screenshot_dir() -> Path:
+    path = Path(os.environ.get("SCREENSHOT_DIR") or REPO / ".artifacts" / "screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_speech_wav(path: Path) -> None:
+    """1 s of silence, 1.5 s of speech, a pause, then 1.2 s of speech that talks over the
+    agent's answer, then silence."""
+
+    def silence(ms: int) -> np.ndarray:
+        return np.zeros(WAV_RATE * ms // 1000)
+
+    samples = np.concatenate(
+        [
+            silence(1000),
+            synthetic_speech(SPEECH_MS, seed=7, rate=WAV_RATE),
+            silence(PAUSE_MS),
+            synthetic_speech(INTERRUPTION_MS, seed=8, rate=WAV_RATE),
+            silence(6000),
+        ]
+    )
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(WAV_RATE)
+        wav.writeframes(float_to_pcm16(samples))
+
+
+def start_chromium(wav: Path) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
+        options.add_argument(argument)
+    # The system chromedriver: Selenium Manager must not try to download one.
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+class Browser:
+    """The blocking WebDriver, driven from a thread so the bridge (on this event loop)
+    keeps serving the page while the test waits on it."""
+
+    def __init__(self, driver: webdriver.Chrome, shots: Path) -> None:
+        self.driver = driver
+        self.shots = shots
+        self.saved: list[Path] = []
+
+    async def do(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def open(self, url: str) -> None:
+        await self.do(self.driver.get, url)
+
+    async def click(self, css: str) -> None:
+        element = await self.do(self.driver.find_element, By.CSS_SELECTOR, css)
+        await self.do(element.click)
+
+    async def text(self, css: str) -> str:
+        element = await self.do(self.driver.find_element, By.CSS_SELECTOR, css)
+        return await self.do(lambda: element.text)
+
+    async def until_at(self, url: str, timeout: float = 5) -> None:
+        """A click that submits a form or follows a link returns before the next page has
+        loaded: wait for it."""
+        deadline = time.monotonic() + timeout
+        while await self.do(lambda: self.driver.current_url) != url:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still at {self.driver.current_url}, not {url}")
+            await asyncio.sleep(0.02)
+        await self.do(
+            self.driver.execute_script, "return document.readyState;"
+        )  # a script runs only once the new document is in place
+
+    async def softphone(self) -> dict[str, Any]:
+        return await self.do(self.driver.execute_script, "return {...window.softphone};")
+
+    async def until_softphone(
+        self, condition: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = await self.softphone()
+            if condition(state):
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}: {state}")
+            await asyncio.sleep(0.05)
+
+    async def screenshot(self, name: str) -> None:
+        path = self.shots / name
+        assert await self.do(self.driver.save_screenshot, str(path)), path
+        self.saved.append(path)
+
+
+def caller_seconds(text: str) -> float:
+    match = re.fullmatch(r"\((\d+\.\d\d) s of caller audio\)", text)
+    assert match is not None, text
+    return float(match[1])
+
+
+def assert_real_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])  # IHDR
+    assert width >= 800 and height >= 600, (path, width, height)
+    assert len(data) > 10_000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
+    wav = tmp_path / "caller.wav"
+    write_speech_wav(wav)
+    async with running_bridge(console_password=PASSWORD) as bridge:
+        driver = await asyncio.to_thread(start_chromium, wav)
+        browser = Browser(driver, screenshot_dir())
+        try:
+            # Log in through the form; it sends us on to the page we asked for.
+            await browser.open(bridge.base_url + "/console/softphone")
+            assert "/console/login" in driver.current_url
+            await browser.screenshot("01-login.png")
+            field = await browser.do(driver.find_element, By.ID, "password")
+            await browser.do(field.send_keys, PASSWORD)
+            await browser.click("#login")
+            await browser.until_at(bridge.base_url + "/console/softphone")
+            assert (await browser.do(driver.get_cookie, COOKIE_NAME))["httpOnly"] is True
+
+            await browser.click("#call")
+            state = await browser.until_softphone(
+                lambda s: s["state"] == "in call" and s["framesSent"] > 0, 10, "the call"
+            )
+
+            # The echo agent answers with the caller's own speech, and the caller talks
+            # over it: the bridge clears the audio queued in the browser, which stops it and
+            # hands back every pending mark at once, as Twilio does.
+            state = await browser.until_softphone(
+                lambda s: s["clears"] > 0, 15, "the barge-in to clear the answer"
+            )
+            assert state["mediaReceived"] > 0 and state["marksEchoed"] > 0
+            cleared_at_bytes = state["bytesReceived"]
+            # Then the answer to the interruption, received and played out to the end
+            # (every mark echoed back as playback passed it).
+            state = await browser.until_softphone(
+                lambda s: (
+                    s["bytesReceived"] >= cleared_at_bytes + INTERRUPTION_MS * 8
+                    and s["marksEchoed"] == s["marksReceived"]
+                ),
+                15,
+                "the second answer to be heard",
+            )
+            assert state["clears"] == 1
+            assert state["capture"] == "audioworklet"
+            assert state["error"] is None
+            assert "In call" in await browser.text("#status")
+            await browser.screenshot("02-softphone-in-call.png")
+
+            # Meanwhile, in another tab: the call among the live calls, kept current.
+            softphone_tab = driver.current_window_handle
+            await browser.do(driver.switch_to.new_window, "tab")
+            await browser.open(bridge.base_url + "/console")
+            row = await browser.text("#live-calls tbody tr")
+            assert row.split()[:3] == [state["callSid"], "browser", "console"], row
+            deadline = time.monotonic() + 5
+            while not (await browser.text("#live-updated")).startswith("Updated"):
+                assert time.monotonic() < deadline, "the live calls never refreshed"
+                await asyncio.sleep(0.05)
+            assert state["callSid"] in await browser.text("#live-calls")
+            await browser.screenshot("03-live.png")
+            await browser.do(driver.close)
+            await browser.do(driver.switch_to.window, softphone_tab)
+
+            await browser.click("#hangup")
+            await browser.until_softphone(lambda s: s["state"] == "ended", 5, "the hang-up")
+            assert (await browser.text("#status")).startswith("Call ended")
+            call_sid = state["callSid"]
+
+            store = bridge.app.state.store
+            deadline = time.monotonic() + 5
+            while await store.get(call_sid) is None:
+                assert time.monotonic() < deadline, "the call was never recorded"
+                await asyncio.sleep(0.05)
+
+            # The call in the list of past calls, then its own page.
+            await browser.open(bridge.base_url + "/console/calls")
+            link = f'a[href="/console/calls/{call_sid}"]'
+            row = await browser.do(
+                driver.find_element, By.XPATH, f"//a[@href='/console/calls/{call_sid}']/../.."
+            )
+            cells = (await browser.do(lambda: row.text)).split()
+            assert "browser" in cells and "console" in cells
+            await browser.screenshot("04-calls.png")
+
+            await browser.click(link)
+            await browser.until_at(f"{bridge.base_url}/console/calls/{call_sid}")
+            facts = await browser.text("#facts")
+            assert "browser" in facts and "console" in facts
+            lines = await browser.do(
+                driver.execute_script,
+                "return [...document.querySelectorAll('#transcript li')].map(li => ["
+                " li.querySelector('.who').textContent, li.querySelector('.text').textContent,"
+                " li.classList.contains('cut-line')]);",
+            )
+            assert [(who, cut) for who, _, cut in lines] == [
+                ("Caller", False),
+                ("Assistant", True),  # interrupted: only what the caller heard of it
+                ("Caller", False),
+                ("Assistant", False),
+            ], lines
+            # The local agent's stand-in transcription says how much caller audio it heard
+            # (the speech plus VAD padding); its answer echoes all of it.
+            first = caller_seconds(lines[0][1])
+            assert SPEECH_MS / 1000 <= first <= SPEECH_MS / 1000 + 1.5, lines
+            assert lines[1][1].startswith("(echo") and lines[1][1].endswith("…"), lines
+            second = caller_seconds(lines[2][1])
+            assert INTERRUPTION_MS / 1000 <= second <= INTERRUPTION_MS / 1000 + 1.5, lines
+            assert lines[3][1] == f"(echo of {second:.2f} s of your speech)", lines
+
+            chart = await browser.text("#latency-chart")
+            assert "Turn 1" in chart and "Turn 2" in chart, chart
+            assert len(re.findall(r"heard \d+ ms", chart)) == 2, chart
+            cut_at = re.findall(r"barge-in, cut at (\d+) ms", chart)
+            assert len(cut_at) == 1 and 0 < int(cut_at[0]) < first * 1000, chart
+            assert "Barge-ins\n1" in await browser.text("#facts")
+            await browser.do(driver.set_window_size, 1280, 1400)
+            await browser.screenshot("05-call.png")
+        finally:
+            await asyncio.to_thread(driver.quit)
+    assert [p.name for p in browser.saved] == [
+        "01-login.png",
+        "02-softphone-in-call.png",
+        "03-live.png",
+        "04-calls.png",
+        "05-call.png",
+    ]
+    for path in browser.saved:
+        assert_real_png(path)

@@ -1,0 +1,134 @@
+"""Metrics and call records after simulated calls over loopback: their numbers match what
+the simulated caller measured."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.local_agent import AgentOptions
+from bridge.simulator import SimulatorOptions, simulate_call
+from tests.integration.harness import AUTH_TOKEN, running_bridge
+
+pytestmark = pytest.mark.integration
+
+VAD_SILENCE_MS = 500  # the bridge's default: the caller's turn ends this long after speech
+CHUNK_MS = 100  # the agent's audio per delta: the first mark comes back once it has played
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_and_the_call_record_agree_with_what_the_caller_measured() -> None:
+    async with running_bridge(AgentOptions(chunk_ms=CHUNK_MS)) as bridge:
+        report = await simulate_call(
+            SimulatorOptions(
+                webhook_url=bridge.webhook_url,
+                auth_token=AUTH_TOKEN,
+                from_number="+15553334444",
+                turns=3,
+                barge_in_after_ms=600,
+                turn_timeout_s=10,
+                max_duration_s=60,
+            )
+        )
+        assert await bridge.agent.sessions[0].wait_closed(timeout=1.0)
+        record = None
+        for _ in range(200):  # the record is written as the call's last act
+            record = await bridge.app.state.store.get(report.call_sid)
+            if record is not None:
+                break
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient() as http:
+            scraped = (await http.get(bridge.base_url + "/metrics")).text
+
+    assert record is not None, "no call record"
+    assert (record.from_number, record.direction, record.outcome) == (
+        "+15553334444",
+        "inbound",
+        "caller_hung_up",
+    )
+    # Three caller turns, each answered; the first two cut where the caller came in.
+    assert [t.index for t in record.turns] == [1, 2, 3]
+    cuts = [t.truncated_at_ms for t in record.turns if t.barged_in]
+    assert cuts == [t.truncated_at_ms for t in report.turns if t.intentional_barge_in]
+    assert record.barge_ins == 2
+    for turn, heard in zip(record.turns, report.turns, strict=True):
+        assert turn.caller_stopped_ms is not None
+        assert turn.first_audio_sent_ms is not None and turn.first_audio_heard_ms is not None
+        sent_after = turn.first_audio_sent_ms - turn.caller_stopped_ms
+        # The caller heard the answer begin VAD_SILENCE_MS after their speech, plus what the
+        # bridge measured between the end of their turn and the first audio sent.
+        assert heard.response_latency_ms is not None
+        assert abs(heard.response_latency_ms - VAD_SILENCE_MS - sent_after) <= 40, (turn, heard)
+        # The first mark came back once the first chunk had played.
+        played = turn.first_audio_heard_ms - turn.first_audio_sent_ms
+        assert CHUNK_MS - 10 <= played <= CHUNK_MS + 60, turn
+    caller_lines = [line for line in record.transcript if line.role == "caller"]
+    assert len(caller_lines) == 3 and all("caller audio" in line.text for line in caller_lines)
+    assert record.tokens["audio_in"] > 0 and record.cost_usd and record.cost_usd > 0
+
+    metric = samples(scraped)
+    assert metric[("phone_bridge_calls_total", (("outcome", "caller_hung_up"),))] == 1
+    assert metric[("phone_bridge_barge_ins_total", ())] == 2
+    assert metric[("phone_bridge_truncation_ms_sum", ())] == sum(cuts)
+    for stage in ("first_audio_sent", "first_audio_heard"):
+        assert metric[("phone_bridge_turn_latency_seconds_count", (("stage", stage),))] == 3
+    heard_sum = metric[("phone_bridge_turn_latency_seconds_sum", (("stage", "first_audio_heard"),))]
+    expected = sum(t.first_audio_heard_ms - t.caller_stopped_ms for t in record.turns) / 1000
+    assert heard_sum == pytest.approx(expected, abs=0.005)
+    assert (
+        metric[("phone_bridge_tokens_total", (("kind", "audio_in"),))] == record.tokens["audio_in"]
+    )
+    assert metric[("phone_bridge_cost_usd_total", ())] == pytest.approx(record.cost_usd)
+    assert metric[("phone_bridge_active_calls", ())] == 0
+
+
+async def test_calls_go_on_when_the_records_file_cannot_be_opened(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    unusable = tmp_path / "not-a-dir" / "calls.db"
+    async with running_bridge(call_db_path=str(unusable)) as bridge:
+        report = await simulate_call(
+            SimulatorOptions(
+                webhook_url=bridge.webhook_url,
+                auth_token=AUTH_TOKEN,
+                turns=1,
+                utterance_ms=400,
+                answer_idle_ms=300,
+            )
+        )
+        assert bridge.app.state.store is None
+    assert report.completed and report.heard_audio
+    assert "call records are OFF" in caplog.text
+
+
+async def test_a_keypad_entry_is_recorded_without_its_digits() -> None:
+    async with running_bridge() as bridge:
+        report = await simulate_call(
+            SimulatorOptions(
+                webhook_url=bridge.webhook_url,
+                auth_token=AUTH_TOKEN,
+                turns=1,
+                keypad={1: "4111#"},
+                answer_idle_ms=300,
+            )
+        )
+        record = None
+        for _ in range(200):
+            record = await bridge.app.state.store.get(report.call_sid)
+            if record is not None:
+                break
+            await asyncio.sleep(0.01)
+    assert record is not None
+    texts = [line.text for line in record.transcript if line.role == "caller"]
+    # (What the assistant said back is its own speech, kept as said.)
+    assert texts == ["(pressed 5 keys)"]
