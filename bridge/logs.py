@@ -25,6 +25,7 @@ _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's copy of msg with terminal colour codes
 }
 
 

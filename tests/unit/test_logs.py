@@ -172,3 +172,13 @@ def test_websockets_debug_lines_never_appear(fmt: str) -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="json"):
         configure_logging("info", fmt="yaml")
+
+
+def test_uvicorns_coloured_copy_of_the_message_is_left_out() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 7, extra={"color_message": "Started [\x1b[36m%d\x1b[0m]"}
+    )
+    line = orjson.loads(stream.getvalue().splitlines()[-1])
+    assert line["msg"] == "Started server process [7]" and "color_message" not in line
