@@ -132,3 +132,10 @@ async def test_a_keypad_entry_is_recorded_without_its_digits() -> None:
     texts = [line.text for line in record.transcript if line.role == "caller"]
     # (What the assistant said back is its own speech, kept as said.)
     assert texts == ["(pressed 5 keys)"]
+
+
+async def test_the_records_file_is_readable_by_its_owner_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "calls.db"
+    async with running_bridge(call_db_path=str(path)) as bridge:
+        assert bridge.app.state.store is not None
+    assert path.stat().st_mode & 0o777 == 0o600  # numbers and what callers said
