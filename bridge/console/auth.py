@@ -53,7 +53,12 @@ class Sessions:
     ) -> None:
         if not password:
             raise ValueError("the console needs a password")
-        self._key = hmac.new(password.encode("utf-8"), _KEY_LABEL, hashlib.sha256).digest()
+        # scrypt, not one fast hash: a cookie captured from a browser profile or a backup
+        # must not make guessing the password offline cheap. Same inputs on every replica,
+        # so each accepts the others' cookies. (~50 ms, once per process.)
+        self._key = hashlib.scrypt(
+            password.encode("utf-8"), salt=_KEY_LABEL, n=2**14, r=8, p=1, dklen=32
+        )
         # Compared as digests so that the comparison takes the same time whatever the
         # length of the guess: compare_digest leaks the length of unequal-length inputs.
         self._password_digest = hashlib.sha256(password.encode("utf-8")).digest()

@@ -187,10 +187,8 @@
       this.stopTimer = null;
     }
 
-    async open() {
-      this.stream = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true, channelCount: 1 },
-      });
+    async open(stream) {
+      this.stream = stream;
       if (this.context.state !== "running") await this.context.resume();
       counters.sampleRate = this.context.sampleRate;
       this.downsampler = new Downsampler(this.context.sampleRate);
@@ -480,15 +478,23 @@
     // Made here, in the click itself: browsers let audio start only from a user gesture,
     // and the awaits below (the bridge, the microphone prompt) can outlast it.
     const context = new AudioContext();
+    let microphone = null;
     try {
+      // The microphone first: a refused prompt must not hold a line at the bridge.
+      microphone = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, channelCount: 1 },
+      });
       const session = await requestSession($("profile").value.trim());
       counters.callSid = session.call_sid;
       counters.streamSid = session.stream_sid;
       call = new Call(session, context);
-      await call.open();
+      await call.open(microphone);
     } catch (err) {
       if (call) call.release();
-      else context.close();
+      else {
+        context.close();
+        if (microphone) microphone.getTracks().forEach((track) => track.stop());
+      }
       call = null;
       counters.state = "idle";
       counters.error = String(err && err.message ? err.message : err);
