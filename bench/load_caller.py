@@ -1,0 +1,194 @@
+"""A process of simulated Twilio callers for bench/load.py (one asyncio loop, one 20 ms
+ticker for all its calls).
+
+Each call opens the media stream, sends `connected` and `start`, then from T0 sends one
+20 ms frame per tick (call id, sequence number and send time in its first 18 bytes). It
+plays what it receives at real-time pace: a `mark` is echoed when the audio before it has
+played, every pending mark at once on `clear`, as Twilio does. It timestamps answer frames
+(agent->caller latency) and clears (barge-in latency), and checks their order.
+
+Run: load_caller.py URL FIRST_CALL COUNT T0 SECONDS RESULT_FILE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+MARKER = struct.Struct("<IIdH")
+MARKER_B64 = 24
+BACKGROUND: set[asyncio.Future] = set()  # sends in flight, kept referenced
+TAIL_B64 = base64.b64encode(b"\xff" * 142).decode()
+TICK_S = 0.020
+DRAIN_S = 1.5
+SLOTS = 5  # phases of the frame clock the calls are spread over
+
+
+def background(send: Coroutine[Any, Any, None]) -> None:
+    future = asyncio.ensure_future(send)
+    BACKGROUND.add(future)
+    future.add_done_callback(_settled)
+
+
+def _settled(future: asyncio.Future) -> None:
+    BACKGROUND.discard(future)
+    if not future.cancelled():
+        future.exception()  # a send to a closed socket: retrieved, not reported
+
+
+class Call:
+    def __init__(self, call: int) -> None:
+        self.call = call
+        self.sid = f"MZ{call:032d}"
+        self.prefix = '{"event":"media","streamSid":"' + self.sid + '","media":{"payload":"'
+        self.ws: ClientConnection | None = None
+        self.sent = 0
+        self.received = 0
+        self.reordered = 0
+        self.gaps = 0
+        self.last_seq = -1
+        self.play_end = 0.0
+        self.marks: deque[tuple[float, str]] = deque()
+        self.clears: list[float] = []
+        self.latencies: list[float] = []
+        self.t0 = 0.0
+        self.error = ""
+
+    def frame(self) -> str:
+        marker = base64.b64encode(MARKER.pack(self.call, self.sent, time.monotonic(), 0))
+        self.sent += 1
+        return self.prefix + marker.decode() + TAIL_B64 + '"}}'
+
+    async def open(self, url: str) -> None:
+        self.ws = await connect(url, compression=None, open_timeout=30, max_size=2**24)
+        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1"}))
+        start = {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": self.sid,
+            "start": {
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": self.sid,
+                "callSid": f"CA{self.call:032d}",
+                "tracks": ["inbound"],
+                "customParameters": {},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+        await self.ws.send(json.dumps(start))
+
+    async def receive(self) -> None:
+        assert self.ws is not None
+        try:
+            async for message in self.ws:
+                self.handle(orjson.loads(message))
+        except ConnectionClosed:
+            pass
+
+    def handle(self, event: dict) -> None:
+        now = time.monotonic()
+        kind = event.get("event")
+        if kind == "media":
+            call, seq, sent, _ = MARKER.unpack(
+                base64.b64decode(event["media"]["payload"][:MARKER_B64])
+            )
+            self.received += 1
+            if call != self.call or seq <= self.last_seq:
+                self.reordered += 1
+            elif seq != self.last_seq + 1:
+                self.gaps += seq - self.last_seq - 1
+            self.last_seq = max(seq, self.last_seq)
+            if sent >= self.t0:
+                self.latencies.append(round((now - sent) * 1000, 3))
+            self.play_end = max(self.play_end, now) + TICK_S
+        elif kind == "mark":
+            self.marks.append((self.play_end, event["mark"]["name"]))
+        elif kind == "clear":
+            self.clears.append(now)
+            self.play_end = now
+            while self.marks:
+                self.echo(self.marks.popleft()[1])
+
+    def echo(self, name: str) -> None:
+        assert self.ws is not None
+        text = '{"event":"mark","streamSid":"' + self.sid + '","mark":{"name":'
+        background(self.ws.send(text + json.dumps(name) + "}}"))
+
+    async def tick(self, now: float) -> None:
+        if self.ws is None:
+            return
+        try:
+            await self.ws.send(self.frame())
+            while self.marks and self.marks[0][0] <= now:
+                self.echo(self.marks.popleft()[1])
+        except ConnectionClosed:
+            self.ws = None
+            self.error = "closed"
+
+
+async def main(url: str, first: int, count: int, t0: float, seconds: float, out: str) -> None:
+    calls = [Call(first + i) for i in range(count)]
+    for c in calls:
+        c.t0 = t0
+    opened = await asyncio.gather(*(c.open(url) for c in calls), return_exceptions=True)
+    for c, result in zip(calls, opened, strict=True):
+        if isinstance(result, BaseException):
+            c.ws, c.error = None, f"open: {result!r}"
+    receivers = [asyncio.ensure_future(c.receive()) for c in calls if c.ws is not None]
+    late = time.monotonic() > t0
+    await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+    end = t0 + seconds
+    # Calls are spread over SLOTS phases of the 20 ms frame clock, as independent calls are.
+    slots = [[c for c in calls if c.call % SLOTS == s] for s in range(SLOTS)]
+    j = 0
+    while True:
+        due = t0 + j * TICK_S / SLOTS
+        if due >= end:
+            break
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.monotonic()
+        for c in slots[j % SLOTS]:
+            await c.tick(now)
+        j += 1
+    await asyncio.sleep(DRAIN_S)
+    results = {
+        str(c.call): {
+            "sent": c.sent,
+            "received": c.received,
+            "reordered": c.reordered,
+            "gaps": c.gaps,
+            "clears": c.clears,
+            "latencies": c.latencies,
+            "error": c.error,
+        }
+        for c in calls
+    }
+    with open(out, "wb") as f:
+        f.write(orjson.dumps({"late_start": late, "calls": results}))
+    stops = []
+    for c in calls:
+        if c.ws is not None:
+            stop = {"event": "stop", "streamSid": c.sid, "stop": {"callSid": f"CA{c.call:032d}"}}
+            stops.append(c.ws.send(json.dumps(stop)))
+    await asyncio.gather(*stops, return_exceptions=True)
+    await asyncio.gather(*(c.ws.close() for c in calls if c.ws), return_exceptions=True)
+    for r in receivers:
+        r.cancel()
+
+
+if __name__ == "__main__":
+    a = sys.argv
+    asyncio.run(main(a[1], int(a[2]), int(a[3]), float(a[4]), float(a[5]), a[6]))
