@@ -15,45 +15,20 @@ Run by bench/load.py: load_agent.py PORT T0 SECONDS RESULT_FILE
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import struct
 import sys
 import time
-from collections.abc import Coroutine
-from typing import Any
 
 import orjson
+from load_frames import SLOTS, TAIL_B64, TICK_S, background, marker_b64, read_marker
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-MARKER = struct.Struct("<IIdH")  # call id, sequence, send time (monotonic s), pad: 18 bytes
-MARKER_B64 = 24
-BACKGROUND: set[asyncio.Future] = set()  # sends in flight, kept referenced
-TAIL_B64 = base64.b64encode(b"\xff" * 142).decode()
-TICK_S = 0.020
 PERIOD = 200  # ticks between the starts of two answers (4 s)
 ANSWER = 75  # ticks of audio per answer (1.5 s)
 BARGE_AT = 25  # an interrupted answer stops after this many ticks (500 ms)
 STOPPED_AT = 40  # speech_stopped this many ticks into the answer
 DRAIN_S = 2.0
-SLOTS = 5  # calls are spread over this many phases of the 20 ms clock
-
-
-def frame_b64(call: int, seq: int) -> str:
-    return base64.b64encode(MARKER.pack(call, seq, time.monotonic(), 0)).decode() + TAIL_B64
-
-
-def background(send: Coroutine[Any, Any, None]) -> None:
-    future = asyncio.ensure_future(send)
-    BACKGROUND.add(future)
-    future.add_done_callback(_settled)
-
-
-def _settled(future: asyncio.Future) -> None:
-    BACKGROUND.discard(future)
-    if not future.cancelled():
-        future.exception()  # a send to a closed socket: retrieved, not reported
 
 
 class Conn:
@@ -107,7 +82,7 @@ class Agent:
 
     def audio(self, conn: Conn, payload: str) -> None:
         now = time.monotonic()
-        call, seq, sent, _ = MARKER.unpack(base64.b64decode(payload[:MARKER_B64]))
+        call, seq, sent = read_marker(payload)
         conn.call = call
         conn.received += 1
         if seq <= conn.last_seq:
@@ -162,7 +137,9 @@ class Agent:
             return self.event_text(conn, "speech_stopped", rid)
         if phase < ANSWER and not (barged and phase > BARGE_AT):
             conn.out_seq += 1
-            return self.event_text(conn, "delta", rid, frame_b64(conn.call, conn.out_seq - 1))
+            return self.event_text(
+                conn, "delta", rid, marker_b64(conn.call, conn.out_seq - 1) + TAIL_B64
+            )
         if phase == ANSWER and not barged:
             return self.event_text(conn, "done", rid)
         return None

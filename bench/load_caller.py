@@ -13,38 +13,17 @@ Run: load_caller.py URL FIRST_CALL COUNT T0 SECONDS RESULT_FILE
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Coroutine
-from typing import Any
 
 import orjson
+from load_frames import SLOTS, TAIL_B64, TICK_S, background, marker_b64, read_marker
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-MARKER = struct.Struct("<IIdH")
-MARKER_B64 = 24
-BACKGROUND: set[asyncio.Future] = set()  # sends in flight, kept referenced
-TAIL_B64 = base64.b64encode(b"\xff" * 142).decode()
-TICK_S = 0.020
 DRAIN_S = 1.5
-SLOTS = 5  # phases of the frame clock the calls are spread over
-
-
-def background(send: Coroutine[Any, Any, None]) -> None:
-    future = asyncio.ensure_future(send)
-    BACKGROUND.add(future)
-    future.add_done_callback(_settled)
-
-
-def _settled(future: asyncio.Future) -> None:
-    BACKGROUND.discard(future)
-    if not future.cancelled():
-        future.exception()  # a send to a closed socket: retrieved, not reported
 
 
 class Call:
@@ -66,9 +45,9 @@ class Call:
         self.error = ""
 
     def frame(self) -> str:
-        marker = base64.b64encode(MARKER.pack(self.call, self.sent, time.monotonic(), 0))
+        marker = marker_b64(self.call, self.sent)
         self.sent += 1
-        return self.prefix + marker.decode() + TAIL_B64 + '"}}'
+        return self.prefix + marker + TAIL_B64 + '"}}'
 
     async def open(self, url: str) -> None:
         self.ws = await connect(url, compression=None, open_timeout=30, max_size=2**24)
@@ -100,9 +79,7 @@ class Call:
         now = time.monotonic()
         kind = event.get("event")
         if kind == "media":
-            call, seq, sent, _ = MARKER.unpack(
-                base64.b64decode(event["media"]["payload"][:MARKER_B64])
-            )
+            call, seq, sent = read_marker(event["media"]["payload"])
             self.received += 1
             if call != self.call or seq <= self.last_seq:
                 self.reordered += 1

@@ -1,0 +1,44 @@
+"""What the load test's caller and stand-in agent share: the frame marker and the clock.
+
+Every frame carries (call id, sequence number, CLOCK_MONOTONIC send time) in its first 18
+bytes, so the receiving process can time it and check its order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+MARKER = struct.Struct("<IIdH")  # call id, sequence, send time (monotonic s), pad: 18 bytes
+MARKER_B64 = 24  # its base64 length
+TAIL_B64 = base64.b64encode(b"\xff" * 142).decode()  # the rest of the 160-byte frame
+TICK_S = 0.020
+SLOTS = 5  # calls are spread over this many phases of the 20 ms clock, as real ones are
+BACKGROUND: set[asyncio.Future] = set()  # sends in flight, kept referenced
+
+
+def marker_b64(call: int, seq: int) -> str:
+    return base64.b64encode(MARKER.pack(call, seq, time.monotonic(), 0)).decode()
+
+
+def read_marker(payload_b64: str) -> tuple[int, int, float]:
+    """(call, sequence, send time) of a frame."""
+    call, seq, sent, _ = MARKER.unpack(base64.b64decode(payload_b64[:MARKER_B64]))
+    return call, seq, sent
+
+
+def background(send: Coroutine[Any, Any, None]) -> None:
+    """Send without waiting: one slow socket must not hold the shared ticker."""
+    future = asyncio.ensure_future(send)
+    BACKGROUND.add(future)
+    future.add_done_callback(_settled)
+
+
+def _settled(future: asyncio.Future) -> None:
+    BACKGROUND.discard(future)
+    if not future.cancelled():
+        future.exception()  # a send to a closed socket: retrieved, not reported
