@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import SecretStr
 from twilio.base.exceptions import TwilioRestException
 from twilio.http import HttpClient
 
@@ -241,10 +242,7 @@ def create_app(
                 # Calls matter more than their records: take calls, say loudly what is lost.
                 log.error("call records are OFF: cannot open %s: %s", settings.call_db_path, exc)
                 records = app.state.store = None
-                console.store = None
-                for runner in calls.active:
-                    runner.store = None
-        app.state.records_ok = records is not None
+                console.store = None  # (no call is in progress yet: nothing else holds it)
         try:
             yield
         finally:
@@ -269,11 +267,6 @@ def create_app(
     # Same secret on every replica (derived from the auth token): any instance admits a
     # stream whose TwiML another one answered.
     tokens = StreamTokens.from_auth_token(token.get_secret_value()) if token is not None else None
-    operator_token = (
-        settings.operator_token.get_secret_value().encode()
-        if settings.operator_token is not None
-        else None
-    )
     prices = settings.prices
     derived_base_logged: set[str] = set()
 
@@ -397,16 +390,14 @@ def create_app(
     @app.post("/calls")
     async def place_call(request: Request) -> Response:
         """Place an outbound call (operators only: Authorization: Bearer OPERATOR_TOKEN)."""
+        operator_token = settings.operator_token
         if operator_token is None:
             return _error(
                 404,
                 "placing calls over HTTP is off: set OPERATOR_TOKEN to a long random secret "
                 "to enable POST /calls",
             )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), operator_token
-        ):
+        if not _bearer_ok(request, operator_token):
             return _error(401, "a valid 'Authorization: Bearer <OPERATOR_TOKEN>' is required")
         try:
             body = orjson.loads(await request.body())
@@ -479,10 +470,8 @@ def create_app(
     async def prometheus_metrics(request: Request) -> Response:
         """Prometheus: calls, turn latency, barge-ins, errors, tokens and cost."""
         wanted = settings.metrics_token
-        if wanted is not None:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), wanted.get_secret_value().encode()):
-                return _error(401, "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>")
+        if wanted is not None and not _bearer_ok(request, wanted):
+            return _error(401, "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>")
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
@@ -509,6 +498,13 @@ def _create_private(path: str) -> None:
     callers said."""
     if path and path != ":memory:" and not os.path.exists(path):
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _bearer_ok(request: Request, secret: SecretStr) -> bool:
+    """`Authorization: Bearer <secret>`, compared in constant time."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = secret.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -54,7 +54,6 @@ from bridge.realtime.session_config import (
     formats_confirmed,
     greeting_request,
     interrupts_by_itself,
-    say_request,
     session_update,
     turn_detection_off,
 )
@@ -823,8 +822,8 @@ class Call:
             item = self._items[item_id] = _Item(item_id, response_id, content_index, stem)
             if item_id:
                 self.conversation.assistant_spoke(item_id)
-        if response_id:
-            self._responses_with_audio.add(response_id)
+            if response_id:  # once per item, not per delta
+                self._responses_with_audio.add(response_id)
         item.sent += size
         offset = str(item.sent)
         mark = item_id + ":" + offset
@@ -1051,7 +1050,7 @@ class Call:
         if self.phase is not Phase.BRIDGING or not self._session_configured:
             return self._hang_up(reason)  # no session to say it with
         self.log.info("ending the call with a goodbye: %s", reason)
-        instructions = say_request(text, GOODBYE_LEAD)["response"]["instructions"]
+        instructions = GOODBYE_LEAD + text
         actions = self._interrupt(now, cancel_always=True)
         return actions + self._begin_last_words(_Goodbye(reason, instructions, now), None)
 
@@ -1201,8 +1200,7 @@ class Call:
         self.log.info("the assistant is transferring the call to %s", destination)
         output = orjson.dumps({"ok": True, "transferring_to": destination}).decode()
         actions = self._tool_output(call_id, output, respond=False)
-        instructions = say_request(self.config.transfer_message, GOODBYE_LEAD)
-        goodbye = _Goodbye(reason, instructions["response"]["instructions"], now)
+        goodbye = _Goodbye(reason, GOODBYE_LEAD + self.config.transfer_message, now)
         goodbye.then = TransferCall(twiml, reason)
         return actions + self._begin_last_words(goodbye, None)
 

@@ -118,10 +118,8 @@ class CallRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._close_realtime()
-            if self._transfer_to is not None:
-                await self._transfer(self._transfer_to)
-            elif self._hang_up_requested:
-                await self._hang_up()
+            if self._transfer_to is not None or self._hang_up_requested:
+                await self._end_through_rest(self._transfer_to)
             await self._close_twilio()
             self._keep_record()
 
@@ -351,29 +349,24 @@ class CallRunner:
             if realtime.transport is not None and not realtime.transport.is_closing():
                 realtime.transport.abort()
 
-    async def _hang_up(self) -> None:
-        """End the phone call through Twilio's REST API, so no TwiML after <Connect> runs."""
-        call_sid, account_sid = self.call.call_sid, self.call.account_sid
-        if self.rest is None or not call_sid or not account_sid:
-            self.call.log.info("no TWILIO_AUTH_TOKEN: ending the stream without a REST hang-up")
+    async def _end_through_rest(self, transfer_to: str | None) -> None:
+        """End the phone call itself through Twilio's REST API: hang it up (no TwiML after
+        <Connect> runs), or hand it to a transfer's TwiML (Twilio ends this stream and
+        dials). A call already over is no error; a failure still ends the stream."""
+        call = self.call
+        what = "hang-up" if transfer_to is None else "transfer"
+        if self.rest is None or not call.call_sid or not call.account_sid:
+            call.log.warning("no TWILIO_AUTH_TOKEN: the %s ends only the stream", what)
             return
         try:
-            if not await self.rest.hang_up(account_sid, call_sid):
-                self.call.log.info("the call was already over when hanging up")
-        except Exception as exc:  # the call still ends: its stream is closed next
-            self.call.log.error("hang-up through Twilio's REST API failed: %s", exc)
-
-    async def _transfer(self, twiml: str) -> None:
-        """Hand the call to the transfer's TwiML: Twilio ends this stream and dials."""
-        call_sid, account_sid = self.call.call_sid, self.call.account_sid
-        if self.rest is None or not call_sid or not account_sid:
-            self.call.log.error("cannot transfer without TWILIO_AUTH_TOKEN: ending the stream")
-            return
-        try:
-            if not await self.rest.update_call(account_sid, call_sid, twiml):
-                self.call.log.info("the call was already over when transferring it")
-        except Exception as exc:  # the stream still ends; Twilio plays the fallback
-            self.call.log.error("transfer through Twilio's REST API failed: %s", exc)
+            if transfer_to is None:
+                done = await self.rest.hang_up(call.account_sid, call.call_sid)
+            else:
+                done = await self.rest.update_call(call.account_sid, call.call_sid, transfer_to)
+            if not done:
+                call.log.info("the call was already over at its %s", what)
+        except Exception as exc:
+            call.log.error("%s through Twilio's REST API failed: %s", what, exc)
 
     async def _close_twilio(self) -> None:
         if self.twilio.application_state is WebSocketState.CONNECTED:
