@@ -16,6 +16,7 @@ from twilio.http import HttpClient
 from bridge.app import create_app
 from bridge.config import Settings, load_settings
 from bridge.local_agent import AgentOptions, LocalAgent
+from bridge.records import CallRecord
 from bridge.server import server_config
 
 AUTH_TOKEN = "integration-test-auth-token"
@@ -35,6 +36,16 @@ class RunningBridge:
     @property
     def stream_url(self) -> str:
         return self.base_url.replace("http://", "ws://") + "/media-stream"
+
+
+async def stored_record(bridge: RunningBridge, call_sid: str, timeout: float = 5.0) -> CallRecord:
+    """The call's record, once the bridge has written it (its last act for the call)."""
+    deadline = time.monotonic() + timeout
+    while (record := await bridge.app.state.store.get(call_sid)) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no record of call {call_sid} after {timeout} s")
+        await asyncio.sleep(0.01)
+    return record
 
 
 async def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

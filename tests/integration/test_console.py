@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions
 from bridge.records import CallRecord, TranscriptLine, TurnTiming
-from tests.integration.harness import RunningBridge, running_bridge, wait_until
+from tests.integration.harness import RunningBridge, running_bridge, stored_record, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -438,13 +438,7 @@ async def test_the_softphone_calls_through_the_media_stream_with_its_session() -
                 )
             )
         await wait_until(lambda: not bridge.app.state.calls.active, 5, "the call to end")
-        store = bridge.app.state.store
-        stored = None
-        deadline = time.monotonic() + 5
-        while stored is None:
-            assert time.monotonic() < deadline, "the softphone call was never recorded"
-            stored = await store.get(session["call_sid"])
-            await asyncio.sleep(0.02)
+        stored = await stored_record(bridge, session["call_sid"])
         assert stored.direction == "browser"
         listing = await http.get("/console/calls", params={"q": "browser"})
         assert session["call_sid"] in listing.text

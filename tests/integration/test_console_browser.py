@@ -25,7 +25,7 @@ import pytest
 
 from bridge.audio import float_to_pcm16, synthetic_speech
 from bridge.console.auth import COOKIE_NAME
-from tests.integration.harness import running_bridge
+from tests.integration.harness import running_bridge, stored_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -235,11 +235,7 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
             assert (await browser.text("#status")).startswith("Call ended")
             call_sid = state["callSid"]
 
-            store = bridge.app.state.store
-            deadline = time.monotonic() + 5
-            while await store.get(call_sid) is None:
-                assert time.monotonic() < deadline, "the call was never recorded"
-                await asyncio.sleep(0.05)
+            await stored_record(bridge, call_sid)
 
             # The call in the list of past calls, then its own page.
             await browser.open(bridge.base_url + "/console/calls")

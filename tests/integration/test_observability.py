@@ -3,15 +3,13 @@ the simulated caller measured."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.local_agent import AgentOptions
 from bridge.simulator import SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, running_bridge
+from tests.integration.harness import AUTH_TOKEN, running_bridge, stored_record
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +39,10 @@ async def test_metrics_and_the_call_record_agree_with_what_the_caller_measured()
             )
         )
         assert await bridge.agent.sessions[0].wait_closed(timeout=1.0)
-        record = None
-        for _ in range(200):  # the record is written as the call's last act
-            record = await bridge.app.state.store.get(report.call_sid)
-            if record is not None:
-                break
-            await asyncio.sleep(0.01)
+        record = await stored_record(bridge, report.call_sid)
         async with httpx.AsyncClient() as http:
             scraped = (await http.get(bridge.base_url + "/metrics")).text
 
-    assert record is not None, "no call record"
     assert (record.from_number, record.direction, record.outcome) == (
         "+15553334444",
         "inbound",
@@ -122,13 +114,7 @@ async def test_a_keypad_entry_is_recorded_without_its_digits() -> None:
                 answer_idle_ms=300,
             )
         )
-        record = None
-        for _ in range(200):
-            record = await bridge.app.state.store.get(report.call_sid)
-            if record is not None:
-                break
-            await asyncio.sleep(0.01)
-    assert record is not None
+        record = await stored_record(bridge, report.call_sid)
     texts = [line.text for line in record.transcript if line.role == "caller"]
     # (What the assistant said back is its own speech, kept as said.)
     assert texts == ["(pressed 5 keys)"]
@@ -139,3 +125,17 @@ async def test_the_records_file_is_readable_by_its_owner_only(tmp_path) -> None:
     async with running_bridge(call_db_path=str(path)) as bridge:
         assert bridge.app.state.store is not None
     assert path.stat().st_mode & 0o777 == 0o600  # numbers and what callers said
+
+
+async def test_metrics_can_be_kept_behind_a_token() -> None:
+    token = "metrics-token-0123456789abcdef"
+    async with running_bridge(metrics_token=token) as bridge, httpx.AsyncClient() as http:
+        refused = await http.get(bridge.base_url + "/metrics")
+        wrong = await http.get(
+            bridge.base_url + "/metrics", headers={"Authorization": "Bearer nope"}
+        )
+        allowed = await http.get(
+            bridge.base_url + "/metrics", headers={"Authorization": f"bearer {token}"}
+        )
+    assert (refused.status_code, wrong.status_code, allowed.status_code) == (401, 401, 200)
+    assert "phone_bridge_active_calls" in allowed.text

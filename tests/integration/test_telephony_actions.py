@@ -121,6 +121,7 @@ async def test_a_tool_that_raises_or_times_out_is_an_error_to_the_model_not_the_
     assert outputs["explode"] == {"error": "the tool failed (RuntimeError)"}
     assert outputs["dawdle"]["error"].startswith("timed out after 0.3")
     # Each error let the model go on: it answered after each tool output.
+    assert len(report.turns) == 2
     assert all(turn.answer_heard_ms > 0 for turn in report.turns)
 
 

@@ -85,8 +85,8 @@ def test_the_session_is_offered_the_builtins_and_the_operators_tools(dialect: Di
         session = update["session"]
         assert [t["name"] for t in session["tools"]] == expected
         assert session["tool_choice"] == "auto"
-    assert all(t["type"] == "function" and t["parameters"]["type"] == "object" for t in
-               session["tools"])  # fmt: skip
+        for tool in session["tools"]:
+            assert tool["type"] == "function" and tool["parameters"]["type"] == "object"
 
 
 def test_end_call_after_a_spoken_goodbye_hangs_up_once_it_was_heard() -> None:
