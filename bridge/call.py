@@ -538,9 +538,10 @@ class Call:
             self._note_once("audio-flood", "caller audio faster than real time: dropped the excess")
             return []
         if self._to_backend is None:
-            # The payload goes on as it came: no base64 or audio decoding per frame. orjson
-            # escapes it, so a hostile payload cannot inject fields into the Realtime event.
-            text = orjson.dumps({"type": "input_audio_buffer.append", "audio": payload}).decode()
+            # The payload goes on as it came: no base64 or audio decoding per frame. It is
+            # base64 (checked above), which needs no JSON escaping: a hostile payload cannot
+            # inject fields into the Realtime event.
+            text = _APPEND_PREFIX + payload + '"}'
         else:
             audio = self._to_backend.convert(base64.b64decode(payload))  # checked above
             # The base64 alphabet needs no JSON escaping.

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosedOK, WebSocketException
+from websockets.protocol import State
 
 from bridge.call import (
     Action,
@@ -31,8 +31,9 @@ from bridge.call import (
     TransferCall,
 )
 from bridge.call_record import CallClock, record_of
+from bridge.media_socket import twilio_link
 from bridge.metrics import Metrics, outcome_of
-from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
+from bridge.realtime.endpoint import RealtimeConnection, RealtimeEndpoint, open_realtime
 from bridge.realtime.providers import call_fields
 from bridge.records import CallRecord, CallStore
 from bridge.tools import ToolContext, ToolRegistry, run_tool
@@ -47,8 +48,8 @@ _RECORDS_BEING_SAVED: set[asyncio.Task[None]] = set()
 # The Realtime session is paid by the minute it stays open: it must be gone within 1 s of
 # the call ending, whatever the server does.
 REALTIME_CLOSE_DEADLINE_S = 1.0
-# Messages waiting for the Realtime socket (~30 s of caller frames): past this the backend
-# is not keeping up, and the call ends rather than grow without bound.
+# Messages waiting for a Realtime session to open (~30 s of caller frames): past this the
+# call ends rather than grow without bound. (An open socket bounds its own send buffer.)
 MAX_REALTIME_BACKLOG = 1500
 # How often the call's clock ticks (time limits, goodbye deadlines, the start timeout).
 TICK_INTERVAL_S = 0.25
@@ -65,7 +66,11 @@ async def wait_for_records() -> None:
 
 
 class CallRunner:
-    """Runs one Media Streams connection until the call ends."""
+    """Runs one Media Streams connection until the call ends.
+
+    Messages from either socket reach the core in the socket's own callback, and what the
+    core decides is written before that callback returns: the audio path has no queue, no
+    task switch and no await per message (a call sends ~50 a second each way)."""
 
     def __init__(
         self,
@@ -82,6 +87,7 @@ class CallRunner:
         store: CallStore | None = None,
     ) -> None:
         self.twilio = twilio
+        self._twilio_link = twilio_link(twilio)
         self.endpoint = endpoint
         self.metrics = metrics
         self.store = store
@@ -98,11 +104,9 @@ class CallRunner:
         self.end_reason: str | None = None
         self._close_code = 1000  # a normal close lets Twilio run the TwiML after <Connect>
         self._hang_up_requested = False
-        self._realtime: ClientConnection | None = None
-        # One queue and one writer task per socket keep messages in the order the core
-        # produced them, even when a send waits on backpressure.
-        self._to_realtime: asyncio.Queue[str] = asyncio.Queue()
-        self._realtime_writer: asyncio.Task[None] | None = None
+        self._realtime: RealtimeConnection | None = None
+        # What the core sent while no Realtime socket was open: it goes first when one is.
+        self._unsent_to_realtime: list[str] = []
         # Bumped when a session is replaced: events from an older socket are ignored.
         self._generation = 0
         self._ended = asyncio.Event()
@@ -166,32 +170,40 @@ class CallRunner:
 
     async def say_goodbye(self, text: str, reason: str) -> None:
         """Have the assistant say `text`, then hang up (used when the server shuts down)."""
-        await self._execute(self.call.say_goodbye(text, reason, time.monotonic()))
+        self._carry_out(self.call.say_goodbye(text, reason, time.monotonic()))
 
     async def _run_clock(self) -> None:
         while True:
             await asyncio.sleep(TICK_INTERVAL_S)
-            await self._execute(self.call.tick(time.monotonic()))
+            self._carry_out(self.call.tick(time.monotonic()))
 
     # --- readers ---------------------------------------------------------------------------
 
     async def _read_twilio(self) -> None:
+        self._twilio_link.start(self._from_twilio)
+        code = await self._twilio_link.wait_closed()
+        if code not in (None, 1000, 1001, 1005):
+            # 1009: a message over the size limit; the server closed the socket.
+            self.call.log.warning("Twilio's socket closed with code %s", code)
+        self._carry_out(self.call.twilio_closed())
+
+    def _from_twilio(self, data: bytes) -> None:
         try:
-            while True:
-                message = await self.twilio.receive()
-                if message["type"] == "websocket.disconnect":
-                    code = message.get("code")
-                    if code not in (None, 1000, 1001, 1005):
-                        # 1009: a message over the size limit; the server closed the socket.
-                        self.call.log.warning("Twilio's socket closed with code %s", code)
-                    break
-                data = message.get("text")
-                if data is None:
-                    data = message.get("bytes") or b""  # the core judges it like any frame
-                await self._execute(self.call.receive_twilio(data, time.monotonic()))
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # Twilio's socket is gone, as a hang-up
-        await self._execute(self.call.twilio_closed())
+            self._carry_out(self.call.receive_twilio(data, time.monotonic()))
+        except Exception:  # a bug must end this call, never the socket's reader
+            self._failed()
+
+    def _from_realtime(self, data: bytes, generation: int) -> None:
+        if generation != self._generation:
+            return  # retired: the core no longer listens to this session
+        try:
+            self._carry_out(self.call.receive_realtime(data, time.monotonic()))
+        except Exception:
+            self._failed()
+
+    def _failed(self) -> None:
+        self.call.log.exception("call failed")
+        self._finish("internal error")
 
     async def _run_realtime(self) -> None:
         generation = self._generation
@@ -205,81 +217,97 @@ class CallRunner:
             if generation == self._generation:
                 reason = f"could not connect to {self.endpoint.safe_url}: "
                 reason += _describe(exc, self.endpoint)
-                await self._execute(self.call.realtime_closed(reason, time.monotonic()))
+                self._carry_out(self.call.realtime_closed(reason, time.monotonic()))
             return
         if generation != self._generation:  # superseded while connecting: never used
             await self._close_socket(realtime)
             return
         self._realtime = realtime
-        self._realtime_writer = self._spawn(self._write_realtime(realtime), "realtime-writer")
-        await self._execute(self.call.realtime_connected(time.monotonic()))
-        try:
-            async for message in realtime:
-                if generation != self._generation:
-                    break  # retired: the core no longer listens to this session
-                await self._execute(self.call.receive_realtime(message, time.monotonic()))
+        realtime.deliver_to(lambda data: self._from_realtime(data, generation))
+        if self._unsent_to_realtime:
+            unsent, self._unsent_to_realtime = self._unsent_to_realtime, []
+            self._send_to_realtime(unsent)
+        self._carry_out(self.call.realtime_connected(time.monotonic()))
+        await realtime.wait_closed()
+        closed = realtime.protocol.close_exc
+        if isinstance(closed, ConnectionClosedOK):
             reason = f"closed by the server (code {realtime.close_code})"
-        except ConnectionClosed as exc:
-            reason = f"connection lost ({exc})"
+        else:
+            reason = f"connection lost ({closed})"
         if generation == self._generation:
-            await self._execute(self.call.realtime_closed(reason, time.monotonic()))
+            self._carry_out(self.call.realtime_closed(reason, time.monotonic()))
 
     async def _reconnect(self, delay_s: float) -> None:
         """Retire the current socket (its late events are ignored), wait, open a new one.
         The generation was bumped when the action was taken, so nothing the old socket
         reports in between can start a second reconnect."""
         realtime, self._realtime = self._realtime, None
-        if self._realtime_writer is not None:
-            self._realtime_writer.cancel()
-        # Whatever waited for the old session must not reach the new one before its config.
-        self._to_realtime = asyncio.Queue()
         if realtime is not None:
             await self._close_socket(realtime)
         await asyncio.sleep(delay_s)
         await self._run_realtime()
 
-    async def _write_realtime(self, realtime: ClientConnection) -> None:
-        queue = self._to_realtime
-        try:
-            while True:
-                await realtime.send(await queue.get())
-        except ConnectionClosed:
-            pass  # the reader reports the close and ends the call
-
     # --- actions ---------------------------------------------------------------------------
 
-    async def _execute(self, actions: list[Action]) -> None:
+    def _carry_out(self, actions: list[Action]) -> None:
+        """Carry out the core's actions in order. Consecutive messages for one socket go in
+        one write (a delta's media and mark, a barge-in's cancel and truncate)."""
+        to_twilio: list[str] = []
+        to_realtime: list[str] = []
         for action in actions:
+            if type(action) is SendToTwilio:
+                to_twilio.append(action.text)
+                continue
             if type(action) is SendToRealtime:
-                if self._to_realtime.qsize() >= MAX_REALTIME_BACKLOG:
-                    self._finish("the Realtime connection fell too far behind")
+                to_realtime.append(action.text)
+                continue
+            if to_twilio or to_realtime:
+                if not self._send(to_twilio, to_realtime):
                     return
-                self._to_realtime.put_nowait(action.text)
-            elif type(action) is SendToTwilio:
-                try:
-                    await self.twilio.send_text(action.text)
-                except (WebSocketDisconnect, RuntimeError):
-                    self._finish("the Twilio stream closed")
-                    return
-            elif type(action) is ReconnectRealtime:
-                self._generation += 1
-                self._spawn(self._reconnect(action.delay_s), "realtime-reconnect")
-            elif type(action) is OpenRealtime:
-                if self._admitted(action):
-                    if self.profile_for is not None:
-                        config, self.endpoint = self.profile_for(action.custom_parameters)
-                        self.call.use_config(config)
-                    self._spawn(self._run_realtime(), "realtime")
-            elif type(action) is RunTool:
-                self._spawn(self._run_tool(action), "tool")
-            elif type(action) is TransferCall:
-                self._transfer_to = action.twiml
-                self._finish(action.reason)
-            elif type(action) is EndCall:
-                self._finish(action.reason)
-            elif type(action) is HangUp:
-                self._hang_up_requested = True
-                self._finish(action.reason)
+                to_twilio, to_realtime = [], []
+            self._carry_out_other(action)
+        if to_twilio or to_realtime:
+            self._send(to_twilio, to_realtime)
+
+    def _send(self, to_twilio: list[str], to_realtime: list[str]) -> bool:
+        if to_twilio and not self._twilio_link.send(to_twilio):
+            self._finish("the Twilio stream closed")
+            return False
+        if to_realtime:
+            return self._send_to_realtime(to_realtime)
+        return True
+
+    def _send_to_realtime(self, texts: list[str]) -> bool:
+        realtime = self._realtime
+        if realtime is None:  # between sessions: sent when the next one opens
+            self._unsent_to_realtime += texts
+            if len(self._unsent_to_realtime) <= MAX_REALTIME_BACKLOG:
+                return True
+        elif realtime.send_now(texts) or realtime.protocol.state is not State.OPEN:
+            return True  # sent, or the socket is closing and its reader reports it
+        self._finish("the Realtime connection fell too far behind")
+        return False
+
+    def _carry_out_other(self, action: Action) -> None:
+        if isinstance(action, ReconnectRealtime):
+            self._generation += 1
+            self._spawn(self._reconnect(action.delay_s), "realtime-reconnect")
+        elif isinstance(action, OpenRealtime):
+            if self._admitted(action):
+                if self.profile_for is not None:
+                    config, self.endpoint = self.profile_for(action.custom_parameters)
+                    self.call.use_config(config)
+                self._spawn(self._run_realtime(), "realtime")
+        elif isinstance(action, RunTool):
+            self._spawn(self._run_tool(action), "tool")
+        elif isinstance(action, TransferCall):
+            self._transfer_to = action.twiml
+            self._finish(action.reason)
+        elif isinstance(action, EndCall):
+            self._finish(action.reason)
+        elif isinstance(action, HangUp):
+            self._hang_up_requested = True
+            self._finish(action.reason)
 
     async def _run_tool(self, action: RunTool) -> None:
         """An operator's tool, off the audio path: its slowness or failure is the model's
@@ -296,7 +324,7 @@ class CallRunner:
                 profile=call.custom_parameters.get("Profile"),
             )
             output = await run_tool(tool, action.arguments, context, self.tool_timeout_s)
-        await self._execute(call.tool_finished(action.call_id, output, time.monotonic()))
+        self._carry_out(call.tool_finished(action.call_id, output, time.monotonic()))
 
     def _admitted(self, start: OpenRealtime) -> bool:
         """The stream's token is genuine, fresh, for this call and unused: only then is an
@@ -339,7 +367,7 @@ class CallRunner:
             await self._close_socket(realtime)
 
     @staticmethod
-    async def _close_socket(realtime: ClientConnection) -> None:
+    async def _close_socket(realtime: RealtimeConnection) -> None:
         try:
             await asyncio.wait_for(realtime.close(), REALTIME_CLOSE_DEADLINE_S)
         except (TimeoutError, OSError, WebSocketException):

@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bridge.config import Settings
+from bridge.media_socket import MediaWebSocketProtocol
 
 log = logging.getLogger("bridge.server")
 
@@ -29,6 +30,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvic
         "ws_ping_timeout": 20.0,
         # Twilio's largest message is a `start` with its parameters, a few KiB.
         "ws_max_size": 64 * 1024,
+        # The media route's direct lane (bridge.media_socket): no queue or task per message.
+        "ws": MediaWebSocketProtocol,
         "lifespan": "on",
     }
     options.update(overrides)

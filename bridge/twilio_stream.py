@@ -15,12 +15,12 @@ class TwilioProtocolError(ValueError):
     """A message from Twilio's side that the bridge cannot act on."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Connected:
     pass
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Start:
     stream_sid: str
     call_sid: str
@@ -30,25 +30,25 @@ class Start:
     sample_rate: int = 8000
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Media:
     stream_sid: str
     payload: str  # base64 mu-law, passed on untouched
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Mark:
     stream_sid: str
     name: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Dtmf:
     stream_sid: str
     digit: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Stop:
     stream_sid: str
 

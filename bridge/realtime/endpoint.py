@@ -5,14 +5,17 @@ connects."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from bridge.realtime.dialects import Dialect
 from bridge.transcode import AudioFormat
+from bridge.ws_frames import ClientFrames, IncomingBytes, is_utf8
 
 # The close handshake may take this long before the socket is dropped: a hung-up call
 # must release its paid session within a second.
@@ -20,6 +23,8 @@ CLOSE_TIMEOUT_S = 0.5
 OPEN_TIMEOUT_S = 10.0
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_FIELD_CHARS = 256
+# Past this much unsent (~25 s of caller audio) the Realtime service is not keeping up.
+MAX_UNSENT_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,84 @@ def _header_safe(value: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in value)
 
 
+class RealtimeConnection(ClientConnection):
+    """websockets' client connection with a direct lane for the call's hot path: each
+    message goes to a receiver as it is read (whole data frames by `FrameSplitter`), and
+    `send_now` frames and writes at once. Through `recv()`/`send()` every message would
+    cost a future, a task switch and an awaited drain, 50 times a second per call.
+    Pings, the close handshake and the size limit stay websockets'."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._receiver: Callable[[bytes], None] | None = None
+        self._early: list[bytes] = []  # messages read before a receiver was set
+        self._incoming = IncomingBytes(
+            masked=False,
+            on_message=self._message,
+            to_websockets=super().data_received,
+            opened=self._opened,
+        )
+        self._fragments: list[bytes] = []
+        self._frames = ClientFrames()
+
+    def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
+        """Hand every message to `receiver` (its UTF-8 text, undecoded), starting with
+        any read since the handshake."""
+        self._receiver = receiver
+        early, self._early = self._early, []
+        for message in early:
+            receiver(message)
+
+    def data_received(self, data: bytes) -> None:
+        self._incoming.feed(data)
+
+    def _opened(self) -> int | None:
+        if self.protocol.state is not State.OPEN:
+            return None  # refused: the rest is the refusal's body, websockets' to read
+        return self.protocol.max_message_size or 1 << 62
+
+    def _message(self, payload: bytes, is_text: bool) -> None:
+        if self.protocol.state is not State.OPEN:
+            return  # read in the same chunk as the close: the session is over
+        receiver = self._receiver
+        if receiver is None:
+            self._early.append(payload)
+        else:
+            receiver(payload)
+
+    def process_event(self, event: Frame) -> None:  # type: ignore[override]
+        if self.response is None or event.opcode not in _DATA_OPCODES:
+            super().process_event(event)  # the handshake, and control frames
+        elif event.fin and not self._fragments:
+            self._message_checked(event.data, event.opcode is Opcode.TEXT)
+        else:  # a fragmented message (the splitter leaves those to websockets)
+            self._fragments.append(event.data)
+            if event.fin:
+                message, self._fragments = b"".join(self._fragments), []
+                self._message_checked(message, True)  # (fragments are text: Realtime's)
+
+    def _message_checked(self, message: bytes, is_text: bool) -> None:
+        if is_text and not is_utf8(message):
+            self.protocol.fail(1007, "invalid UTF-8")  # as websockets' recv() would
+            self.send_data()
+            return
+        self._message(message, is_text)
+
+    def send_now(self, texts: list[str]) -> bool:
+        """Send text messages in one write, without waiting; False if the connection is
+        not open or has stopped taking data (a peer that does not read)."""
+        if self.protocol.state is not State.OPEN:
+            return False
+        transport = self.transport
+        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            return False
+        transport.write(self._frames.text_frames(texts))
+        return True
+
+
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
 class _NoRedirects(connect):
     """A Realtime endpoint that redirects elsewhere is refused, not followed: websockets
     would resend headers such as Azure's api-key or a gateway's key to the new host."""
@@ -89,10 +172,10 @@ class _NoRedirects(connect):
 
 async def open_realtime(
     endpoint: RealtimeEndpoint, call_fields: Mapping[str, str] | None = None
-) -> ClientConnection:
+) -> RealtimeConnection:
     """Open a Realtime WebSocket for a call; raises OSError / websockets errors if that
     fails."""
-    return await _NoRedirects(
+    connection = await _NoRedirects(
         endpoint.url,
         additional_headers=endpoint.headers_for(call_fields or {}),
         open_timeout=OPEN_TIMEOUT_S,
@@ -102,4 +185,7 @@ async def open_realtime(
         max_size=16 * 1024 * 1024,
         # An HTTPS_PROXY meant for the Internet must not capture the loopback local agent.
         proxy=None if urlsplit(endpoint.url).hostname in _LOOPBACK else True,
+        create_connection=RealtimeConnection,
     )
+    assert isinstance(connection, RealtimeConnection)
+    return connection

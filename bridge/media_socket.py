@@ -1,0 +1,214 @@
+"""Twilio's side of a call: the Media Streams WebSocket, as a link the call runner drives.
+
+A call moves ~50 small messages a second each way, so what each one costs decides how many
+calls an instance carries. Through plain ASGI every message is a dict put on a queue, a
+task switch, a read pause and resume, and an awaited send. `MediaWebSocketProtocol` (the
+uvicorn WebSocket protocol `phone-bridge serve` runs) offers the media route a direct lane
+instead: once the handshake is done, text frames go to the call's callback as they are
+parsed, and its messages are framed and written at once, several in one write. Everything
+else (handshake, pings, close, the size limit) stays uvicorn's.
+
+Under another ASGI server the same route runs over plain ASGI (`AsgiTwilioLink`): slower,
+never different.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+from bridge.ws_frames import IncomingBytes, is_utf8, server_text_frames
+
+# The ASGI scope extension under which the direct lane is offered.
+DIRECT_LANE = "phone-bridge.direct-lane"
+# Twilio reads a call's audio as it plays it; a peer that stops reading while this much
+# waits in the send buffer (minutes of audio) has gone, and the call ends.
+MAX_UNSENT_BYTES = 4 * 1024 * 1024
+
+# Receives each message from Twilio's side as it arrives: the frame's text, undecoded.
+Receiver = Callable[[bytes], None]
+
+
+class TwilioLink(Protocol):
+    def start(self, receiver: Receiver) -> None:
+        """Deliver every message from now on to `receiver`."""
+
+    def send(self, texts: list[str]) -> bool:
+        """Send messages in order, without waiting; False if the socket can take no
+        more (closed, or not reading)."""
+
+    async def wait_closed(self) -> int | None:
+        """Wait until Twilio's side is gone; the close code, if there was one."""
+
+
+def twilio_link(websocket: WebSocket) -> TwilioLink:
+    """The fastest link the server offers for an accepted media WebSocket."""
+    lane = websocket.scope.get("extensions", {}).get(DIRECT_LANE)
+    if isinstance(lane, DirectLane):
+        return DirectTwilioLink(websocket, lane)
+    return AsgiTwilioLink(websocket)
+
+
+class DirectLane:
+    """What `MediaWebSocketProtocol` offers one connection's app."""
+
+    def __init__(self, protocol: MediaWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def take_over(self, receiver: Receiver) -> None:
+        self._protocol.divert_messages(receiver)
+
+    def send(self, texts: list[str]) -> bool:
+        return self._protocol.send_now(texts)
+
+
+class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, with a direct lane for the media route and
+    whole data frames read by `bridge.ws_frames` instead of websockets' general parser."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._receiver: Receiver | None = None
+        self._incoming = IncomingBytes(
+            masked=True,
+            on_message=self._message,
+            to_websockets=super().data_received,
+            opened=self._opened,
+        )
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            # The app's task has been created but has not run yet: it sees the lane.
+            self.scope["extensions"][DIRECT_LANE] = DirectLane(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._incoming.feed(data)
+
+    def _opened(self) -> int | None:
+        return self.config.ws_max_size if self.handshake_initiated and not self.close_sent else None
+
+    def _message(self, payload: bytes, is_text: bool) -> None:
+        receiver = self._receiver
+        if receiver is not None:
+            if self.conn.state is State.OPEN and not self.close_sent:
+                receiver(payload)  # (nothing after a close, read in the same chunk)
+            return
+        self.curr_msg_data_type = "text" if is_text else "bytes"
+        self.frames = [payload]
+        super().send_receive_event_to_app()
+
+    def divert_messages(self, receiver: Receiver) -> None:
+        """From now on, data messages go to `receiver` as they are read; messages the app
+        has not read yet go first, in order. Disconnects still reach ASGI's receive()."""
+        waiting, others = [], []
+        while not self.queue.empty():
+            message = self.queue.get_nowait()
+            (waiting if message["type"] == "websocket.receive" else others).append(message)
+        for message in others:
+            self.queue.put_nowait(message)
+        self._receiver = receiver
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        for message in waiting:
+            text = message.get("text")
+            receiver(text.encode() if text is not None else message.get("bytes") or b"")
+
+    def send_receive_event_to_app(self) -> None:
+        receiver = self._receiver
+        if receiver is None or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        if self.curr_msg_data_type == "text" and not is_utf8(data):
+            self.frames = [data]
+            super().send_receive_event_to_app()  # which fails the connection with 1007
+            return
+        self.frames = []
+        receiver(data)
+
+    def send_now(self, texts: list[str]) -> bool:
+        if self.close_sent or self.disconnected or self.conn.state is not State.OPEN:
+            return False
+        transport = self.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            return False
+        transport.write(server_text_frames(texts))
+        return True
+
+
+class DirectTwilioLink:
+    """Messages in by callback, out by immediate writes: no queue, no task per message."""
+
+    def __init__(self, websocket: WebSocket, lane: DirectLane) -> None:
+        self._websocket = websocket
+        self._lane = lane
+
+    def start(self, receiver: Receiver) -> None:
+        self._lane.take_over(receiver)
+
+    def send(self, texts: list[str]) -> bool:
+        return self._lane.send(texts)
+
+    async def wait_closed(self) -> int | None:
+        return await _wait_for_disconnect(self._websocket, None)
+
+
+class AsgiTwilioLink:
+    """The same link over plain ASGI, for servers without the direct lane: one writer task
+    keeps sends in order while an earlier one waits."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._receiver: Receiver | None = None
+        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._broken = False
+
+    def start(self, receiver: Receiver) -> None:
+        self._receiver = receiver
+        self._writer = asyncio.create_task(self._write(), name="twilio-writer")
+
+    def send(self, texts: list[str]) -> bool:
+        if self._broken:
+            return False
+        for text in texts:
+            self._outbox.put_nowait(text)
+        return True
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._websocket.send_text(await self._outbox.get())
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._broken = True
+
+    async def wait_closed(self) -> int | None:
+        try:
+            return await _wait_for_disconnect(self._websocket, self._receiver)
+        finally:
+            if self._writer is not None:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+
+
+async def _wait_for_disconnect(websocket: WebSocket, receiver: Receiver | None) -> int | None:
+    """Read ASGI messages until the disconnect, handing data to `receiver`."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return message.get("code")
+            if receiver is not None:
+                text = message.get("text")
+                receiver(text.encode() if text is not None else message.get("bytes") or b"")
+    except (WebSocketDisconnect, RuntimeError):
+        return None  # the socket is gone, as a hang-up
