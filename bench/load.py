@@ -1,16 +1,22 @@
 """Load test: the bridge under N concurrent simulated calls, against a naive baseline.
 
     .venv/bin/python bench/load.py [--calls 1,50,100,200] [--seconds 20]
+        [--modes bridge,bridge-pcm16,naive] [--profile DIR]
 
-For each N, three runs, each with its own processes on 127.0.0.1:
+For each N, a run per mode, each with its own processes on 127.0.0.1:
 - direct: the callers talk to the stand-in agent itself (Twilio protocol), no bridge: the
-  path latency without a bridge, subtracted from the two others;
+  path latency without a bridge, subtracted from the others;
 - bridge: callers -> `phone-bridge serve` (mu-law passthrough) -> stand-in agent;
-- naive: callers -> bench/naive_bridge.py -> stand-in agent.
+- bridge-pcm16: the same, transcoding to PCM16 24 kHz for the stand-in (frames matched by
+  their index, as a resampler cannot carry the frame marker);
+- naive: callers -> bench/naive_bridge.py -> stand-in agent;
+- relay: callers -> bench/tcp_relay.py -> stand-in agent (direct protocol): bytes passed on
+  unparsed, the floor under any bridge written in Python on this event loop.
 The stand-in (bench/load_agent.py) plays answers at real-time pace with a barge-in on every
 second one; callers (bench/load_caller.py, 4 processes) send 20 ms frames at real-time pace
 and play answers at real-time pace, echoing marks as Twilio does. Writes
-bench/load-results.md too.
+bench/load-results.md too. --profile runs py-spy on each server (pip install py-spy, or
+the `bench` extra) and prints where its time went; profiling disturbs the latencies.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 from pathlib import Path
 
 import orjson
+from load_frames import CALL_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -55,9 +62,14 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise RuntimeError(f"port {port} not open after {timeout} s")
 
 
-def cpu_s(pid: int) -> float:
+def cpu_split_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return int(fields[11]) / TICK, int(fields[12]) / TICK  # utime, stime
+
+
+def cpu_s(pid: int) -> float:
+    return sum(cpu_split_s(pid))
 
 
 def procs_cpu_s(procs: list[subprocess.Popen]) -> float:
@@ -81,13 +93,19 @@ def pct(values: list[float], p: float) -> float:
 
 def start_server(mode: str, port: int, agent_port: int, log: Path) -> subprocess.Popen | None:
     agent_url = f"ws://127.0.0.1:{agent_port}/v1/realtime?model=gpt-realtime"
-    if mode == "bridge":
+    if mode in ("bridge", "bridge-pcm16"):
         env = dict(os.environ)
+        if mode == "bridge-pcm16":
+            env.update(
+                REALTIME_AUDIO_FORMAT="pcm16",
+                REALTIME_HEADERS=orjson.dumps({CALL_HEADER: "{call_sid}"}).decode(),
+            )
+        else:
+            env["REALTIME_AUDIO_FORMAT"] = "pcmu"
         env.update(
             PORT=str(port),
             HOST="127.0.0.1",
             REALTIME_URL=agent_url,
-            REALTIME_AUDIO_FORMAT="pcmu",
             OPENAI_API_KEY="sk-local-bench",
             ALLOW_UNSIGNED_TWILIO="true",
             TWILIO_AUTH_TOKEN="",
@@ -101,10 +119,48 @@ def start_server(mode: str, port: int, agent_port: int, log: Path) -> subprocess
     if mode == "naive":
         cmd = [PY, str(BENCH / "naive_bridge.py"), str(port), agent_url]
         return subprocess.Popen(cmd, cwd=ROOT, stderr=log.open("wb"))
+    if mode == "relay":
+        cmd = [PY, str(BENCH / "tcp_relay.py"), str(port), str(agent_port)]
+        return subprocess.Popen(cmd, cwd=ROOT, stderr=log.open("wb"))
     return None
 
 
-def run(mode: str, n: int, seconds: float, tmp: Path) -> dict:
+def start_profiler(server: subprocess.Popen, seconds: float, out: Path) -> subprocess.Popen:
+    """py-spy on the server for most of the window (raw collapsed stacks)."""
+    cmd = [str(Path(PY).parent / "py-spy"), "record", "--pid", str(server.pid)]
+    cmd += ["--duration", str(int(seconds * 0.8))]
+    cmd += ["--rate", "500", "--format", "raw", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_summary(raw: Path, top: int = 25) -> list[str]:
+    """Where the server's samples went: the functions with the most samples of their own,
+    then those with the most samples under them (idle samples left out)."""
+    own: dict[str, int] = {}
+    under: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.split(":")[0] + ")" if ":" in f else f for f in stack.split(";")]
+        if not frames[-1].strip() or frames[-1].startswith(("Runner.run", "run (")):
+            continue  # waiting in the event loop
+        n = int(count)
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            under[frame] = under.get(frame, 0) + n
+    if not total:
+        return ["  (no busy samples)"]
+    lines = [f"  {total} busy samples; own time:"]
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {n / total:6.1%}  {name[:110]}")
+    lines.append("  including callees:")
+    for name, n in sorted(under.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {n / total:6.1%}  {name[:110]}")
+    return lines
+
+
+def run(mode: str, n: int, seconds: float, tmp: Path, profile_dir: Path | None = None) -> dict:
     agent_port, port = free_port(), free_port()
     setup = 3.0 + n * 0.03
     log = tmp / f"{mode}-{n}-server.log"
@@ -113,13 +169,13 @@ def run(mode: str, n: int, seconds: float, tmp: Path) -> dict:
     try:
         t0 = time.monotonic() + setup + (4.0 if server else 0.5)
         agent_out = tmp / f"{mode}-{n}-agent.json"
-        agent = subprocess.Popen(
-            [PY, str(BENCH / "load_agent.py"), str(agent_port), str(t0), str(seconds), agent_out]
-        )
+        flags = ["pcm16"] if mode == "bridge-pcm16" else []
+        agent_cmd = [PY, str(BENCH / "load_agent.py"), str(agent_port), str(t0), str(seconds)]
+        agent = subprocess.Popen([*agent_cmd, str(agent_out), *flags])
         procs.append(agent)
         if server is not None:
             wait_port(port, server)
-            url = f"ws://127.0.0.1:{port}/media-stream"
+            url = f"ws://127.0.0.1:{port}/" + ("" if mode == "relay" else "media-stream")
         else:
             url = f"ws://127.0.0.1:{agent_port}/"
         wait_port(agent_port, agent)
@@ -133,13 +189,21 @@ def run(mode: str, n: int, seconds: float, tmp: Path) -> dict:
             out = tmp / f"{mode}-{n}-caller{i}.json"
             outs.append(out)
             cmd = [PY, str(BENCH / "load_caller.py"), url, str(first), str(count), str(t0)]
-            procs.append(subprocess.Popen([*cmd, str(seconds), str(out)]))
+            procs.append(subprocess.Popen([*cmd, str(seconds), str(out), *flags]))
             first += count
         time.sleep(max(0.0, t0 - time.monotonic()))
-        cpu0 = cpu_s(server.pid) if server else 0.0
+        cpu0 = cpu_split_s(server.pid) if server else (0.0, 0.0)
+        profiler = None
+        if server is not None and profile_dir is not None:
+            profile_out = profile_dir / f"{mode}-{n}.txt"
+            profiler = start_profiler(server, seconds, profile_out)
         gen0 = procs_cpu_s(procs)
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
-        cpu1 = cpu_s(server.pid) if server else 0.0
+        cpu1 = cpu_split_s(server.pid) if server else (0.0, 0.0)
+        if profiler is not None:
+            profiler.wait(timeout=30)
+            print(f"profile of {mode} at N={n} ({profile_out}):", *profile_summary(profile_out),
+                  sep="\n")  # fmt: skip
         gen1 = procs_cpu_s(procs)
         rss1 = rss_bytes(server.pid) if server else 0
         for p in procs:
@@ -176,6 +240,14 @@ def run(mode: str, n: int, seconds: float, tmp: Path) -> dict:
             lost += c["sent"]
             continue
         up += a["latencies"]
+        if flags:  # transcoded: the k-th frame sent is the k-th received
+            up += [
+                round((got - sent) * 1000, 3)
+                for sent, got in zip(c["sent_at"], a["received_at"], strict=False)
+            ]
+            down += [round((got - sent) * 1000, 3)
+                     for sent, got in zip(a["sent_at"], c["received_at"], strict=False)
+                     if sent >= t0]  # fmt: skip
         lost += (c["sent"] - a["received"]) + (a["sent_answers_frames"] - c["received"])
         reordered += a["reordered"] + c["reordered"]
         barges += len(a["barges"])
@@ -185,13 +257,14 @@ def run(mode: str, n: int, seconds: float, tmp: Path) -> dict:
     return {
         "mode": mode,
         "gen_cores": (gen1 - gen0) / seconds,
-        "server_cores": (cpu1 - cpu0) / seconds,
+        "server_cores": (sum(cpu1) - sum(cpu0)) / seconds,
+        "server_system_share": (cpu1[1] - cpu0[1]) / max(1e-9, sum(cpu1) - sum(cpu0)),
         "log_errors": len(problems),
         "n": n,
         "calls_seen": len(agent_res["calls"]),
         "errors": errors,
         "late_start": late,
-        "cpu_ms_per_call_s": (cpu1 - cpu0) * 1000 / (n * seconds) if server else 0.0,
+        "cpu_ms_per_call_s": (sum(cpu1) - sum(cpu0)) * 1000 / (n * seconds) if server else 0.0,
         "rss_per_call_kb": (rss1 - rss0) / n / 1024 if server else 0.0,
         "rss_mb": rss1 / 2**20,
         "up": up,
@@ -238,13 +311,14 @@ def summarise(n: int, direct: dict, runs: list[dict]) -> list[str]:
 
         def cell(key: str, fmt: str, f: dict = f, mode: str = r["mode"]) -> str:
             text = format(f[key], fmt)
-            if mode == "bridge" and naive:
+            if mode != "naive" and naive:
                 text += f" ({ratio(f[key], naive[key])})"
             return text
 
         log_note = f", {r['log_errors']} log errors" if r["log_errors"] else ""
         log_note += (
-            f"; server {r['server_cores']:.2f} cores, load generator {r['gen_cores']:.2f} "
+            f"; server {r['server_cores']:.2f} cores ({r['server_system_share']:.0%} in the "
+            f"kernel), load generator {r['gen_cores']:.2f} "
             f"cores, {(r['server_cores'] + r['gen_cores']) / CORES:.0%} of the {CORES} CPUs"
         )
         rows.append(
@@ -289,9 +363,13 @@ sent by the agent -> clear received by the caller (absolute). CPU = server proce
 utime+stime over the window / (N x seconds). Memory = RSS growth from before the calls to the
 end of the window / N. Lost = frames sent minus frames received, both directions (answer
 frames the stand-in sent, caller frames it got); reordered = out-of-sequence frames.
-Bridge cells show (ratio to naive). Notes give the CPU (in cores) of the server and of the
-load generator (stand-in + callers) and their sum as a share of the CPUs: near 100% the
-figures measure CPU contention on this machine, not the server alone.
+bridge-pcm16: the bridge transcodes to PCM16 24 kHz for the stand-in, which answers in
+PCM16; a resampler cannot carry the marker, so the k-th frame received is matched with the
+k-th sent (order is not checked: reordered reads 0). relay: a TCP relay that parses
+nothing (bench/tcp_relay.py), the floor. Cells of other servers show (ratio to naive).
+Notes give the CPU (in cores) of the server, the share of it spent in the kernel, and the
+CPU of the load generator (stand-in + callers); near 100% of the CPUs in all, the figures
+measure CPU contention on this machine, not the server alone.
 Columns: N | server | CPU ms per call-s | KB RSS per call
 | added up ms p50/p99 | added down ms p50/p99 | clear ms p50/p99 | lost / reordered | notes"""
 
@@ -301,6 +379,9 @@ def main() -> int:
     parser.add_argument("--calls", default="1,50,100,200")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--modes", default="bridge,naive", help="servers to measure")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy each server into this folder and print a summary"
+    )
     args = parser.parse_args()
     counts = [int(x) for x in args.calls.split(",")]
     modes = args.modes.split(",")
@@ -315,7 +396,7 @@ def main() -> int:
         tmp = Path(tmpdir)
         for n in counts:
             direct = run("direct", n, args.seconds, tmp)
-            runs = [run(mode, n, args.seconds, tmp) for mode in modes]
+            runs = [run(mode, n, args.seconds, tmp, args.profile) for mode in modes]
             rows = summarise(n, direct, runs)
             table += rows
             print("\n".join(rows), flush=True)

@@ -9,7 +9,7 @@ is interrupted after 500 ms with `input_audio_buffer.speech_started` (a barge-in
 A connection whose first message is Twilio's `connected` is served in Twilio's own protocol
 (media/clear): the caller then talks to this process directly, the no-bridge baseline.
 
-Run by bench/load.py: load_agent.py PORT T0 SECONDS RESULT_FILE
+Run by bench/load.py: load_agent.py PORT T0 SECONDS RESULT_FILE [pcm16]
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ import sys
 import time
 
 import orjson
-from load_frames import SLOTS, TAIL_B64, TICK_S, background, marker_b64, read_marker
+from load_frames import (
+    CALL_HEADER,
+    PCM16_DELTA_B64,
+    SLOTS,
+    TAIL_B64,
+    TICK_S,
+    background,
+    call_of,
+    marker_b64,
+    read_marker,
+)
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -47,16 +57,22 @@ class Conn:
         self.pending_created: str | None = None
         self.barges: list[float] = []  # speech_started send times
         self.latencies: list[float] = []
+        self.received_at: list[float] = []  # transcoding runs: each frame's arrival
+        self.sent_at: list[float] = []  # transcoding runs: each answer frame's sending
 
 
 class Agent:
-    def __init__(self, t0: float, seconds: float) -> None:
+    def __init__(self, t0: float, seconds: float, pcm16: bool) -> None:
         self.t0 = t0
         self.end = t0 + seconds
+        self.pcm16 = pcm16
         self.conns: list[Conn] = []
 
     async def handler(self, ws: ServerConnection) -> None:
         conn = Conn(ws, len(self.conns))
+        if self.pcm16:
+            assert ws.request is not None
+            conn.call = call_of(ws.request.headers[CALL_HEADER])
         self.conns.append(conn)
         try:
             async for message in ws:
@@ -82,6 +98,10 @@ class Agent:
 
     def audio(self, conn: Conn, payload: str) -> None:
         now = time.monotonic()
+        if self.pcm16:
+            conn.received += 1
+            conn.received_at.append(now)
+            return
         call, seq, sent = read_marker(payload)
         conn.call = call
         conn.received += 1
@@ -137,6 +157,9 @@ class Agent:
             return self.event_text(conn, "speech_stopped", rid)
         if phase < ANSWER and not (barged and phase > BARGE_AT):
             conn.out_seq += 1
+            if self.pcm16:
+                conn.sent_at.append(time.monotonic())
+                return self.event_text(conn, "delta", rid, PCM16_DELTA_B64)
             return self.event_text(
                 conn, "delta", rid, marker_b64(conn.call, conn.out_seq - 1) + TAIL_B64
             )
@@ -182,12 +205,14 @@ class Agent:
                 "sent_answers_frames": c.out_seq,
                 "barges": c.barges,
                 "latencies": c.latencies,
+                "received_at": c.received_at,
+                "sent_at": c.sent_at,
             }
         return {"connections": len(self.conns), "calls": calls}
 
 
-async def main(port: int, t0: float, seconds: float, out: str) -> None:
-    agent = Agent(t0, seconds)
+async def main(port: int, t0: float, seconds: float, out: str, pcm16: bool) -> None:
+    agent = Agent(t0, seconds, pcm16)
     async with serve(agent.handler, "127.0.0.1", port, compression=None, max_size=2**24):
         await agent.ticker()
         await asyncio.sleep(max(0.0, agent.end + DRAIN_S - time.monotonic()))
@@ -196,4 +221,5 @@ async def main(port: int, t0: float, seconds: float, out: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]))
+    a = sys.argv
+    asyncio.run(main(int(a[1]), float(a[2]), float(a[3]), a[4], a[5:] == ["pcm16"]))

@@ -7,7 +7,7 @@ plays what it receives at real-time pace: a `mark` is echoed when the audio befo
 played, every pending mark at once on `clear`, as Twilio does. It timestamps answer frames
 (agent->caller latency) and clears (barge-in latency), and checks their order.
 
-Run: load_caller.py URL FIRST_CALL COUNT T0 SECONDS RESULT_FILE
+Run: load_caller.py URL FIRST_CALL COUNT T0 SECONDS RESULT_FILE [pcm16]
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class Call:
         self.marks: deque[tuple[float, str]] = deque()
         self.clears: list[float] = []
         self.latencies: list[float] = []
+        self.pcm16 = False  # a transcoding run: frames matched by index, not by marker
+        self.sent_at: list[float] = []
+        self.received_at: list[float] = []
         self.t0 = 0.0
         self.error = ""
 
@@ -78,7 +81,11 @@ class Call:
     def handle(self, event: dict) -> None:
         now = time.monotonic()
         kind = event.get("event")
-        if kind == "media":
+        if kind == "media" and self.pcm16:
+            self.received += 1
+            self.received_at.append(now)
+            self.play_end = max(self.play_end, now) + TICK_S
+        elif kind == "media":
             call, seq, sent = read_marker(event["media"]["payload"])
             self.received += 1
             if call != self.call or seq <= self.last_seq:
@@ -106,6 +113,8 @@ class Call:
         if self.ws is None:
             return
         try:
+            if self.pcm16:
+                self.sent_at.append(time.monotonic())
             await self.ws.send(self.frame())
             while self.marks and self.marks[0][0] <= now:
                 self.echo(self.marks.popleft()[1])
@@ -114,10 +123,12 @@ class Call:
             self.error = "closed"
 
 
-async def main(url: str, first: int, count: int, t0: float, seconds: float, out: str) -> None:
+async def main(
+    url: str, first: int, count: int, t0: float, seconds: float, out: str, pcm16: bool
+) -> None:
     calls = [Call(first + i) for i in range(count)]
     for c in calls:
-        c.t0 = t0
+        c.t0, c.pcm16 = t0, pcm16
     opened = await asyncio.gather(*(c.open(url) for c in calls), return_exceptions=True)
     for c, result in zip(calls, opened, strict=True):
         if isinstance(result, BaseException):
@@ -149,6 +160,8 @@ async def main(url: str, first: int, count: int, t0: float, seconds: float, out:
             "gaps": c.gaps,
             "clears": c.clears,
             "latencies": c.latencies,
+            "sent_at": c.sent_at,
+            "received_at": c.received_at,
             "error": c.error,
         }
         for c in calls
@@ -168,4 +181,5 @@ async def main(url: str, first: int, count: int, t0: float, seconds: float, out:
 
 if __name__ == "__main__":
     a = sys.argv
-    asyncio.run(main(a[1], int(a[2]), int(a[3]), float(a[4]), float(a[5]), a[6]))
+    pcm16 = a[7:] == ["pcm16"]
+    asyncio.run(main(a[1], int(a[2]), int(a[3]), float(a[4]), float(a[5]), a[6], pcm16))

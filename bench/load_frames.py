@@ -16,6 +16,14 @@ from typing import Any
 MARKER = struct.Struct("<IIdH")  # call id, sequence, send time (monotonic s), pad: 18 bytes
 MARKER_B64 = 24  # its base64 length
 TAIL_B64 = base64.b64encode(b"\xff" * 142).decode()  # the rest of the 160-byte frame
+# Transcoding runs (the bridge speaks PCM16 24 kHz to the stand-in): audio cannot carry a
+# marker through a resampler, so frames are matched by their index in the call instead, and
+# the stand-in learns the call from this handshake header (REALTIME_HEADERS: {call_sid}).
+CALL_HEADER = "X-Load-Call"
+PCM16_DELTA_B64 = base64.b64encode(
+    b"".join(int(8000 * ((i % 55) / 27.5 - 1)).to_bytes(2, "little", signed=True)
+             for i in range(480))
+).decode()  # 20 ms of a 436 Hz sawtooth at 24 kHz  # fmt: skip
 TICK_S = 0.020
 SLOTS = 5  # calls are spread over this many phases of the 20 ms clock, as real ones are
 BACKGROUND: set[asyncio.Future] = set()  # sends in flight, kept referenced
@@ -23,6 +31,11 @@ BACKGROUND: set[asyncio.Future] = set()  # sends in flight, kept referenced
 
 def marker_b64(call: int, seq: int) -> str:
     return base64.b64encode(MARKER.pack(call, seq, time.monotonic(), 0)).decode()
+
+
+def call_of(call_sid: str) -> int:
+    """The call id in a load-test CallSid (CA + 32 digits)."""
+    return int(call_sid[2:])
 
 
 def read_marker(payload_b64: str) -> tuple[int, int, float]:

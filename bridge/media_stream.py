@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.exceptions import ConnectionClosedOK, WebSocketException
-from websockets.protocol import State
 
 from bridge.call import (
     Action,
@@ -283,8 +282,8 @@ class CallRunner:
             self._unsent_to_realtime += texts
             if len(self._unsent_to_realtime) <= MAX_REALTIME_BACKLOG:
                 return True
-        elif realtime.send_now(texts) or realtime.protocol.state is not State.OPEN:
-            return True  # sent, or the socket is closing and its reader reports it
+        elif realtime.send_now(texts):
+            return True
         self._finish("the Realtime connection fell too far behind")
         return False
 

@@ -148,11 +148,12 @@ class RealtimeConnection(ClientConnection):
         self._message(message, is_text)
 
     def send_now(self, texts: list[str]) -> bool:
-        """Send text messages in one write, without waiting; False if the connection is
-        not open or has stopped taking data (a peer that does not read)."""
-        if self.protocol.state is not State.OPEN:
-            return False
+        """Send text messages in one write, without waiting. False only if the peer has
+        stopped reading (too much unsent); on a connection that is closing they are
+        dropped, as its reader reports the close."""
         transport = self.transport
+        if self.protocol.state is not State.OPEN or transport.is_closing():
+            return True
         if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
             return False
         transport.write(self._frames.text_frames(texts))
