@@ -30,6 +30,8 @@ DIRECT_LANE = "phone-bridge.direct-lane"
 # Twilio reads a call's audio as it plays it; a peer that stops reading while this much
 # waits in the send buffer (minutes of audio) has gone, and the call ends.
 MAX_UNSENT_BYTES = 4 * 1024 * 1024
+# How long the end of a call waits for its last messages on the plain-ASGI link.
+FLUSH_TIMEOUT_S = 1.0
 
 # Receives each message from Twilio's side as it arrives: the frame's text, undecoded.
 Receiver = Callable[[bytes], None]
@@ -45,6 +47,9 @@ class TwilioLink(Protocol):
 
     async def wait_closed(self) -> int | None:
         """Wait until Twilio's side is gone; the close code, if there was one."""
+
+    async def finish(self) -> None:
+        """Before the socket is closed: let messages still on their way go out."""
 
 
 def twilio_link(websocket: WebSocket) -> TwilioLink:
@@ -95,10 +100,11 @@ class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
         return self.config.ws_max_size if self.handshake_initiated and not self.close_sent else None
 
     def _message(self, payload: bytes, is_text: bool) -> None:
+        if self.conn.state is not State.OPEN or self.close_sent:
+            return  # read in the same chunk as a close: the stream is over
         receiver = self._receiver
         if receiver is not None:
-            if self.conn.state is State.OPEN and not self.close_sent:
-                receiver(payload)  # (nothing after a close, read in the same chunk)
+            receiver(payload)
             return
         self.curr_msg_data_type = "text" if is_text else "bytes"
         self.frames = [payload]
@@ -160,6 +166,9 @@ class DirectTwilioLink:
     async def wait_closed(self) -> int | None:
         return await _wait_for_disconnect(self._websocket, None)
 
+    async def finish(self) -> None:
+        pass  # every message was written when it was sent
+
 
 class AsgiTwilioLink:
     """The same link over plain ASGI, for servers without the direct lane: one writer task
@@ -169,6 +178,7 @@ class AsgiTwilioLink:
         self._websocket = websocket
         self._receiver: Receiver | None = None
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._unsent_chars = 0
         self._writer: asyncio.Task[None] | None = None
         self._broken = False
 
@@ -177,27 +187,35 @@ class AsgiTwilioLink:
         self._writer = asyncio.create_task(self._write(), name="twilio-writer")
 
     def send(self, texts: list[str]) -> bool:
-        if self._broken:
+        if self._broken or self._unsent_chars > MAX_UNSENT_BYTES:
             return False
         for text in texts:
+            self._unsent_chars += len(text)
             self._outbox.put_nowait(text)
         return True
 
     async def _write(self) -> None:
         try:
             while True:
-                await self._websocket.send_text(await self._outbox.get())
+                text = await self._outbox.get()
+                await self._websocket.send_text(text)
+                self._unsent_chars -= len(text)
+                self._outbox.task_done()
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._broken = True
 
     async def wait_closed(self) -> int | None:
-        try:
-            return await _wait_for_disconnect(self._websocket, self._receiver)
-        finally:
-            if self._writer is not None:
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
+        return await _wait_for_disconnect(self._websocket, self._receiver)
+
+    async def finish(self) -> None:
+        if self._writer is None:
+            return
+        if not self._broken:  # what the call said last (a clear, a goodbye's mark) goes out
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), FLUSH_TIMEOUT_S)
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
 
 
 async def _wait_for_disconnect(websocket: WebSocket, receiver: Receiver | None) -> int | None:

@@ -123,6 +123,7 @@ class CallRunner:
             await self._close_realtime()
             if self._transfer_to is not None or self._hang_up_requested:
                 await self._end_through_rest(self._transfer_to)
+            await self._twilio_link.finish()
             await self._close_twilio()
             self._keep_record()
 
@@ -222,11 +223,13 @@ class CallRunner:
             await self._close_socket(realtime)
             return
         self._realtime = realtime
-        realtime.deliver_to(lambda data: self._from_realtime(data, generation))
+        # The session's configuration goes first; then the core, now listening, reads
+        # what the server sent since the handshake (session.created at least).
+        self._carry_out(self.call.realtime_connected(time.monotonic()))
         if self._unsent_to_realtime:
             unsent, self._unsent_to_realtime = self._unsent_to_realtime, []
             self._send_to_realtime(unsent)
-        self._carry_out(self.call.realtime_connected(time.monotonic()))
+        realtime.deliver_to(lambda data: self._from_realtime(data, generation))
         await realtime.wait_closed()
         closed = realtime.protocol.close_exc
         if isinstance(closed, ConnectionClosedOK):

@@ -22,6 +22,8 @@ except ImportError:  # pragma: no cover
 # First byte of a whole (FIN) text or binary frame with no extension bits.
 _WHOLE_TEXT, _WHOLE_BINARY = 0x81, 0x82
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
+# A frame longer than this is not held until whole but passed on as it arrives.
+LARGE_FRAME = 64 * 1024
 
 
 class FrameSplitter:
@@ -34,6 +36,7 @@ class FrameSplitter:
         self._partial = b""  # the start of a frame still arriving
         self._fragmented = False  # inside a fragmented message: all of it goes on raw
         self._passing_all = False  # after a frame too large to hold: everything goes on
+        self._passing = 0  # bytes still to come of a large frame already passed on
 
     def feed(
         self,
@@ -46,9 +49,14 @@ class FrameSplitter:
         if self._passing_all:
             on_other(data)
             return
-        if self._partial:
-            data, self._partial = self._partial + data, b""
         pos, end = 0, len(data)
+        if self._passing:
+            pos = min(end, self._passing)
+            self._passing -= pos
+            on_other(data[:pos])
+        elif self._partial:
+            data, self._partial = self._partial + data, b""
+            end = len(data)
         while end - pos >= 2:
             first, second = data[pos], data[pos + 1]
             length = second & 0x7F
@@ -73,7 +81,14 @@ class FrameSplitter:
                 return
             stop = pos + head + length
             if stop > end:
-                break
+                if length <= LARGE_FRAME:
+                    break  # held until whole
+                # Not held (joining its pieces again at each read would cost the square of
+                # its size): it goes on as it arrives, and websockets reads it.
+                self._note_fragments(first)
+                self._passing = stop - end
+                on_other(data[pos:])
+                return
             if (
                 first in (_WHOLE_TEXT, _WHOLE_BINARY)
                 and bool(masked) == self._masked
@@ -87,15 +102,19 @@ class FrameSplitter:
                 else:  # the protocol object's own path refuses it (1007)
                     on_other(data[pos:stop])
             else:
-                opcode = first & 0x0F
-                if opcode in (_OP_TEXT, _OP_BINARY) and not first & 0x80:
-                    self._fragmented = True
-                elif opcode == _OP_CONTINUATION and first & 0x80:
-                    self._fragmented = False
+                self._note_fragments(first)
                 on_other(data[pos:stop])
             pos = stop
         if pos < end:
             self._partial = data[pos:]
+
+    def _note_fragments(self, first: int) -> None:
+        """Follow fragmented messages through the frames passed on: all of one goes on."""
+        opcode = first & 0x0F
+        if opcode in (_OP_TEXT, _OP_BINARY) and not first & 0x80:
+            self._fragmented = True
+        elif opcode == _OP_CONTINUATION and first & 0x80:
+            self._fragmented = False
 
 
 def is_utf8(data: bytes) -> bool:

@@ -102,6 +102,7 @@ class RealtimeConnection(ClientConnection):
             opened=self._opened,
         )
         self._fragments: list[bytes] = []
+        self._fragments_text = True
         self._frames = ClientFrames()
 
     def deliver_to(self, receiver: Callable[[bytes], None]) -> None:
@@ -135,15 +136,22 @@ class RealtimeConnection(ClientConnection):
         elif event.fin and not self._fragments:
             self._message_checked(event.data, event.opcode is Opcode.TEXT)
         else:  # a fragmented message (the splitter leaves those to websockets)
+            if not self._fragments:
+                self._fragments_text = event.opcode is Opcode.TEXT
             self._fragments.append(event.data)
             if event.fin:
                 message, self._fragments = b"".join(self._fragments), []
-                self._message_checked(message, True)  # (fragments are text: Realtime's)
+                self._message_checked(message, self._fragments_text)
 
     def _message_checked(self, message: bytes, is_text: bool) -> None:
         if is_text and not is_utf8(message):
-            self.protocol.fail(1007, "invalid UTF-8")  # as websockets' recv() would
-            self.send_data()
+            # Failed as websockets' recv() would (1007), and closed at once: the session
+            # is unusable, and the call must hear of it now, not at the next ping.
+            self.protocol.fail(1007, "invalid UTF-8")
+            try:
+                self.send_data()
+            finally:
+                self.transport.close()
             return
         self._message(message, is_text)
 

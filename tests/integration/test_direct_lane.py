@@ -382,3 +382,60 @@ async def test_a_text_frame_that_is_not_utf8_fails_the_connection_with_1007(serv
             assert await session.wait_closed(timeout=1.0)
         finally:
             twilio.close()
+
+
+async def test_realtime_side_text_that_is_not_utf8_closes_the_session_at_once() -> None:
+    """A session that sent invalid UTF-8 is failed with 1007 and dropped, so the call hears
+    of it now; it must not linger half-closed until a ping times out (20 s)."""
+    from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
+
+    bad = Frame(Opcode.TEXT, b'{"type": "\xff\xfe"}').serialize(mask=False)
+    async with raw_realtime_server(server_text_frames(["one"]) + bad) as (url, received):
+        connection = await open_realtime(RealtimeEndpoint(url=url))
+        got: list[bytes] = []
+        connection.deliver_to(got.append)
+        await asyncio.wait_for(connection.wait_closed(), 1.0)
+        assert got == [b"one"]
+        assert [Close.parse(f.data).code for f in received if f.opcode is Opcode.CLOSE] == [1007]
+
+
+async def test_realtime_side_fragmented_binary_is_not_judged_as_text() -> None:
+    from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
+
+    frames = Frame(Opcode.BINARY, b"\xff", fin=False).serialize(mask=False)
+    frames += Frame(Opcode.CONT, b"\xfe").serialize(mask=False)
+    async with raw_realtime_server(frames + server_text_frames(["after"])) as (url, _):
+        connection = await open_realtime(RealtimeEndpoint(url=url))
+        got: list[bytes] = []
+        connection.deliver_to(got.append)
+        await wait_until(lambda: len(got) == 2, 2, "both messages")
+        assert got == [b"\xff\xfe", b"after"]
+        assert connection.state is State.OPEN
+        await connection.close()
+
+
+async def test_events_sent_with_the_handshake_reach_a_core_that_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """session.created comes right behind the 101: the core must already be bridging (its
+    session.update sent) when it reads it, or it would drop it unread."""
+    import orjson
+
+    from bridge.call import Call
+
+    seen: list[tuple[str, str]] = []
+    receive = Call.receive_realtime
+
+    def noting(self: Call, text: bytes, now: float) -> list:
+        seen.append((self.phase.name, orjson.loads(text).get("type")))
+        return receive(self, text, now)
+
+    monkeypatch.setattr(Call, "receive_realtime", noting)
+    async with running_bridge() as running:
+        ws = await open_stream(running)
+        try:
+            await bridged_session(running)
+            await wait_until(lambda: len(seen) >= 2, 2, "the first events")
+            assert seen[0] == ("BRIDGING", "session.created")
+        finally:
+            await ws.close()

@@ -17,7 +17,7 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, Side
 from websockets.streams import StreamReader
 
-from bridge.ws_frames import ClientFrames, FrameSplitter, server_text_frames
+from bridge.ws_frames import LARGE_FRAME, ClientFrames, FrameSplitter, server_text_frames
 
 BIG = 1 << 20  # no generated message is near this
 SIZES = [0, 1, 2, 125, 126, 127, 1000, 65535, 65536, 65537]
@@ -191,9 +191,11 @@ def test_splitter_and_websockets_together_see_every_message_in_order(
     if close:
         sent_controls.append((Opcode.CLOSE, Close(1000, "bye").serialize()))
     assert pair.controls == sent_controls
-    # the common case never touches websockets: whole frames go by the fast path
+    # the common case never touches websockets: whole frames go by the fast path (a large
+    # one only if it came in one piece: pieces of it are passed on as they arrive)
     whole = [i for i in items if isinstance(i, Message) and takes_fast_path(i)]
-    assert pair.by_splitter == len(whole)
+    small = [i for i in whole if len(i.data) <= LARGE_FRAME]
+    assert len(small) <= pair.by_splitter <= len(whole)
     # every ping was answered with a pong of its payload, in order (and a close echoed)
     replies = [(f.opcode, f.data) for f in pair.sent_frames()]
     pings = [data for op, data in sent_controls if op is Opcode.PING]
@@ -213,10 +215,19 @@ def test_what_goes_on_raw_is_exactly_the_non_fast_path_frames(
     pair = Pair(masked=masked, max_size=BIG)
     for piece in cut(b"".join(data for data, _ in frames), points):
         pair.feed(piece)
-    assert b"".join(pair.raw) == b"".join(data for data, whole in frames if not whole)
-    # and each piece passed on is whole frames: the reference is never left mid-frame
-    for raw in pair.raw:
-        assert whole_frames(raw, masked)
+    # Frame by frame: what is not a whole message is passed on; a whole message is passed
+    # on only if it is large (and came in pieces), else it went by the fast path.
+    raw = b"".join(pair.raw)
+    at = 0
+    for data, whole in frames:
+        if raw.startswith(data, at) and (not whole or len(data) > LARGE_FRAME):
+            at += len(data)
+        else:
+            assert whole, "a frame that is not a whole message went missing"
+    assert at == len(raw)
+    # and what is passed on, taken together, is whole frames: websockets never starts
+    # reading in the middle of one
+    assert whole_frames(raw, masked) or not raw
 
 
 @FAST
@@ -375,3 +386,18 @@ def test_client_frames_use_a_fresh_mask_key_each_frame() -> None:
     assert len(keys) == 1103
     assert keys[0] != keys[1] != keys[2]
     assert len(set(keys)) > 1090  # 32-bit random keys: a few collisions at most
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_a_large_frame_is_passed_on_as_it_arrives_not_held(masked: bool) -> None:
+    """Holding a 15 MiB event until whole would join its pieces again at every read (the
+    square of its size, the event loop blocked meanwhile): its pieces go on as they come."""
+    big = Frame(Opcode.TEXT, b"x" * (LARGE_FRAME * 4)).serialize(mask=masked, extensions=[])
+    pair = Pair(masked=masked, max_size=BIG)
+    piece = 16 * 1024
+    for at in range(0, len(big), piece):
+        pair.feed(big[at : at + piece])
+        assert sum(map(len, pair.raw)) == min(at + piece, len(big))  # nothing held back
+    pair.feed(ClientFrames().text_frames(["next"]) if masked else server_text_frames(["next"]))
+    assert pair.arrived == [(b"x" * (LARGE_FRAME * 4), True), (b"next", True)]
+    assert pair.by_splitter == 1  # the small one after it: the fast path again
