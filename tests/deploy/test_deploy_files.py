@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import signal
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -210,6 +211,35 @@ def test_dockerfile_listens_on_the_app_port_and_checks_liveness(
     assert env["CALL_DB_PATH"].startswith("/"), env["CALL_DB_PATH"]
 
 
+def test_dockerfile_gives_the_records_directory_to_the_user_it_runs_as() -> None:
+    final = parse_dockerfile(DEPLOY / "Dockerfile").final
+    directory = str(PurePosixPath(final.env()["CALL_DB_PATH"]).parent)
+    uid, _, gid = final.all("USER")[-1].args[0].partition(":")
+    commands = [
+        shlex.split(command)
+        for run in final.all("RUN")
+        for command in re.split(r"&&|;", run.raw)
+        if command.strip()
+    ]
+    # Names the stage's useradd/groupadd give to numeric ids, so `chown bridge:bridge` counts.
+    users = {uid: uid}
+    groups = {gid: gid} if gid else {}
+    for words in commands:
+        if words[0] in ("useradd", "groupadd"):
+            ids = users if words[0] == "useradd" else groups
+            for flag in ("--uid", "-u") if words[0] == "useradd" else ("--gid", "-g"):
+                if flag in words:
+                    ids[words[-1]] = words[words.index(flag) + 1]
+    made = [w for w in commands if w[0] == "mkdir" and directory in w[1:]]
+    assert made, f"no RUN mkdir {directory}"
+    owners = [w[-2] for w in commands if w[0] == "chown" and w[-1] == directory]
+    assert owners, f"no RUN chown ... {directory}"
+    user, _, group = owners[-1].partition(":")
+    assert users.get(user) == uid, f"chown {owners[-1]}: not USER {uid}"
+    if gid and group:
+        assert groups.get(group) == gid, f"chown {owners[-1]}: not group {gid}"
+
+
 # --- variables and secrets ---------------------------------------------------------------
 
 
@@ -342,6 +372,21 @@ def test_kustomization_applies_every_manifest_but_the_secret_example() -> None:
     assert any(entry["name"] == image for entry in kustomization.get("images", [])), image
 
 
+def test_each_manifest_uses_the_stable_api_version_of_its_kind() -> None:
+    versions = {kind: obj["apiVersion"] for kind, obj in k8s_objects().items()}
+    assert versions == {
+        "Deployment": "apps/v1",
+        "Service": "v1",
+        "Ingress": "networking.k8s.io/v1",
+        "HorizontalPodAutoscaler": "autoscaling/v2",
+        "PodDisruptionBudget": "policy/v1",
+    }
+    (secret,) = load_yaml(K8S / "secret.example.yaml")
+    assert (secret["apiVersion"], secret["kind"]) == ("v1", "Secret")
+    target = k8s_objects()["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert target["apiVersion"] == versions[target["kind"]]
+
+
 def test_deployment_probes_readiness_and_liveness_on_the_right_routes(
     probe_kinds: dict[str, str],
 ) -> None:
@@ -383,11 +428,19 @@ def test_service_hpa_and_pdb_point_at_the_deployments_pods() -> None:
     assert service["spec"]["selector"] == selects
     pdb = objects["PodDisruptionBudget"]["spec"]
     assert pdb["selector"]["matchLabels"] == selects
-    assert pdb.get("maxUnavailable", 1) < deployment["spec"]["replicas"], "one pod stays up"
     target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     hpa = objects["HorizontalPodAutoscaler"]["spec"]
-    assert 1 < hpa["minReplicas"] <= hpa["maxReplicas"]
+    # The HPA owns the count: a `replicas` in the Deployment would be put back on every
+    # `kubectl apply`, removing pods (and their calls) the HPA had added.
+    assert "replicas" not in deployment["spec"], "the HPA sets the replica count"
+    assert 2 <= hpa["minReplicas"] <= hpa["maxReplicas"]
+    # Even at minReplicas, the PDB lets a node drain evict one pod and keeps one up.
+    if "minAvailable" in pdb:
+        assert "maxUnavailable" not in pdb
+        assert 1 <= pdb["minAvailable"] <= hpa["minReplicas"] - 1, pdb
+    else:
+        assert 1 <= pdb["maxUnavailable"] <= hpa["minReplicas"] - 1, pdb
     # The Service forwards to the container's port, by number or by name.
     spec = container()
     (port,) = spec["ports"]
@@ -419,3 +472,12 @@ def test_ingress_keeps_call_websockets_open_and_routes_to_the_service(
     # PUBLIC_URL is the ingress host: signatures are checked against it.
     host = ingress["spec"]["rules"][0]["host"]
     assert pod_env()["PUBLIC_URL"]["value"] == f"https://{host}"
+    # A controller reload closes old workers' WebSockets after worker-shutdown-timeout: the
+    # value the file tells operators to set outlasts the longest call.
+    advice = re.search(r'worker-shutdown-timeout: "(\d+)s"', (K8S / "ingress.yaml").read_text())
+    assert advice, "ingress.yaml: say what to set worker-shutdown-timeout to"
+    env = pod_env()
+    longest = float(
+        env.get("MAX_CALL_DURATION_S", {}).get("value", app_settings.max_call_duration_s)
+    )
+    assert int(advice[1]) >= longest, f"worker-shutdown-timeout {advice[1]}s < {longest}s"

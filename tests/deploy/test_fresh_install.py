@@ -12,15 +12,18 @@ PHONE_BRIDGE_TEST_PYTHON to choose. It needs the package index (or a warm pip ca
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,7 @@ from tests.deploy.files import (
     RUNTIME_VARIABLES,
     context_copies,
     parse_dockerfile,
+    setting_names,
 )
 
 pytestmark = pytest.mark.integration
@@ -81,12 +85,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Variables that would make the install or the server use something other than what a new
+# shell gets: the source tree on the path, or another interpreter's environment.
+NOT_PASSED = {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """What a new shell would have: no credentials, no PYTHONPATH to the source tree."""
+    """This environment without the bridge's own settings (credentials among them; read
+    case-insensitively, as the bridge reads them) and without PYTHONPATH to the source
+    tree. Everything else passes: pip's configuration (PIP_INDEX_URL, PIP_CERT, ...), the
+    proxies (HTTP(S)_PROXY, NO_PROXY, either case) and the CA bundles (SSL_CERT_FILE,
+    REQUESTS_CA_BUNDLE), so the install works behind a mirror or a proxy as pip does here."""
+    bridge = setting_names()
     keep = {
-        name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ
+        name: value
+        for name, value in os.environ.items()
+        if name.upper() not in bridge and name.upper() not in NOT_PASSED
     }
     return {**keep, **PIP_ENV, **extra}
+
+
+def test_clean_env_passes_pips_network_settings_and_drops_the_bridges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passed = {
+        "PIP_INDEX_URL": "https://mirror.example/simple",
+        "PIP_CERT": "/etc/ssl/mirror.pem",
+        "HTTPS_PROXY": "http://proxy.example:3128",
+        "http_proxy": "http://proxy.example:3128",
+        "no_proxy": "localhost",
+        "SSL_CERT_FILE": "/etc/ssl/bundle.pem",
+        "REQUESTS_CA_BUNDLE": "/etc/ssl/bundle.pem",
+    }
+    dropped = {"OPENAI_API_KEY": "sk-x", "twilio_auth_token": "t", "PORT": "1", "PYTHONPATH": "."}
+    for name, value in {**passed, **dropped}.items():
+        monkeypatch.setenv(name, value)
+    env = clean_env(PORT="8081")
+    # Compared name by name: a failure must not print the rest of the environment.
+    assert {name: env.get(name) for name in passed} == passed
+    assert [name for name in dropped if name in env] == ["PORT"]
+    assert env["PORT"] == "8081"  # what the caller sets still wins
 
 
 def build_wheel(tmp_path: Path) -> Path:
@@ -199,6 +237,10 @@ def test_wheel_installs_into_a_new_venv_serves_and_completes_a_simulated_call(
         report = call.stdout + call.stderr
         assert call.returncode == 0, report + "\nserver log:\n" + "".join(log)
         assert "turn 1" in report and "first audio heard after" in report, report
+        # The report's first line names the CallSid the simulator sent the webhook.
+        sid = re.search(r"^call (CA[0-9a-f]{32}) ", call.stdout, re.MULTILINE)
+        assert sid, report
+        call_sid = sid[1]
         assert (home / "heard.wav").stat().st_size > 8000  # > 0.25 s of 16-bit audio heard
     finally:
         if server.poll() is None:
@@ -212,6 +254,10 @@ def test_wheel_installs_into_a_new_venv_serves_and_completes_a_simulated_call(
         reader.join(5)
     assert code == 0, "".join(log)
     assert any("drained" in line for line in log), "".join(log)
-    # The call's record was written where the image keeps records.
-    assert records.stat().st_size > 0
+    # The call's record was written where the image keeps records, and it is that call's:
+    # read with sqlite3 alone (the table is `calls`, see bridge/records.py), since a store
+    # with no record in it is already 32 KiB.
+    with closing(sqlite3.connect(f"{records.as_uri()}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT call_sid FROM calls").fetchall()
+    assert rows == [(call_sid,)], rows
     record_property("total_seconds", round(time.monotonic() - started, 1))
