@@ -7,7 +7,8 @@ the frame's first 18 bytes) and, on a fixed schedule per call, plays answers as
 is interrupted after 500 ms with `input_audio_buffer.speech_started` (a barge-in).
 
 A connection whose first message is Twilio's `connected` is served in Twilio's own protocol
-(media/clear): the caller then talks to this process directly, the no-bridge baseline.
+(media and a mark per chunk, clear): the caller then talks to this process directly (the
+no-bridge baseline), or through the parse-nothing relay, with the messages a bridge sends.
 
 Run by bench/load.py: load_agent.py PORT T0 SECONDS RESULT_FILE [pcm16]
 """
@@ -55,6 +56,7 @@ class Conn:
         self.gaps = 0
         self.out_seq = 0
         self.pending_created: str | None = None
+        self.mark_due = False
         self.barges: list[float] = []  # speech_started send times
         self.latencies: list[float] = []
         self.received_at: list[float] = []  # transcoding runs: each frame's arrival
@@ -116,6 +118,7 @@ class Agent:
     def event_text(self, conn: Conn, kind: str, rid: str, delta: str | None = None) -> str:
         if conn.twilio:
             if kind == "delta":
+                conn.mark_due = True  # a mark after each chunk, as a bridge sends
                 return (
                     '{"event":"media","streamSid":"' + conn.stream_sid + '","media":{"payload":"'
                     + delta + '"}}'
@@ -190,6 +193,12 @@ class Agent:
                         await conn.ws.send(created)
                     if text:
                         await conn.ws.send(text)
+                    if conn.mark_due:
+                        conn.mark_due = False
+                        await conn.ws.send(
+                            '{"event":"mark","streamSid":"' + conn.stream_sid
+                            + f'","mark":{{"name":"m{conn.out_seq}"}}}}'
+                        )  # fmt: skip
                 except ConnectionClosed:
                     pass
 

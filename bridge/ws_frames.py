@@ -4,9 +4,10 @@ Each of a call's two sockets carries ~50 small data frames a second each way. Th
 websockets library reads every frame through a generator, a Frame object and an enum
 lookup; here the common case, a whole unfragmented data frame within the size limit, is
 read with a few byte operations and unmasked in C. Every other frame (control frames,
-fragments, a frame masked the wrong way, one too large) goes, as its exact bytes, to the
-websockets protocol object that owns the connection, which judges it as it always would.
-That object only ever receives whole frames, so it is always at a frame boundary.
+fragments, a frame masked the wrong way, text that is not UTF-8, one over the size limit
+or over 64 KiB and still arriving) goes, as its exact bytes, to the websockets protocol
+object that owns the connection, which judges it as it always would. That object is only
+ever handed frames from their first byte, so it never starts reading mid-frame.
 """
 
 from __future__ import annotations
