@@ -198,6 +198,8 @@ async def test_first_messages_in_one_write_start_the_call(links: list[object], s
             await appended(running, 5)
             split = twilio.frames.text_frames([media()])
             await twilio.write(split[:7])  # a frame across two writes
+            # (apart, so the bridge reads the halves separately; the outcome is checked
+            # below whether or not they were joined on the way)
             await asyncio.sleep(0.05)
             await twilio.write(split[7:] + twilio.frames.text_frames([media()]))
             await appended(running, 7)
