@@ -27,6 +27,7 @@ from load_frames import (
     SLOTS,
     TAIL_B64,
     TICK_S,
+    Arrivals,
     background,
     call_of,
     marker_b64,
@@ -50,16 +51,11 @@ class Conn:
         self.stream_sid = ""
         self.call: int | None = None
         self.configured = False
-        self.last_seq = -1
-        self.received = 0
-        self.reordered = 0
-        self.gaps = 0
+        self.arrivals = Arrivals()
         self.out_seq = 0
         self.pending_created: str | None = None
         self.mark_due = False
         self.barges: list[float] = []  # speech_started send times
-        self.latencies: list[float] = []
-        self.received_at: list[float] = []  # transcoding runs: each frame's arrival
         self.sent_at: list[float] = []  # transcoding runs: each answer frame's sending
 
 
@@ -101,19 +97,10 @@ class Agent:
     def audio(self, conn: Conn, payload: str) -> None:
         now = time.monotonic()
         if self.pcm16:
-            conn.received += 1
-            conn.received_at.append(now)
+            conn.arrivals.unmarked(now)
             return
-        call, seq, sent = read_marker(payload)
-        conn.call = call
-        conn.received += 1
-        if seq <= conn.last_seq:
-            conn.reordered += 1
-        elif seq != conn.last_seq + 1:
-            conn.gaps += seq - conn.last_seq - 1
-        conn.last_seq = max(seq, conn.last_seq)
-        if sent >= self.t0:
-            conn.latencies.append(round((now - sent) * 1000, 3))
+        conn.call, seq, sent = read_marker(payload)
+        conn.arrivals.marked(seq, sent, now, self.t0)
 
     def event_text(self, conn: Conn, kind: str, rid: str, delta: str | None = None) -> str:
         if conn.twilio:
@@ -208,13 +195,9 @@ class Agent:
             if c.call is None:
                 continue
             calls[str(c.call)] = {
-                "received": c.received,
-                "reordered": c.reordered,
-                "gaps": c.gaps,
+                **c.arrivals.results(),
                 "sent_answers_frames": c.out_seq,
                 "barges": c.barges,
-                "latencies": c.latencies,
-                "received_at": c.received_at,
                 "sent_at": c.sent_at,
             }
         return {"connections": len(self.conns), "calls": calls}

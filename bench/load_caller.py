@@ -19,7 +19,15 @@ import time
 from collections import deque
 
 import orjson
-from load_frames import SLOTS, TAIL_B64, TICK_S, background, marker_b64, read_marker
+from load_frames import (
+    SLOTS,
+    TAIL_B64,
+    TICK_S,
+    Arrivals,
+    background,
+    marker_b64,
+    read_marker,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -33,17 +41,12 @@ class Call:
         self.prefix = '{"event":"media","streamSid":"' + self.sid + '","media":{"payload":"'
         self.ws: ClientConnection | None = None
         self.sent = 0
-        self.received = 0
-        self.reordered = 0
-        self.gaps = 0
-        self.last_seq = -1
+        self.arrivals = Arrivals()
         self.play_end = 0.0
         self.marks: deque[tuple[float, str]] = deque()
         self.clears: list[float] = []
-        self.latencies: list[float] = []
         self.pcm16 = False  # a transcoding run: frames matched by index, not by marker
         self.sent_at: list[float] = []
-        self.received_at: list[float] = []
         self.t0 = 0.0
         self.error = ""
 
@@ -81,20 +84,12 @@ class Call:
     def handle(self, event: dict) -> None:
         now = time.monotonic()
         kind = event.get("event")
-        if kind == "media" and self.pcm16:
-            self.received += 1
-            self.received_at.append(now)
-            self.play_end = max(self.play_end, now) + TICK_S
-        elif kind == "media":
-            call, seq, sent = read_marker(event["media"]["payload"])
-            self.received += 1
-            if call != self.call or seq <= self.last_seq:
-                self.reordered += 1
-            elif seq != self.last_seq + 1:
-                self.gaps += seq - self.last_seq - 1
-            self.last_seq = max(seq, self.last_seq)
-            if sent >= self.t0:
-                self.latencies.append(round((now - sent) * 1000, 3))
+        if kind == "media":
+            if self.pcm16:
+                self.arrivals.unmarked(now)
+            else:
+                call, seq, sent = read_marker(event["media"]["payload"])
+                self.arrivals.marked(seq, sent, now, self.t0, ours=call == self.call)
             self.play_end = max(self.play_end, now) + TICK_S
         elif kind == "mark":
             self.marks.append((self.play_end, event["mark"]["name"]))
@@ -154,14 +149,10 @@ async def main(
     await asyncio.sleep(DRAIN_S)
     results = {
         str(c.call): {
+            **c.arrivals.results(),
             "sent": c.sent,
-            "received": c.received,
-            "reordered": c.reordered,
-            "gaps": c.gaps,
             "clears": c.clears,
-            "latencies": c.latencies,
             "sent_at": c.sent_at,
-            "received_at": c.received_at,
             "error": c.error,
         }
         for c in calls

@@ -44,6 +44,43 @@ def read_marker(payload_b64: str) -> tuple[int, int, float]:
     return call, seq, sent
 
 
+class Arrivals:
+    """The frames one end received of one call: how many, in what order, how late."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.reordered = 0
+        self.gaps = 0
+        self.last_seq = -1
+        self.latencies: list[float] = []  # ms, frames sent from t0 on
+        self.received_at: list[float] = []  # transcoding runs: when each frame came
+
+    def marked(self, seq: int, sent: float, now: float, t0: float, ours: bool = True) -> None:
+        """A frame carrying its marker (`ours`: it names this call)."""
+        self.received += 1
+        if not ours or seq <= self.last_seq:
+            self.reordered += 1
+        elif seq != self.last_seq + 1:
+            self.gaps += seq - self.last_seq - 1
+        self.last_seq = max(seq, self.last_seq)
+        if sent >= t0:
+            self.latencies.append(round((now - sent) * 1000, 3))
+
+    def unmarked(self, now: float) -> None:
+        """A frame whose marker a resampler erased: matched by its index later."""
+        self.received += 1
+        self.received_at.append(now)
+
+    def results(self) -> dict:
+        return {
+            "received": self.received,
+            "reordered": self.reordered,
+            "gaps": self.gaps,
+            "latencies": self.latencies,
+            "received_at": self.received_at,
+        }
+
+
 def background(send: Coroutine[Any, Any, None]) -> None:
     """Send without waiting: one slow socket must not hold the shared ticker."""
     future = asyncio.ensure_future(send)

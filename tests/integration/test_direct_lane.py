@@ -20,7 +20,7 @@ import bridge.media_stream
 import bridge.server
 from bridge.app import create_app
 from bridge.config import load_settings
-from bridge.local_agent import LocalAgent
+from bridge.local_agent import AgentSession, LocalAgent
 from bridge.media_socket import AsgiTwilioLink, DirectTwilioLink
 from bridge.simulator import SimulatorOptions, simulate_call
 from bridge.ws_frames import ClientFrames, server_text_frames
@@ -172,6 +172,26 @@ class RawTwilio:
         self.writer.close()
 
 
+@contextlib.asynccontextmanager
+async def started_raw_call(running: RunningBridge) -> AsyncIterator[tuple[RawTwilio, AgentSession]]:
+    """A call whose stream was opened on a bare socket, `connected` and `start` sent, and
+    whose Realtime session is open: the raw socket and the agent's session."""
+    parameters = await answer_call(running)
+    twilio, request = await RawTwilio.upgrade_request(running)
+    try:
+        await twilio.write(request)
+        await twilio.read_101()
+        await twilio.write(twilio.frames.text_frames([CONNECTED, start_message(parameters)]))
+        yield twilio, await bridged_session(running)
+    finally:
+        twilio.close()
+
+
+def bridge_on(server: str) -> contextlib.AbstractAsyncContextManager[RunningBridge]:
+    """The bridge under our server ("direct") or under plain uvicorn's `server`."""
+    return running_bridge() if server == "direct" else bridge_under_plain_uvicorn(server)
+
+
 async def appended(running: RunningBridge, count: int) -> None:
     session = await bridged_session(running)
     await wait_until(lambda: session.appends_received >= count, 5, f"{count} appends")
@@ -185,8 +205,7 @@ async def test_first_messages_in_one_write_start_the_call(links: list[object], s
     the 101: none may be lost. (Frames pipelined with the request itself are not tried:
     RFC 6455 4.1 has the client wait for the 101, and uvicorn's own implementation drops
     them too.)"""
-    bridge_ctx = running_bridge() if server == "direct" else bridge_under_plain_uvicorn(server)
-    async with bridge_ctx as running:
+    async with bridge_on(server) as running:
         parameters = await answer_call(running)
         twilio, request = await RawTwilio.upgrade_request(running)
         try:
@@ -210,31 +229,22 @@ async def test_first_messages_in_one_write_start_the_call(links: list[object], s
 
 
 async def test_ping_is_answered_and_a_close_frame_ends_the_call_raw() -> None:
-    async with running_bridge() as running:
-        parameters = await answer_call(running)
-        twilio, request = await RawTwilio.upgrade_request(running)
-        try:
-            await twilio.write(request)
-            await twilio.read_101()
-            await twilio.write(twilio.frames.text_frames([CONNECTED, start_message(parameters)]))
-            session = await bridged_session(running)
-            # a ping between two media frames, all in one write
-            ping = Frame(Opcode.PING, b"are you there").serialize(mask=True)
-            await twilio.write(
-                twilio.frames.text_frames([media()]) + ping + twilio.frames.text_frames([media()])
-            )
-            pong = await twilio.read_until(Opcode.PONG, timeout=2)
-            assert pong.data == b"are you there"
-            await appended(running, 2)
-            assert not await session.wait_closed(timeout=0.1)  # the call goes on
-            close = Frame(Opcode.CLOSE, Close(1000, "hang up").serialize()).serialize(mask=True)
-            await twilio.write(close)
-            echoed = await twilio.read_until(Opcode.CLOSE, timeout=2)
-            assert Close.parse(echoed.data).code == 1000
-            assert await session.wait_closed(timeout=1.0)
-            await assert_call_fully_gone(running)
-        finally:
-            twilio.close()
+    async with running_bridge() as running, started_raw_call(running) as (twilio, session):
+        # a ping between two media frames, all in one write
+        ping = Frame(Opcode.PING, b"are you there").serialize(mask=True)
+        await twilio.write(
+            twilio.frames.text_frames([media()]) + ping + twilio.frames.text_frames([media()])
+        )
+        pong = await twilio.read_until(Opcode.PONG, timeout=2)
+        assert pong.data == b"are you there"
+        await appended(running, 2)
+        assert not await session.wait_closed(timeout=0.1)  # the call goes on
+        close = Frame(Opcode.CLOSE, Close(1000, "hang up").serialize()).serialize(mask=True)
+        await twilio.write(close)
+        echoed = await twilio.read_until(Opcode.CLOSE, timeout=2)
+        assert Close.parse(echoed.data).code == 1000
+        assert await session.wait_closed(timeout=1.0)
+        await assert_call_fully_gone(running)
 
 
 async def test_ping_is_answered_and_close_ends_the_call_websockets_client() -> None:
@@ -263,29 +273,19 @@ async def test_ping_is_answered_and_close_ends_the_call_websockets_client() -> N
 async def test_nothing_after_the_end_of_the_connection_reaches_the_call(
     server: str, ending: str
 ) -> None:
-    bridge_ctx = running_bridge() if server == "direct" else bridge_under_plain_uvicorn(server)
-    async with bridge_ctx as running:
-        parameters = await answer_call(running)
-        twilio, request = await RawTwilio.upgrade_request(running)
-        try:
-            await twilio.write(request)
-            await twilio.read_101()
-            await twilio.write(twilio.frames.text_frames([CONNECTED, start_message(parameters)]))
-            session = await bridged_session(running)
-            await twilio.write(twilio.frames.text_frames([media()]))
-            await appended(running, 1)
-            if ending == "close-frame":
-                close = Close(1000, "hang up").serialize()
-                end = Frame(Opcode.CLOSE, close).serialize(mask=True)
-            else:
-                end = Frame(Opcode.TEXT, media().encode()).serialize(mask=False)
-            await twilio.write(end + twilio.frames.text_frames([media()] * 3))
-            echoed = await twilio.read_until(Opcode.CLOSE, timeout=2)
-            assert Close.parse(echoed.data).code == (1000 if ending == "close-frame" else 1002)
-            assert await session.wait_closed(timeout=1.0)
-            assert session.appends_received == 1
-        finally:
-            twilio.close()
+    async with bridge_on(server) as running, started_raw_call(running) as (twilio, session):
+        await twilio.write(twilio.frames.text_frames([media()]))
+        await appended(running, 1)
+        if ending == "close-frame":
+            close = Close(1000, "hang up").serialize()
+            end = Frame(Opcode.CLOSE, close).serialize(mask=True)
+        else:
+            end = Frame(Opcode.TEXT, media().encode()).serialize(mask=False)
+        await twilio.write(end + twilio.frames.text_frames([media()] * 3))
+        echoed = await twilio.read_until(Opcode.CLOSE, timeout=2)
+        assert Close.parse(echoed.data).code == (1000 if ending == "close-frame" else 1002)
+        assert await session.wait_closed(timeout=1.0)
+        assert session.appends_received == 1
 
 
 @contextlib.asynccontextmanager
@@ -368,22 +368,12 @@ async def test_realtime_side_delivers_nothing_after_the_servers_close() -> None:
     ],
 )
 async def test_a_text_frame_that_is_not_utf8_fails_the_connection_with_1007(server: str) -> None:
-    bridge_ctx = running_bridge() if server == "direct" else bridge_under_plain_uvicorn(server)
-    async with bridge_ctx as running:
-        parameters = await answer_call(running)
-        twilio, request = await RawTwilio.upgrade_request(running)
-        try:
-            await twilio.write(request)
-            await twilio.read_101()
-            await twilio.write(twilio.frames.text_frames([CONNECTED, start_message(parameters)]))
-            session = await bridged_session(running)
-            bad = Frame(Opcode.TEXT, b'{"event": "media", "x": "\xff\xfe"}').serialize(mask=True)
-            await twilio.write(bad)
-            echoed = await twilio.read_until(Opcode.CLOSE, timeout=2)
-            assert Close.parse(echoed.data).code == 1007
-            assert await session.wait_closed(timeout=1.0)
-        finally:
-            twilio.close()
+    async with bridge_on(server) as running, started_raw_call(running) as (twilio, session):
+        bad = Frame(Opcode.TEXT, b'{"event": "media", "x": "\xff\xfe"}').serialize(mask=True)
+        await twilio.write(bad)
+        echoed = await twilio.read_until(Opcode.CLOSE, timeout=2)
+        assert Close.parse(echoed.data).code == 1007
+        assert await session.wait_closed(timeout=1.0)
 
 
 async def test_realtime_side_text_that_is_not_utf8_closes_the_session_at_once() -> None:
