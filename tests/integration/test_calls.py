@@ -14,6 +14,7 @@ from bridge.local_agent import AgentOptions, AgentSession
 from bridge.simulator import CallReport, SimulatorOptions, simulate_call
 from bridge.simulator.options import SimulatorError
 from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge
+from tests.integration.twilio_side import simulated_call
 from tests.twilio_rest_fake import RecordingTwilio
 
 pytestmark = pytest.mark.integration
@@ -42,19 +43,9 @@ def model_audio_by_item(session: AgentSession) -> dict[str, bytes]:
 async def call_with_barge_in(
     bridge: RunningBridge, turns: int = 3, barge_in_after_ms: int = 600
 ) -> tuple[CallReport, AgentSession]:
-    report = await simulate_call(
-        SimulatorOptions(
-            webhook_url=bridge.webhook_url,
-            auth_token=AUTH_TOKEN,
-            turns=turns,
-            barge_in_after_ms=barge_in_after_ms,
-            turn_timeout_s=10,
-            max_duration_s=60,
-        )
+    return await simulated_call(
+        bridge, turns=turns, barge_in_after_ms=barge_in_after_ms, max_duration_s=60
     )
-    session = bridge.agent.sessions[0]
-    assert await session.wait_closed(timeout=1.0), "the Realtime session outlived the call"
-    return report, session
 
 
 def assert_heard_exactly_what_the_model_sent_up_to_each_cut(

@@ -13,14 +13,15 @@ from websockets.exceptions import InvalidStatus
 
 from bridge.local_agent import AgentSession, LocalAgent
 from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
-from bridge.simulator import CallReport, SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge
+from bridge.simulator import CallReport
+from tests.integration.harness import RunningBridge, running_bridge
 from tests.integration.test_calls import (
     assert_truncations_match_what_was_heard,
     call_with_barge_in,
     heard_bytes_by_item,
     model_audio_by_item,
 )
+from tests.integration.twilio_side import simulated_call
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -32,20 +33,13 @@ FROM = "+15557654321"
 
 
 async def one_turn_call(bridge: RunningBridge) -> tuple[CallReport, AgentSession]:
-    report = await simulate_call(
-        SimulatorOptions(
-            webhook_url=bridge.webhook_url,
-            auth_token=AUTH_TOKEN,
-            from_number=FROM,
-            turns=1,
-            utterance_ms=400,  # a short turn: these tests are about the connection
-            answer_idle_ms=300,
-            turn_timeout_s=10,
-            max_duration_s=30,
-        )
+    report, session = await simulated_call(
+        bridge,
+        from_number=FROM,
+        turns=1,
+        utterance_ms=400,  # a short turn: these tests are about the connection
+        answer_idle_ms=300,
     )
-    session = bridge.agent.sessions[0]
-    assert await session.wait_closed(timeout=1.0), "the Realtime session outlived the call"
     assert report.completed and not report.closed_by_bridge
     assert report.heard_audio, "the caller heard no answer"
     assert session.errors_sent == []

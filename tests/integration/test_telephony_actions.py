@@ -10,9 +10,10 @@ import pytest
 
 from bridge.dtmf import detect_dtmf
 from bridge.local_agent import AgentOptions, AgentSession, FunctionCallPlan
-from bridge.simulator import CallReport, SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge
+from bridge.simulator import CallReport
+from tests.integration.harness import RunningBridge, running_bridge
 from tests.integration.test_calls import heard_bytes_by_item
+from tests.integration.twilio_side import simulated_call
 from tests.twilio_rest_fake import RecordingTwilio
 
 pytestmark = pytest.mark.integration
@@ -23,19 +24,7 @@ SALES = "+15551234567"
 async def call(
     bridge: RunningBridge, turns: int, **options: object
 ) -> tuple[CallReport, AgentSession]:
-    report = await simulate_call(
-        SimulatorOptions(
-            webhook_url=bridge.webhook_url,
-            auth_token=AUTH_TOKEN,
-            turns=turns,
-            utterance_ms=600,
-            max_duration_s=30,
-            **{"turn_timeout_s": 10, **options},  # type: ignore[arg-type]
-        )
-    )
-    session = bridge.agent.sessions[0]
-    assert await session.wait_closed(timeout=1.0), "the Realtime session outlived the call"
-    return report, session
+    return await simulated_call(bridge, turns=turns, utterance_ms=600, **options)
 
 
 def agent_calling(plans: dict[int, FunctionCallPlan]) -> AgentOptions:

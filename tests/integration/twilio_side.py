@@ -12,6 +12,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.local_agent import AgentSession
+from bridge.simulator import CallReport, SimulatorOptions, simulate_call
 from tests.integration.harness import AUTH_TOKEN, RunningBridge, wait_until
 from twiml.answer import stream_url
 
@@ -84,3 +85,21 @@ async def start_stream(
 async def open_stream(bridge: RunningBridge, public_base: str | None = None) -> ClientConnection:
     """A call as Twilio places it: the webhook, then the stream with the TwiML's parameters."""
     return await start_stream(bridge, await answer_call(bridge, public_base), public_base)
+
+
+async def simulated_call(
+    bridge: RunningBridge, **options: object
+) -> tuple[CallReport, AgentSession]:
+    """A whole call placed by the simulator (signed webhook and stream), and the agent's
+    session for it, which must be gone within 1 s of the call's end."""
+    settings = {"turn_timeout_s": 10, "max_duration_s": 30, **options}
+    report = await simulate_call(
+        SimulatorOptions(
+            webhook_url=bridge.webhook_url,
+            auth_token=AUTH_TOKEN,
+            **settings,  # type: ignore[arg-type]
+        )
+    )
+    session = bridge.agent.sessions[0]
+    assert await session.wait_closed(timeout=1.0), "the Realtime session outlived the call"
+    return report, session
