@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -91,7 +92,13 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def start_server(mode: str, port: int, agent_port: int, log: Path) -> subprocess.Popen | None:
+# bench/attack.py's bridge checks signatures, as a deployment does.
+BENCH_AUTH_TOKEN = "load-bench-auth-token"
+
+
+def start_server(
+    mode: str, port: int, agent_port: int, log: Path, signed: bool = False
+) -> subprocess.Popen | None:
     agent_url = f"ws://127.0.0.1:{agent_port}/v1/realtime?model=gpt-realtime"
     if mode in ("bridge", "bridge-pcm16"):
         env = dict(os.environ)
@@ -114,6 +121,15 @@ def start_server(mode: str, port: int, agent_port: int, log: Path) -> subprocess
             LOG_LEVEL="warning",
             LOG_FORMAT="text",
         )
+        if signed:
+            env.update(
+                TWILIO_AUTH_TOKEN=BENCH_AUTH_TOKEN,
+                ALLOW_UNSIGNED_TWILIO="false",
+                PUBLIC_URL=f"http://127.0.0.1:{port}",
+                # Every route an outsider can post to is on.
+                CONSOLE_PASSWORD="load-bench-console-password",
+                OPERATOR_TOKEN="load-bench-operator-token-0123456789",
+            )
         cmd = [str(ROOT / ".venv/bin/phone-bridge"), "serve", "--port", str(port)]
         return subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=log.open("wb"))
     if mode == "naive":
@@ -160,12 +176,43 @@ def profile_summary(raw: Path, top: int = 25) -> list[str]:
     return lines
 
 
-def run(mode: str, n: int, seconds: float, tmp: Path, profile_dir: Path | None = None) -> dict:
+class PeakRss:
+    """The largest RSS a process reaches, sampled every 20 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                self.peak = max(self.peak, rss_bytes(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run(
+    mode: str,
+    n: int,
+    seconds: float,
+    tmp: Path,
+    profile_dir: Path | None = None,
+    signed: bool = False,
+    during: list[list[str]] = (),  # type: ignore[assignment]
+) -> dict:
+    """One run of `mode` with `n` calls. `signed`: the bridge checks Twilio signatures and
+    the callers sign; `during`: commands run alongside the calls' window (an attacker),
+    each given the bridge's port, T0 and the window's length as its last arguments."""
     agent_port, port = free_port(), free_port()
     setup = 3.0 + n * 0.03
     log = tmp / f"{mode}-{n}-server.log"
-    server = start_server(mode, port, agent_port, log)
+    server = start_server(mode, port, agent_port, log, signed)
     procs: list[subprocess.Popen] = []
+    peak = None
     try:
         t0 = time.monotonic() + setup + (4.0 if server else 0.5)
         agent_out = tmp / f"{mode}-{n}-agent.json"
@@ -180,6 +227,14 @@ def run(mode: str, n: int, seconds: float, tmp: Path, profile_dir: Path | None =
             url = f"ws://127.0.0.1:{agent_port}/"
         wait_port(agent_port, agent)
         rss0 = rss_bytes(server.pid) if server else 0
+        peak = PeakRss(server.pid) if server else None
+        caller_env = dict(os.environ)
+        if signed:
+            caller_env.update(
+                LOAD_AUTH_TOKEN=BENCH_AUTH_TOKEN, LOAD_PUBLIC_URL=f"http://127.0.0.1:{port}"
+            )
+        for cmd in during:
+            procs.append(subprocess.Popen([*cmd, str(port), str(t0), str(seconds)]))
         outs = []
         per = [n // CALLER_PROCS + (1 if i < n % CALLER_PROCS else 0) for i in range(CALLER_PROCS)]
         first = 1
@@ -189,7 +244,7 @@ def run(mode: str, n: int, seconds: float, tmp: Path, profile_dir: Path | None =
             out = tmp / f"{mode}-{n}-caller{i}.json"
             outs.append(out)
             cmd = [PY, str(BENCH / "load_caller.py"), url, str(first), str(count), str(t0)]
-            procs.append(subprocess.Popen([*cmd, str(seconds), str(out), *flags]))
+            procs.append(subprocess.Popen([*cmd, str(seconds), str(out), *flags], env=caller_env))
             first += count
         time.sleep(max(0.0, t0 - time.monotonic()))
         cpu0 = cpu_split_s(server.pid) if server else (0.0, 0.0)
@@ -212,6 +267,7 @@ def run(mode: str, n: int, seconds: float, tmp: Path, profile_dir: Path | None =
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        rss_peak = peak.stop() if peak is not None else 0
         if server is not None:
             server.terminate()
             try:
@@ -267,6 +323,8 @@ def run(mode: str, n: int, seconds: float, tmp: Path, profile_dir: Path | None =
         "cpu_ms_per_call_s": (sum(cpu1) - sum(cpu0)) * 1000 / (n * seconds) if server else 0.0,
         "rss_per_call_kb": (rss1 - rss0) / n / 1024 if server else 0.0,
         "rss_mb": rss1 / 2**20,
+        "rss_start_mb": rss0 / 2**20,
+        "rss_peak_mb": rss_peak / 2**20,
         "up": up,
         "down": down,
         "clear": clear,

@@ -8,16 +8,23 @@ played, every pending mark at once on `clear`, as Twilio does. It timestamps ans
 (agent->caller latency) and clears (barge-in latency), and checks their order.
 
 Run: load_caller.py URL FIRST_CALL COUNT T0 SECONDS RESULT_FILE [pcm16]
+
+With LOAD_AUTH_TOKEN set (bench/attack.py: a bridge that checks signatures), each call
+first posts the signed voice webhook to LOAD_PUBLIC_URL, as Twilio does, and opens the
+stream with the TwiML's parameters and a signed upgrade.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections import deque
 
+import httpx
 import orjson
 from load_frames import (
     SLOTS,
@@ -28,6 +35,7 @@ from load_frames import (
     marker_b64,
     read_marker,
 )
+from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -56,7 +64,16 @@ class Call:
         return self.prefix + marker + TAIL_B64 + '"}}'
 
     async def open(self, url: str) -> None:
-        self.ws = await connect(url, compression=None, open_timeout=30, max_size=2**24)
+        parameters: dict[str, str] = {}
+        headers: dict[str, str] = {}
+        token = os.environ.get("LOAD_AUTH_TOKEN")
+        if token:
+            parameters = await self.answered(os.environ["LOAD_PUBLIC_URL"], token)
+            signature = RequestValidator(token).compute_signature(url, {})
+            headers["X-Twilio-Signature"] = signature
+        self.ws = await connect(
+            url, compression=None, open_timeout=30, max_size=2**24, additional_headers=headers
+        )
         await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1"}))
         start = {
             "event": "start",
@@ -67,11 +84,25 @@ class Call:
                 "streamSid": self.sid,
                 "callSid": f"CA{self.call:032d}",
                 "tracks": ["inbound"],
-                "customParameters": {},
+                "customParameters": parameters,
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             },
         }
         await self.ws.send(json.dumps(start))
+
+    async def answered(self, public_url: str, token: str) -> dict[str, str]:
+        """The signed voice webhook, as Twilio posts it: the TwiML's stream parameters."""
+        form = {"CallSid": f"CA{self.call:032d}", "AccountSid": "AC" + "0" * 32,
+                "From": "+15550001111", "To": "+15550002222"}  # fmt: skip
+        url = public_url + "/voice"
+        signature = RequestValidator(token).compute_signature(url, form)
+        async with httpx.AsyncClient(timeout=30) as http:
+            answer = await http.post(url, data=form, headers={"X-Twilio-Signature": signature})
+        answer.raise_for_status()
+        return {
+            p.get("name", ""): p.get("value", "")
+            for p in ET.fromstring(answer.text).iter("Parameter")
+        }
 
     async def receive(self) -> None:
         assert self.ws is not None

@@ -10,7 +10,6 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
-from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request, Response, WebSocket
@@ -45,6 +44,13 @@ from twiml.answer import (
     machine_answer,
     stream_url,
 )
+from twiml.request_body import (
+    RefusalLog,
+    RequestRefused,
+    check_query,
+    parse_form,
+    read_body,
+)
 from twiml.rest import TwilioRest
 from twiml.signature import SIGNATURE_HEADER, SignatureChecker
 from twiml.stream_token import StreamTokens
@@ -58,6 +64,8 @@ MACHINE_ANSWERS = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
 )
 _CALL_REQUEST_FIELDS = {"to", "profile", "instructions", "machine_detection"}
+# A POST /calls body is a number, a profile name and instructions of at most ~500 chars.
+MAX_CALL_REQUEST_BYTES = 16 * 1024
 
 
 def call_config_from_settings(settings: Settings, endpoint: RealtimeEndpoint) -> CallConfig:
@@ -269,6 +277,7 @@ def create_app(
     tokens = StreamTokens.from_auth_token(token.get_secret_value()) if token is not None else None
     prices = settings.prices
     derived_base_logged: set[str] = set()
+    refusals = RefusalLog(log)
 
     def public_base(headers, scheme: str, host: str) -> str:  # type: ignore[no-untyped-def]
         """PUBLIC_URL, or the base URL this request came in on (behind a proxy, its
@@ -284,13 +293,17 @@ def create_app(
             log.warning("PUBLIC_URL is not set: using %s, derived from the request", base)
         return base
 
-    async def signed_webhook(request: Request) -> tuple[str, dict[str, str]] | None:
-        """A Twilio webhook's public base URL and its fields (form or query), or None when
-        its signature does not verify."""
-        # Twilio posts application/x-www-form-urlencoded: the stdlib parses it, no
-        # multipart library needed.
-        body = (await request.body()).decode("utf-8", "replace") if request.method == "POST" else ""
-        fields = dict(parse_qsl(body, keep_blank_values=True))
+    async def signed_webhook(request: Request) -> tuple[str, dict[str, str]]:
+        """A Twilio webhook's public base URL and its fields (form or query). Raises
+        RequestRefused, before its body is read, for a request with no signature or a body
+        too big to be Twilio's; after, for a signature that does not verify."""
+        check_query(request)
+        if checker is not None and not request.headers.get(SIGNATURE_HEADER):
+            raise RequestRefused(403, "invalid Twilio signature")
+        fields: dict[str, str] = {}
+        if request.method == "POST":
+            # Twilio posts application/x-www-form-urlencoded: no multipart library needed.
+            fields = await parse_form(await read_body(request))
         base = public_base(request.headers, request.url.scheme, request.url.netloc)
         if checker is not None:
             # The URL as Twilio requested it, query string included and not re-encoded.
@@ -300,9 +313,15 @@ def create_app(
             if not checker.webhook_is_signed(
                 signed_url, fields, request.headers.get(SIGNATURE_HEADER)
             ):
-                log.warning("rejected an unsigned or wrongly signed %s request", request.url.path)
-                return None
+                raise RequestRefused(403, "invalid Twilio signature")
         return base, fields if request.method == "POST" else dict(request.query_params)
+
+    async def webhook_or_refusal(request: Request) -> tuple[str, dict[str, str]] | Response:
+        try:
+            return await signed_webhook(request)
+        except RequestRefused as refused:
+            refusals.refused(f"{request.url.path}: {refused.reason}")
+            return refused.response()
 
     def profile_of_call(request: Request, params: Mapping[str, str]) -> Profile:
         """An outbound call names its profile in the webhook URL; any other call gets the
@@ -323,9 +342,9 @@ def create_app(
     @app.api_route("/voice", methods=["GET", "POST"], response_class=Response)
     async def voice(request: Request) -> Response:
         """Twilio's voice webhook: answer with `<Connect><Stream>` to this bridge."""
-        webhook = await signed_webhook(request)
-        if webhook is None:
-            return PlainTextResponse("invalid Twilio signature", status_code=403)
+        webhook = await webhook_or_refusal(request)
+        if isinstance(webhook, Response):
+            return webhook
         base, params = webhook
         call_sid = params.get("CallSid", "?")
         answered_by = params.get("AnsweredBy", "")
@@ -363,9 +382,9 @@ def create_app(
     @app.post(CALL_STATUS_PATH)
     async def call_status(request: Request) -> Response:
         """Twilio's status callback: how (and how long) each call ended."""
-        webhook = await signed_webhook(request)
-        if webhook is None:
-            return PlainTextResponse("invalid Twilio signature", status_code=403)
+        webhook = await webhook_or_refusal(request)
+        if isinstance(webhook, Response):
+            return webhook
         status = CallStatus.from_callback(webhook[1])
         if not status.call_sid:
             return PlainTextResponse("no CallSid", status_code=400)
@@ -398,9 +417,14 @@ def create_app(
                 "to enable POST /calls",
             )
         if not _bearer_ok(request, operator_token):
-            return _error(401, "a valid 'Authorization: Bearer <OPERATOR_TOKEN>' is required")
+            refusals.refused("/calls: no valid bearer token")
+            response = _error(401, "a valid 'Authorization: Bearer <OPERATOR_TOKEN>' is required")
+            response.headers["Connection"] = "close"  # its body is not read
+            return response
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await read_body(request, MAX_CALL_REQUEST_BYTES))
+        except RequestRefused as refused:
+            return refused.response()
         except orjson.JSONDecodeError:
             return _error(422, "the body must be a JSON object")
         problem = _call_request_problem(body)

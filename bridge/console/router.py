@@ -8,7 +8,7 @@ import secrets
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
 from twiml.answer import PROFILE_PARAMETER, stream_url
+from twiml.request_body import RequestRefused, parse_form, read_body
 from twiml.stream_token import StreamTokens
 
 if TYPE_CHECKING:
@@ -232,11 +233,12 @@ class Console:
     async def _login(self, request: Request) -> Response:
         assert self.sessions is not None
         client = request.client.host if request.client else "?"
-        body = await _read_capped(request, MAX_FORM_BYTES)
-        if body is None:
-            return self._page(pages.message_page("Log in", "That form is too big."), 413)
-        # The browser's urlencoded form; parsed with the stdlib like Twilio's webhooks.
-        fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        try:
+            # The browser's urlencoded form; parsed like Twilio's webhooks.
+            fields = await parse_form(await read_body(request, MAX_FORM_BYTES))
+        except RequestRefused as refused:
+            page = pages.message_page("Log in", "That form is too big or too slow.")
+            return self._page(page, refused.status)
         next_path = self._safe_next(fields.get("next"))
         sessions, password = self.sessions, fields.get("password", "")
         right = await self.throttle.check(lambda: sessions.password_matches(password))
@@ -332,9 +334,10 @@ class Console:
         if self._cross_site(request):
             return JSONResponse({"error": "refused: another site"}, status_code=403)
         profile = request.query_params.get("profile")
-        body = await _read_capped(request, MAX_FORM_BYTES)
-        if body is None:
-            return JSONResponse({"error": "the body is too big"}, status_code=413)
+        try:
+            body = await read_body(request, MAX_FORM_BYTES)
+        except RequestRefused as refused:
+            return JSONResponse({"error": refused.reason}, status_code=refused.status)
         if body.strip():
             try:
                 data: Any = orjson.loads(body)
@@ -374,14 +377,3 @@ class Console:
             },
             headers={"Cache-Control": "no-store"},
         )
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The request body, or None past `limit` bytes: read in chunks, so a huge or lying
-    Content-Length never makes the server buffer more than that."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
