@@ -84,6 +84,7 @@ def call_config_from_settings(settings: Settings, endpoint: RealtimeEndpoint) ->
         greeting=settings.greeting,
         max_duration_s=settings.max_call_duration_s or None,
         reconnect_budget_s=settings.reconnect_budget_s,
+        session_setup_timeout_s=settings.session_setup_timeout_s,
         rollover_after_s=settings.rollover_after_s,
         time_limit_message=settings.time_limit_message,
     )

@@ -136,10 +136,13 @@ class EndCall:
 @dataclass(slots=True, frozen=True)
 class ReconnectRealtime:
     """Close the Realtime socket if it is still open, wait `delay_s`, open a new one, then
-    report `realtime_connected` (or `realtime_closed` if that fails)."""
+    report `realtime_connected` (or `realtime_closed` if that fails). The new socket must
+    be open within `give_up_after_s` of this action (the rest of the reconnect budget):
+    past that, report `realtime_closed`."""
 
     delay_s: float
     reason: str
+    give_up_after_s: float = float("inf")
 
 
 @dataclass(slots=True, frozen=True)
@@ -213,8 +216,12 @@ class CallConfig:
     max_audio_speed: float = 1.5  # x real time, sustained
     audio_burst_s: float = 3.0
     # A Realtime socket lost mid-call is reopened with backoff for this long, the
-    # conversation restored as text; after that the call ends with the apology.
+    # conversation restored as text; after that the call ends with the apology. A bound:
+    # no attempt is started that could not finish within it.
     reconnect_budget_s: float = 10.0
+    # A newly opened session must say session.created and then session.updated within
+    # this long; one that stays silent (a hung backend) counts as lost.
+    session_setup_timeout_s: float = 5.0
     # Move to a fresh session after this long (the service ends sessions at 60 min on GA,
     # 30 on beta/Azure), at a quiet moment, or regardless `rollover_grace_s` later.
     rollover_after_s: float | None = None
@@ -405,6 +412,8 @@ class Call:
         self.use_config(self.config)
         self._greeted = False
         self._lost_at: float | None = None  # when the session in use was lost or retired
+        self._session_opened_at: float | None = None  # the socket of the session in use opened
+        self._session_created = False  # it said session.created
         self._reconnect_attempts = 0
         self._caller_speaking = False
         self._resume_answer = False  # the lost session was mid-answer
@@ -583,6 +592,7 @@ class Call:
         restoring = self.phase is Phase.RECONNECTING
         self.phase = Phase.BRIDGING
         self._session_configured = False
+        self._session_opened_at, self._session_created = now, False
         config = self.config
         update = session_update(self._session, config.dialect, config.audio_format)
         actions: list[Action] = [SendToRealtime(orjson.dumps(update).decode())]
@@ -632,22 +642,40 @@ class Call:
             self.log.warning("Realtime session lost (%s): reconnecting", reason)
             self._retire_session(now)
         if self.phase is Phase.RECONNECTING:
-            assert self._lost_at is not None  # set by _retire_session
-            if now - self._lost_at < self.config.reconnect_budget_s:
-                return [self._next_reconnect(reason)]
-            self.log.error("Realtime session could not be restored: %s", reason)
-            return self._end("the Realtime session was lost and could not be restored")
+            return self._reconnect_or_end(reason, now)
         self.log.error("Realtime session ended: %s", reason)
         return self._end(f"the Realtime session ended ({reason})")
 
-    def _next_reconnect(self, reason: str) -> ReconnectRealtime:
+    def _reconnect_or_end(self, reason: str, now: float) -> list[Action]:
+        """Another attempt at a session if one can begin within the reconnect budget; if
+        not, the call waits out the budget (the clock ends it then, with the apology)."""
+        assert self._lost_at is not None  # set by _retire_session
+        left = self._lost_at + self.config.reconnect_budget_s - now
+        if left <= 0:
+            return self._budget_spent(reason)
+        delays = RECONNECT_DELAYS_S
+        delay = delays[min(self._reconnect_attempts, len(delays) - 1)]
+        if delay < left:
+            return [self._next_reconnect(reason, left)]
+        self.log.warning("Realtime session still lost (%s): no attempt fits the budget", reason)
+        return []
+
+    def _budget_spent(self, reason: str) -> list[Action]:
+        self.log.error(
+            "Realtime session could not be restored within %g s: %s",
+            self.config.reconnect_budget_s,
+            reason,
+        )
+        return self._end("the Realtime session was lost and could not be restored")
+
+    def _next_reconnect(self, reason: str, give_up_after_s: float) -> ReconnectRealtime:
         delays = RECONNECT_DELAYS_S
         delay = delays[min(self._reconnect_attempts, len(delays) - 1)]
         self._reconnect_attempts += 1
         self.reconnects += 1
         if self.observer is not None:
             self.observer.reconnected()
-        return ReconnectRealtime(delay, reason)
+        return ReconnectRealtime(delay, reason, give_up_after_s)
 
     def receive_realtime(self, text: str | bytes, now: float) -> list[Action]:
         """Handle one server event from the Realtime session."""
@@ -710,6 +738,7 @@ class Call:
             self.usage.add_response_done(response)
             return self._on_response_done(response, now)
         elif kind == "session.created" or kind == "session.updated":
+            self._session_created = True  # (a session.updated implies it)
             session = event.get("session") or {}
             model = session.get("model")
             if isinstance(model, str) and model:
@@ -974,6 +1003,17 @@ class Call:
             and now - self._configured_at >= HEALTHY_AFTER_S
         ):
             self._lost_at, self._reconnect_attempts = None, 0  # restored, and it holds
+        if (
+            self._lost_at is not None
+            and not self._session_configured
+            and now - self._lost_at >= self.config.reconnect_budget_s
+        ):
+            # Between sessions, or a new one not configured yet: the budget is a bound.
+            return self._budget_spent("its time is up")
+        if self.phase is Phase.BRIDGING and not self._session_configured:
+            actions = self._check_session_setup(now)
+            if actions:
+                return actions
         goodbye = self._goodbye
         if goodbye is not None:
             if now >= goodbye.deadline:
@@ -986,6 +1026,19 @@ class Call:
         if self._keys and now - self._key_at >= self.config.keypad_pause_s:
             return self._give_keys_to_model(now)  # (empty while no session can take them)
         return self._maybe_roll_over(now)
+
+    def _check_session_setup(self, now: float) -> list[Action]:
+        """A session that accepted the socket and then says nothing would leave the caller
+        in dead air: past the setup timeout it counts as lost."""
+        opened_at = self._session_opened_at
+        timeout = self.config.session_setup_timeout_s
+        if opened_at is None or now - opened_at < timeout:
+            return []
+        missing = "session.updated" if self._session_created else "session.created"
+        reason = f"no {missing} within {timeout:g} s of connecting"
+        self.log.warning("Realtime session gave %s: replacing it", reason)
+        self._retire_session(now)
+        return self._reconnect_or_end(reason, now)
 
     def _maybe_roll_over(self, now: float) -> list[Action]:
         """Replace a session nearing the service's length limit, at a quiet moment: no
@@ -1010,7 +1063,7 @@ class Call:
             return []
         self.log.info("rolling over to a new Realtime session after %.0f s", age)
         self._retire_session(now)
-        return [self._next_reconnect("session rollover")]
+        return self._reconnect_or_end("session rollover", now)
 
     def _retire_session(self, now: float) -> None:
         """Leave the session in use (lost, or being replaced) for a new one.

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     reconnect_budget_s: float = Field(
         10, ge=0, description="How long a lost Realtime session is retried before the apology."
     )
+    session_setup_timeout_s: float = Field(
+        5,
+        gt=0,
+        le=60,
+        description="A new Realtime session that has not sent session.created and "
+        "session.updated by then counts as lost (a hung backend).",
+    )
     session_rollover_s: float | None = Field(
         None,
         ge=5,

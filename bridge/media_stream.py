@@ -32,7 +32,12 @@ from bridge.call import (
 from bridge.call_record import CallClock, record_of
 from bridge.media_socket import twilio_link
 from bridge.metrics import Metrics, outcome_of
-from bridge.realtime.endpoint import RealtimeConnection, RealtimeEndpoint, open_realtime
+from bridge.realtime.endpoint import (
+    OPEN_TIMEOUT_S,
+    RealtimeConnection,
+    RealtimeEndpoint,
+    open_realtime,
+)
 from bridge.realtime.providers import call_fields
 from bridge.records import CallRecord, CallStore
 from bridge.tools import ToolContext, ToolRegistry, run_tool
@@ -205,14 +210,16 @@ class CallRunner:
         self.call.log.exception("call failed")
         self._finish("internal error")
 
-    async def _run_realtime(self) -> None:
+    async def _run_realtime(self, open_within_s: float = OPEN_TIMEOUT_S) -> None:
         generation = self._generation
         try:
             call = self.call
             fields = call_fields(
                 call.call_sid, call.account_sid, call.stream_sid, call.custom_parameters
             )
-            realtime = await open_realtime(self.endpoint, fields)
+            if open_within_s <= 0:
+                raise TimeoutError("no time left in the reconnect budget")
+            realtime = await open_realtime(self.endpoint, fields, open_within_s)
         except (OSError, TimeoutError, WebSocketException) as exc:
             if generation == self._generation:
                 reason = f"could not connect to {self.endpoint.safe_url}: "
@@ -239,15 +246,16 @@ class CallRunner:
         if generation == self._generation:
             self._carry_out(self.call.realtime_closed(reason, time.monotonic()))
 
-    async def _reconnect(self, delay_s: float) -> None:
-        """Retire the current socket (its late events are ignored), wait, open a new one.
-        The generation was bumped when the action was taken, so nothing the old socket
-        reports in between can start a second reconnect."""
+    async def _reconnect(self, action: ReconnectRealtime) -> None:
+        """Retire the current socket (its late events are ignored), wait, open a new one
+        within what is left of the budget. The generation was bumped when the action was
+        taken, so nothing the old socket reports in between can start a second reconnect."""
+        give_up_at = time.monotonic() + action.give_up_after_s
         realtime, self._realtime = self._realtime, None
         if realtime is not None:
             await self._close_socket(realtime)
-        await asyncio.sleep(delay_s)
-        await self._run_realtime()
+        await asyncio.sleep(action.delay_s)
+        await self._run_realtime(give_up_at - time.monotonic())
 
     # --- actions ---------------------------------------------------------------------------
 
@@ -293,7 +301,7 @@ class CallRunner:
     def _carry_out_other(self, action: Action) -> None:
         if isinstance(action, ReconnectRealtime):
             self._generation += 1
-            self._spawn(self._reconnect(action.delay_s), "realtime-reconnect")
+            self._spawn(self._reconnect(action), "realtime-reconnect")
         elif isinstance(action, OpenRealtime):
             if self._admitted(action):
                 if self.profile_for is not None:

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .options import AgentOptions
@@ -31,6 +32,11 @@ class LocalAgent:
         # settable at any time, it does not touch sessions already open.
         self.refuse_connections = False
         self.refused = 0  # handshakes refused so far
+        # While true, new connections are accepted and then get no word at all (a hung
+        # backend: no session.created, nothing answered); they are not counted as sessions.
+        self.hang_new_sessions = False
+        self.hung = 0  # such connections so far
+        self.hung_open = 0  # ... and how many of them the client has not closed yet
         self._server: Server | None = None
         self._url: str | None = None
         self._session_added = asyncio.Condition()
@@ -110,11 +116,26 @@ class LocalAgent:
         return True
 
     async def _handle(self, connection: ServerConnection) -> None:
+        if self.hang_new_sessions:
+            await self._hang(connection)
+            return
         session = AgentSession(connection, self.options, claim_auto_drop=self._claim_auto_drop)
         self.sessions.append(session)
         async with self._session_added:
             self._session_added.notify_all()
         await session.run()
+
+    async def _hang(self, connection: ServerConnection) -> None:
+        self.hung += 1
+        self.hung_open += 1
+        log.info("local agent is hanging a new session (hang_new_sessions is set)")
+        try:
+            async for _ in connection:
+                pass  # read, so the client's sends never block, and never answered
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hung_open -= 1
 
 
 async def run_agent(host: str, port: int, options: AgentOptions | None = None) -> None:

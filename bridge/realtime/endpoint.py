@@ -180,14 +180,16 @@ class _NoRedirects(connect):
 
 
 async def open_realtime(
-    endpoint: RealtimeEndpoint, call_fields: Mapping[str, str] | None = None
+    endpoint: RealtimeEndpoint,
+    call_fields: Mapping[str, str] | None = None,
+    timeout_s: float = OPEN_TIMEOUT_S,
 ) -> RealtimeConnection:
-    """Open a Realtime WebSocket for a call; raises OSError / websockets errors if that
-    fails."""
+    """Open a Realtime WebSocket for a call within `timeout_s` (at most OPEN_TIMEOUT_S);
+    raises OSError, TimeoutError or websockets errors if that fails."""
     connection = await _NoRedirects(
         endpoint.url,
         additional_headers=endpoint.headers_for(call_fields or {}),
-        open_timeout=OPEN_TIMEOUT_S,
+        open_timeout=min(timeout_s, OPEN_TIMEOUT_S),
         close_timeout=CLOSE_TIMEOUT_S,
         # Deltas are base64 audio: compression costs CPU on every frame and saves little.
         compression=None,

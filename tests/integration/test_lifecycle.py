@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bridge.local_agent import LocalAgent
 from bridge.logs import configure_logging
 from bridge.simulator import SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, running_bridge
+from tests.integration.harness import AUTH_TOKEN, running_bridge, wait_until
 from tests.integration.twilio_side import (
     CALL_SID,
     STREAM_SID,
@@ -76,9 +76,47 @@ async def test_a_backend_that_stays_down_ends_the_stream_after_the_reconnect_bud
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
-        assert 1.0 <= time.monotonic() - lost_at < 4.0
+        # Retried for the whole budget and not longer: the call's clock ticks every 0.25 s.
+        assert 1.0 <= time.monotonic() - lost_at < 1.0 + 0.25 + 0.25
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000  # apology
         await assert_call_fully_gone(bridge)
+
+
+async def test_a_backend_that_accepts_and_then_says_nothing_is_given_up_within_the_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_bridge(session_setup_timeout_s=0.5, reconnect_budget_s=1.5) as bridge:
+        bridge.agent.hang_new_sessions = True  # every session: accepted, then silence
+        opened_at = time.monotonic()
+        ws = await open_stream(bridge)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        ended_after = time.monotonic() - opened_at
+        # Silent for its setup time, then retried (each silent too) within the budget.
+        assert 0.5 + 1.5 <= ended_after < 0.5 + 1.5 + 0.5
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000  # apology
+        assert bridge.agent.hung >= 2
+        await assert_call_fully_gone(bridge)
+        await wait_until(lambda: bridge.agent.hung_open == 0, 1, "the hung sockets to close")
+    causes = [r.getMessage() for r in caplog.records if "session.created" in r.getMessage()]
+    assert causes and causes[0].startswith("Realtime session gave no session.created")
+
+
+async def test_a_reconnected_session_that_says_nothing_ends_the_call_within_the_budget() -> None:
+    async with running_bridge(session_setup_timeout_s=0.5, reconnect_budget_s=1.5) as bridge:
+        ws = await open_stream(bridge)
+        session = await bridged_session(bridge)
+        bridge.agent.hang_new_sessions = True  # the backend hangs from now on
+        await session.drop()
+        lost_at = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert 1.5 <= time.monotonic() - lost_at < 1.5 + 0.5  # the budget is a bound
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        await assert_call_fully_gone(bridge)
+        await wait_until(lambda: bridge.agent.hung_open == 0, 1, "the hung sockets to close")
 
 
 async def test_unsigned_or_wrongly_signed_requests_are_refused_before_any_work() -> None:

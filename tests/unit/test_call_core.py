@@ -698,17 +698,23 @@ def test_replayed_assistant_turns_are_cut_to_what_the_caller_heard() -> None:
 def test_reconnects_back_off_and_give_up_with_the_apology_after_the_budget() -> None:
     h = Harness(reconnect_budget_s=10)
     h.session_updated()
-    attempts = [h.call.realtime_closed("connection lost", 0.0)[-1]]
+    attempts = h.call.realtime_closed("connection lost", 0.0)
     now = 0.0
     while True:
         now += 1.0
-        [action] = h.call.realtime_closed("refused", now)
-        if not isinstance(action, ReconnectRealtime):
+        actions = h.call.realtime_closed("refused", now)
+        if not actions:
             break
-        attempts.append(action)
+        attempts += actions
     assert [a.delay_s for a in attempts[:5]] == [0.0, 0.25, 0.5, 1.0, 2.0]
-    assert isinstance(action, EndCall) and "could not be restored" in action.reason
-    assert now == 10.0
+    assert all(isinstance(a, ReconnectRealtime) for a in attempts)
+    # Each attempt may take what is left of the budget, and none starts that could not:
+    # at 8 s the next (2 s of backoff) would begin only as the budget ends.
+    assert [a.give_up_after_s for a in attempts[-2:]] == [4.0, 3.0]
+    assert now == 8.0
+    assert h.call.tick(9.99) == []
+    [end] = h.call.tick(10.0)  # the budget is a bound: the call ends on it
+    assert isinstance(end, EndCall) and "could not be restored" in end.reason
 
 
 def test_a_backend_that_never_worked_ends_the_call_at_once() -> None:
@@ -769,7 +775,7 @@ def test_a_backend_that_keeps_dropping_uses_up_one_budget_with_backoff() -> None
     h.session_updated()
     delays, now, actions = [], 0.0, h.call.realtime_closed("lost", 0.0)
     for _ in range(100):  # bounded: a budget that never runs out fails, not hangs
-        if not isinstance(actions[-1], ReconnectRealtime):
+        if not actions or not isinstance(actions[-1], ReconnectRealtime):
             break
         delays.append(actions[-1].delay_s)
         now += 1.0
@@ -778,7 +784,9 @@ def test_a_backend_that_keeps_dropping_uses_up_one_budget_with_backoff() -> None
         h.call.tick(now + 0.2)
         actions = h.call.realtime_closed("lost again", now + 0.3)
     assert delays[:5] == [0.0, 0.25, 0.5, 1.0, 2.0]
-    assert isinstance(actions[-1], EndCall) and now <= 11
+    assert actions == []  # no attempt fits what is left: the budget's end ends the call
+    assert now < 10 and h.call.tick(9.99) == []
+    assert isinstance(h.call.tick(10.0)[-1], EndCall)
 
 
 def test_a_restored_session_that_drops_before_it_is_configured_is_retried() -> None:
@@ -868,3 +876,66 @@ def test_a_cut_answer_is_still_resumed_when_the_first_restore_drops_too() -> Non
     [reconnect] = h.call.realtime_closed("lost once the resume had landed", 20.0)
     assert isinstance(reconnect, ReconnectRealtime)
     assert realtime_types(h.call.realtime_connected(20.1)) == ["session.update"]
+
+
+# --- sessions that never answer, and the reconnect budget as a bound ---------------------------
+
+
+def silent_session_call(**config: object) -> Call:
+    """A started call whose first Realtime socket has just opened (at 0 s)."""
+    call = Call(CallConfig(**config))
+    call.receive_twilio(start_message(), 0.0)
+    call.realtime_connected(0.0)
+    return call
+
+
+@pytest.mark.parametrize(
+    ("events", "missing"),
+    [([], "session.created"), ([{"type": "session.created", "session": {}}], "session.updated")],
+)
+def test_a_session_that_stays_silent_is_replaced_at_the_setup_deadline(
+    events: list[dict], missing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = silent_session_call(session_setup_timeout_s=5.0)
+    for event in events:
+        call.receive_realtime(json.dumps(event), 0.1)
+    assert call.tick(4.9) == []
+    with caplog.at_level("WARNING", "bridge.call"):
+        [replace] = call.tick(5.0)
+    assert isinstance(replace, ReconnectRealtime)
+    assert missing in replace.reason
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Realtime session gave no {missing} within 5 s of connecting: replacing it"
+    ]
+
+
+def test_a_reconnected_session_that_stays_silent_ends_the_call_within_the_budget() -> None:
+    h = Harness(reconnect_budget_s=4.0, session_setup_timeout_s=3.0)
+    h.session_updated()
+    [reconnect] = h.call.realtime_closed("connection lost", 10.0)
+    assert reconnect.give_up_after_s == 4.0
+    h.call.realtime_connected(10.1)  # opens, then never says a word
+    [replace] = h.call.tick(13.1)
+    assert isinstance(replace, ReconnectRealtime) and replace.give_up_after_s == pytest.approx(0.9)
+    h.call.realtime_connected(13.2)  # silent again
+    assert h.call.tick(13.9) == []
+    [end] = h.call.tick(14.0)  # the budget, to the tick: not one backoff step later
+    assert isinstance(end, EndCall) and "could not be restored" in end.reason
+
+
+def test_the_budget_ends_the_call_while_a_reconnect_is_still_opening() -> None:
+    h = Harness(reconnect_budget_s=4.0)
+    h.session_updated()
+    h.call.realtime_closed("connection lost", 10.0)  # the adapter is opening a socket
+    assert h.call.tick(13.99) == []
+    [end] = h.call.tick(14.0)
+    assert isinstance(end, EndCall)
+    assert h.call.realtime_closed("timed out", 14.0) == []  # ended once
+
+
+def test_a_session_configured_in_time_is_never_replaced() -> None:
+    call = silent_session_call(session_setup_timeout_s=5.0)
+    call.receive_realtime(json.dumps({"type": "session.created", "session": {}}), 0.1)
+    event = {"type": "session.updated", "session": {"type": "realtime"}}
+    call.receive_realtime(json.dumps(event), 4.0)
+    assert call.tick(60.0) == []
