@@ -505,8 +505,12 @@ class Call:
         assert isinstance(event, Connected)
         return []
 
-    def twilio_closed(self) -> list[Action]:
-        """Twilio's WebSocket closed: the call is over."""
+    def twilio_closed(self, stalled: bool = False) -> list[Action]:
+        """Twilio's WebSocket closed: the call is over. `stalled`: it was dropped because
+        it stopped reading what the bridge sent."""
+        if stalled:
+            self.log.warning("Twilio's side stopped reading: the call is dropped")
+            return self._end("Twilio's side stopped reading")
         return self._end("the Twilio stream closed")
 
     def _on_start(self, start: Start, now: float) -> list[Action]:

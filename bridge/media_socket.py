@@ -27,8 +27,14 @@ from bridge.ws_frames import IncomingBytes, is_utf8, server_text_frames
 
 # The ASGI scope extension under which the direct lane is offered.
 DIRECT_LANE = "phone-bridge.direct-lane"
-# Twilio reads a call's audio as it plays it; a peer that stops reading while this much
-# waits in the send buffer (minutes of audio) has gone, and the call ends.
+# Twilio reads a call's audio as soon as it is sent (it buffers it on its side), so a write
+# that cannot complete means the peer has stopped reading. Past this much waiting to be sent
+# (the kernel's buffers already full) the socket counts as paused ...
+WRITE_HIGH_WATER_BYTES = 64 * 1024
+# ... and if it stays so this long, the peer has gone: the connection is dropped (there is
+# no closing handshake with a peer that does not read), which ends the call.
+WRITE_STALL_S = 10.0
+# Whatever the time, no more than this is ever held for one peer.
 MAX_UNSENT_BYTES = 4 * 1024 * 1024
 # How long the end of a call waits for its last messages on the plain-ASGI link.
 FLUSH_TIMEOUT_S = 1.0
@@ -45,11 +51,19 @@ class TwilioLink(Protocol):
         """Send messages in order, without waiting; False if the socket can take no
         more (closed, or not reading)."""
 
+    @property
+    def stalled(self) -> bool:
+        """The peer stopped reading and the connection was dropped for it."""
+
     async def wait_closed(self) -> int | None:
         """Wait until Twilio's side is gone; the close code, if there was one."""
 
     async def finish(self) -> None:
         """Before the socket is closed: let messages still on their way go out."""
+
+    def abort(self) -> None:
+        """Drop the connection at once, with nothing more sent (a close that did not
+        complete in time: the peer is not reading)."""
 
 
 def twilio_link(websocket: WebSocket) -> TwilioLink:
@@ -72,6 +86,13 @@ class DirectLane:
     def send(self, texts: list[str]) -> bool:
         return self._protocol.send_now(texts)
 
+    @property
+    def stalled(self) -> bool:
+        return self._protocol.stalled
+
+    def abort(self) -> None:
+        self._protocol.transport.abort()
+
 
 class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, with a direct lane for the media route and
@@ -80,12 +101,43 @@ class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._receiver: Receiver | None = None
+        self.stalled = False  # dropped because the peer stopped reading
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._incoming = IncomingBytes(
             masked=True,
             on_message=self._message,
             to_websockets=super().data_received,
             opened=self._opened,
         )
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(WRITE_STALL_S, self._drop_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        super().connection_lost(exc)
+
+    def _drop_stalled(self) -> None:
+        """The peer has not read for WRITE_STALL_S with our writes waiting: it is gone. A
+        close would wait on the same buffer (uvicorn's send waits for it to drain), so the
+        connection is dropped; its reader then sees the disconnect."""
+        self._stall_timer = None
+        self.stalled = True
+        self.transport.abort()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -144,7 +196,10 @@ class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or self.disconnected or self.conn.state is not State.OPEN:
             return False
         transport = self.transport
-        if transport.is_closing() or transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+        if transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            self._drop_stalled()
             return False
         transport.write(server_text_frames(texts))
         return True
@@ -163,11 +218,18 @@ class DirectTwilioLink:
     def send(self, texts: list[str]) -> bool:
         return self._lane.send(texts)
 
+    @property
+    def stalled(self) -> bool:
+        return self._lane.stalled
+
     async def wait_closed(self) -> int | None:
         return await _wait_for_disconnect(self._websocket, None)
 
     async def finish(self) -> None:
         pass  # every message was written when it was sent
+
+    def abort(self) -> None:
+        self._lane.abort()
 
 
 class AsgiTwilioLink:
@@ -181,13 +243,17 @@ class AsgiTwilioLink:
         self._unsent_chars = 0
         self._writer: asyncio.Task[None] | None = None
         self._broken = False
+        self._stalled = False
 
     def start(self, receiver: Receiver) -> None:
         self._receiver = receiver
         self._writer = asyncio.create_task(self._write(), name="twilio-writer")
 
     def send(self, texts: list[str]) -> bool:
-        if self._broken or self._unsent_chars > MAX_UNSENT_BYTES:
+        if self._broken:
+            return False
+        if self._unsent_chars > MAX_UNSENT_BYTES:
+            self._stalled = True
             return False
         for text in texts:
             self._unsent_chars += len(text)
@@ -204,8 +270,15 @@ class AsgiTwilioLink:
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._broken = True
 
+    @property
+    def stalled(self) -> bool:
+        return self._stalled
+
     async def wait_closed(self) -> int | None:
         return await _wait_for_disconnect(self._websocket, self._receiver)
+
+    def abort(self) -> None:
+        pass  # plain ASGI offers no way to drop a connection: the server's own timeouts do
 
     async def finish(self) -> None:
         if self._writer is None:

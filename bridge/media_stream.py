@@ -8,7 +8,6 @@ and both sockets are closed, whichever side ended it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +54,9 @@ REALTIME_CLOSE_DEADLINE_S = 1.0
 # Messages waiting for a Realtime session to open (~30 s of caller frames): past this the
 # call ends rather than grow without bound. (An open socket bounds its own send buffer.)
 MAX_REALTIME_BACKLOG = 1500
+# A close that Twilio's side does not take within this is given up: the connection is
+# dropped instead.
+TWILIO_CLOSE_DEADLINE_S = 1.0
 # How often the call's clock ticks (time limits, goodbye deadlines, the start timeout).
 TICK_INTERVAL_S = 0.25
 
@@ -190,7 +192,7 @@ class CallRunner:
         if code not in (None, 1000, 1001, 1005):
             # 1009: a message over the size limit; the server closed the socket.
             self.call.log.warning("Twilio's socket closed with code %s", code)
-        self._carry_out(self.call.twilio_closed())
+        self._carry_out(self.call.twilio_closed(self._twilio_link.stalled))
 
     def _from_twilio(self, data: bytes) -> None:
         try:
@@ -281,7 +283,7 @@ class CallRunner:
 
     def _send(self, to_twilio: list[str], to_realtime: list[str]) -> bool:
         if to_twilio and not self._twilio_link.send(to_twilio):
-            self._finish("the Twilio stream closed")
+            self._carry_out(self.call.twilio_closed(self._twilio_link.stalled))
             return False
         if to_realtime:
             return self._send_to_realtime(to_realtime)
@@ -407,9 +409,19 @@ class CallRunner:
             call.log.error("%s through Twilio's REST API failed: %s", what, exc)
 
     async def _close_twilio(self) -> None:
-        if self.twilio.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
-                await self.twilio.close(code=self._close_code)
+        """Close Twilio's socket, with a deadline: a peer that does not read would keep the
+        close (and the line, the record, a shutdown's drain) waiting for ever."""
+        if self.twilio.application_state is not WebSocketState.CONNECTED:
+            return
+        try:
+            await asyncio.wait_for(
+                self.twilio.close(code=self._close_code), TWILIO_CLOSE_DEADLINE_S
+            )
+        except TimeoutError:
+            self.call.log.warning("Twilio's socket did not take the close in time: dropped")
+            self._twilio_link.abort()
+        except (RuntimeError, WebSocketDisconnect, OSError):
+            pass
 
 
 def _describe(exc: BaseException, endpoint: RealtimeEndpoint) -> str:

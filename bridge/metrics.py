@@ -31,6 +31,8 @@ class CallOutcome(StrEnum):
     """How a call ended, as the `outcome` label of phone_bridge_calls_total."""
 
     CALLER_HUNG_UP = "caller_hung_up"
+    # Twilio's side stopped reading: the call was dropped so as not to hold its line.
+    TWILIO_STALLED = "twilio_stalled"
     ASSISTANT_ENDED = "assistant_ended"
     TRANSFERRED = "transferred"
     TIME_LIMIT = "time_limit"
@@ -49,6 +51,7 @@ _EXACT_REASONS: dict[str, CallOutcome] = {
     "the caller hung up": CallOutcome.CALLER_HUNG_UP,
     # Twilio closed the socket without a "stop": the caller's leg went away all the same.
     "the Twilio stream closed": CallOutcome.CALLER_HUNG_UP,
+    "Twilio's side stopped reading": CallOutcome.TWILIO_STALLED,
     "the assistant ended the call": CallOutcome.ASSISTANT_ENDED,
     "time limit reached": CallOutcome.TIME_LIMIT,
     "flooded with messages": CallOutcome.REFUSED,

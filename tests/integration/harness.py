@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -77,12 +77,14 @@ async def running_bridge(
     *,
     agent: LocalAgent | None = None,
     twilio_http: HttpClient | None = None,
+    socket_options: Sequence[tuple[int, int, int]] = (),
     **settings: object,
 ) -> AsyncIterator[RunningBridge]:
     """The bridge app on 127.0.0.1:<free port>, signatures on, talking to a local agent.
 
     `settings` override the bridge's settings (e.g. realtime_dialect="beta"); the agent is
     started here unless one is given. `twilio_http` stands in for Twilio's REST API.
+    `socket_options` are set on the listening socket (accepted ones inherit them).
     """
     own_agent = agent is None
     agent = agent or LocalAgent(agent_options)
@@ -90,6 +92,8 @@ async def running_bridge(
         await agent.start("127.0.0.1", 0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for option in socket_options:
+        sock.setsockopt(*option)
     sock.bind(("127.0.0.1", 0))
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     values: dict[str, object] = {

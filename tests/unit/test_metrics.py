@@ -209,6 +209,7 @@ def test_a_barge_in_before_any_audio_played_is_counted_without_a_cut() -> None:
     [
         ("the caller hung up", "caller_hung_up"),
         ("the Twilio stream closed", "caller_hung_up"),
+        ("Twilio's side stopped reading", "twilio_stalled"),
         ("the assistant ended the call", "assistant_ended"),
         ("transferred to +15551234567", "transferred"),
         ("transferred to sip:support@example.com", "transferred"),
