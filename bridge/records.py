@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 from bridge.call_status import FINAL_STATUSES
 
@@ -318,6 +319,53 @@ _RECORD_COLUMNS = (
     " outcome, end_reason, model, turns_json, barge_ins, reconnects, tokens_json, cost_usd,"
     " transcript_json, final_status, duration_s"
 )
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def records_file_problem(path: str) -> str | None:
+    """Why the records file at `path` cannot be used, or None if it can.
+
+    Checked with the settings, before the server starts, so that a records file that cannot
+    work stops the start with one line rather than a log line an operator may miss. Creates
+    and changes nothing: an existing file is only opened read-only.
+    """
+    if path == ":memory:":
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if os.path.isdir(path):
+        return f"{path} is a directory, not a file"
+    # SQLite writes its journal (-wal, -shm) next to the database: the directory must be
+    # writable even when the file exists.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"this user cannot create files in {directory}"
+    if not os.path.exists(path):
+        return None
+    if not os.path.isfile(path):
+        return f"{path} is not a regular file"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"{path} is not readable and writable by this user"
+    with open(path, "rb") as f:
+        head = f.read(len(_SQLITE_HEADER))
+    if head and head != _SQLITE_HEADER:
+        return f"{path} is not a SQLite database"
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        try:
+            version = _user_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return f"{path} cannot be read as a SQLite database ({exc})"
+    if version > len(MIGRATIONS):
+        return (
+            f"{path} has schema version {version}, newer than this version of phone-bridge "
+            f"understands ({len(MIGRATIONS)})"
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------- store

@@ -3,11 +3,14 @@ the simulated caller measured."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.local_agent import AgentOptions
+from bridge.records import SQLiteCallStore
 from bridge.simulator import SimulatorOptions, simulate_call
 from tests.integration.harness import AUTH_TOKEN, running_bridge, stored_record
 
@@ -84,11 +87,18 @@ async def test_metrics_and_the_call_record_agree_with_what_the_caller_measured()
     assert metric[("phone_bridge_active_calls", ())] == 0
 
 
-async def test_calls_go_on_when_the_records_file_cannot_be_opened(
-    tmp_path, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
-    unusable = tmp_path / "not-a-dir" / "calls.db"
-    async with running_bridge(call_db_path=str(unusable)) as bridge:
+async def test_calls_go_on_when_the_records_store_fails_to_open_after_its_checks_passed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A records file that cannot work stops the start (see the settings' tests); one that
+    passed those checks and still fails to open (a disk error, a file removed since) does
+    not take the calls down with it."""
+
+    async def failing_open(self: SQLiteCallStore) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SQLiteCallStore, "open", failing_open)
+    async with running_bridge() as bridge:
         report = await simulate_call(
             SimulatorOptions(
                 webhook_url=bridge.webhook_url,

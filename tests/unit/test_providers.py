@@ -6,11 +6,12 @@ import os
 
 import pytest
 
-from bridge.config import ConfigError, load_settings
+from bridge.config import load_settings
 from bridge.media_stream import _describe
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.providers import call_fields, endpoint_from_settings
 from bridge.transcode import AudioFormat
+from tests.unit.settings_env import problems
 
 _PREFIXES = ("OPENAI_", "REALTIME_", "AZURE_OPENAI_", "TWILIO_", "ALLOW_UNSIGNED", "SESSION_")
 
@@ -28,14 +29,6 @@ def endpoint(monkeypatch: pytest.MonkeyPatch, **env: str):  # type: ignore[no-un
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return endpoint_from_settings(load_settings())
-
-
-def problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as caught:
-        load_settings()
-    return caught.value.problems
 
 
 def test_openai_ga_is_the_default_with_a_bearer_key_and_mulaw_passthrough(
