@@ -80,6 +80,7 @@ class CallReport:
     close_reason: str = ""
     notes: list[str] = field(default_factory=list)
     digits_sent: int = 0  # Twilio `dtmf` messages sent (keypad turns)
+    wav_error: str | None = None  # why the --out WAV could not be written
 
     @property
     def ended_by(self) -> str:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.integration.harness import wait_until
+from tests.integration.harness import AUTH_TOKEN, running_bridge, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -246,3 +246,24 @@ async def test_the_agent_refuses_bad_values_in_one_line_naming_the_flag(tmp_path
         assert line.startswith("phone-bridge agent: "), (argv, line)
         assert flag in line, (argv, line)
     assert "already in use" in one_line_error(*results[-1])
+
+
+async def test_simulate_into_a_reader_that_stops_early_ends_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`phone-bridge simulate ... | head -4`: head leaves before the report is written."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the report is written, as head is
+    async with running_bridge() as bridge:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "simulate", bridge.webhook_url,
+            "--auth-token", AUTH_TOKEN, "--turns", "1", "--utterance-ms", "300",
+            "--answer-idle-ms", "300",
+            cwd=tmp_path, env=env_for_cli(), stdout=writer, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.close(writer)
+        assert process.stderr is not None
+        errors = await asyncio.wait_for(process.stderr.read(), 30)
+        code = await asyncio.wait_for(process.wait(), 10)
+    assert code == 0, errors
+    assert b"Traceback" not in errors and b"BrokenPipe" not in errors, errors
