@@ -36,12 +36,14 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 @dataclass(frozen=True, slots=True)
 class TurnTiming:
-    """One caller turn and its answer; times are ms since the call started."""
+    """One caller turn and its answer; times are ms since the call's stream started (where
+    Twilio's media timestamps count from). Latencies are measured from `caller_stopped_ms`:
+    see `bridge.call.TurnClock`."""
 
     index: int  # 1-based
-    caller_stopped_ms: float | None  # end of caller speech (speech_stopped) or keys entered
+    caller_stopped_ms: float | None  # the end of the caller's speech, or their last key
     first_audio_sent_ms: float | None  # first assistant audio sent to Twilio after it
-    first_audio_heard_ms: float | None  # first mark of that audio echoed back
+    first_audio_heard_ms: float | None  # when that audio began to play to the caller
     barged_in: bool = False  # the caller talked over this turn's answer
     truncated_at_ms: int | None = None  # where its answer was cut (audio_end_ms)
 

@@ -568,8 +568,14 @@ async def test_call_speaks_twilio_on_the_wire_and_reports_each_turn(tmp_path: An
     assert any("real Twilio requires wss" in note for note in report.notes)
     text = format_report(report)
     assert text.startswith(f"call {report.call_sid} stream {report.stream_sid} via ws://")
-    assert "turn 1  caller 0.10–0.30 s  first audio heard after" in text
-    assert "heard 300 ms (complete)" in text
+    lines = text.splitlines()
+    turn_1 = lines.index("turn 1  caller 0.10–0.30 s")
+    assert re.fullmatch(
+        r" +answer 1  first audio heard after \d+ ms \(arrived after \d+ ms\); "
+        r"heard 300 ms \(complete\)",
+        lines[turn_1 + 1],
+    ), lines[turn_1 + 1]
+    assert any(line.startswith("legend") for line in lines)
 
 
 async def test_barge_in_is_cut_by_clear_and_compared_with_the_truncation() -> None:
@@ -592,8 +598,15 @@ async def test_barge_in_is_cut_by_clear_and_compared_with_the_truncation() -> No
     # The last answer is not barged into: the caller listens to the end.
     assert second.answer_complete and second.answer_heard_ms == 800
     assert report.clears_received == 1
-    line = next(s for s in format_report(report).splitlines() if s.startswith("turn 2"))
-    assert "BARGE-IN after" in line and "truncated item_1 at" in line and "Δ" in line
+    # In order: turn 1, its answer, the barge-in that cut it, then turn 2.
+    lines = format_report(report).splitlines()
+    turn_1 = next(i for i, line in enumerate(lines) if line.startswith("turn 1"))
+    answer, barge_in, turn_2 = (line.strip() for line in lines[turn_1 + 1 : turn_1 + 4])
+    assert answer.startswith("answer 1") and answer.endswith("(cut)"), answer
+    assert barge_in.startswith("BARGE-IN at 0.") and "ms into answer 1: clear after" in barge_in
+    assert "truncated item_1 at" in barge_in and "(Δ " in barge_in, barge_in
+    assert turn_2.startswith("turn 2  caller"), turn_2
+    assert "Δ: what the caller heard of the cut answer" in "\n".join(lines)
 
 
 async def test_caller_listens_to_a_greeting_and_gives_up_on_a_missing_answer() -> None:
@@ -750,8 +763,10 @@ async def test_a_keypad_turn_sends_dtmf_between_media_frames() -> None:
     assert second.answer_items == ["item_2"]
     assert report.completed and report.ended_by == "caller"
     text = format_report(report)
-    line = next(s for s in text.splitlines() if s.startswith("turn 2"))
-    assert "caller pressed 42# " in line and "heard 200 ms (complete)" in line
+    lines = text.splitlines()
+    turn_2 = next(i for i, line in enumerate(lines) if line.startswith("turn 2"))
+    assert "caller pressed 42# " in lines[turn_2]
+    assert "heard 200 ms (complete)" in lines[turn_2 + 1]
     assert ", 3 keypad digits;" in text
 
 
