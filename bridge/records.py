@@ -98,6 +98,7 @@ class CallSummary:
     turns: int
     barge_ins: int
     cost_usd: float | None
+    model: str = ""  # whose cost it is: the local echo agent's calls cost nothing
 
 
 class CallStore(Protocol):
@@ -314,7 +315,7 @@ _SEARCH_WHERE = " OR ".join(
 )
 _SUMMARY_COLUMNS = (
     "call_sid, from_number, to_number, profile, direction, started_at, ended_at, outcome,"
-    " turn_count, barge_ins, cost_usd"
+    " turn_count, barge_ins, cost_usd, model"
 )
 _RECORD_COLUMNS = (
     "call_sid, stream_sid, from_number, to_number, profile, direction, started_at, ended_at,"

@@ -105,6 +105,9 @@ async def test_serve_without_credentials_runs_on_the_local_agent_and_takes_a_cal
             "simulate", f"{server.base_url}/voice", "--turns", "1",
             "--out", str(tmp_path / "heard.wav"), cwd=tmp_path, env=env,
         )  # fmt: skip
+        # The echo agent is nobody's paid model: the call's end says it cost nothing.
+        await server.wait_for_log("call ended", 5)
+        assert server.logged("no cost (the built-in local echo agent)")
     assert code == 0, output
     assert "turn 1" in output and "first audio heard after" in output
     assert (tmp_path / "heard.wav").stat().st_size > 8000  # > 0.25 s of 16-bit audio
