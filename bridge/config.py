@@ -323,6 +323,8 @@ class Settings(BaseSettings):
         "call_db_path",
         "console_password",
         "metrics_token",
+        "greeting",
+        "session_rollover_s",
         mode="before",
     )
     @classmethod
