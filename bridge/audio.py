@@ -106,7 +106,9 @@ def read_wav_as_mulaw(path: str | Path) -> bytes:
 
 def write_mulaw_wav(path: str | Path, mulaw: bytes) -> None:
     """Write 8 kHz mu-law audio as a 16-bit PCM WAV that any player opens."""
-    with wave.open(str(path), "wb") as wav:
+    # The file is opened first: a path that cannot be written then fails here, with an
+    # OSError, not inside wave's writer (whose cleanup on a failed open prints a traceback).
+    with open(path, "wb") as file, wave.open(file, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(MULAW_RATE)

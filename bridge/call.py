@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import re
 from collections import deque
 from collections.abc import Mapping
@@ -65,7 +66,7 @@ from bridge.tools.builtins import (
     send_dtmf_spec,
     transfer_call_spec,
 )
-from bridge.transcode import AudioFormat, BackendToCaller, CallerToBackend
+from bridge.transcode import AudioFormat, BackendToCaller, CallerToBackend, bytes_per_ms
 from bridge.twilio_stream import (
     Connected,
     Dtmf,
@@ -264,12 +265,21 @@ class BargeIn:
 
 @dataclass(slots=True)
 class TurnClock:
-    """One caller turn and its answer, timed as the caller lives it (monotonic seconds)."""
+    """One caller turn and its answer, timed as the caller lives it (monotonic seconds).
+
+    Every latency is measured from `caller_stopped_at`, the end of the caller's speech as
+    the bridge knows it: where the session's VAD put it in the audio (speech_stopped's
+    `audio_end_ms`, less the silence the VAD waited for to be sure), placed on the call's
+    clock; for keys, the last key pressed. The simulated caller's "stopped speaking" is the
+    same instant, so both tell the same figures for one call.
+    """
 
     index: int
-    caller_stopped_at: float  # end of caller speech (speech_stopped), or keys entered
+    caller_stopped_at: float  # the end of the caller's speech, or their last key
     first_audio_sent_at: float | None = None  # first assistant audio sent to Twilio after it
-    first_audio_heard_at: float | None = None  # that audio's mark came back: it was heard
+    # When that audio began to play to the caller: its mark came back once it had played,
+    # and it plays in real time, so it began its own length before.
+    first_audio_heard_at: float | None = None
     barged_in: bool = False  # the caller talked over this turn's answer
     truncated_at_ms: int | None = None
     first_mark: str | None = field(default=None, repr=False)
@@ -418,6 +428,8 @@ class Call:
         self._caller_speaking = False
         self._resume_answer = False  # the lost session was mid-answer
         self._configured_at: float | None = None
+        # Where the current session's input audio begins, on the call's clock.
+        self._session_audio_origin: float | None = None
         self._echoes_owed = 0  # mark echoes a clear will make Twilio send at once
         config = self.config
         self._message_budget = _Budget(config.max_messages_per_s, 2 * config.max_messages_per_s)
@@ -426,6 +438,12 @@ class Call:
         self._audio_budget = _Budget(
             chars_per_s * config.max_audio_speed, chars_per_s * config.audio_burst_s
         )
+
+    @property
+    def started_at(self) -> float | None:
+        """When the stream's `start` arrived (monotonic seconds): where Twilio's media
+        timestamps, and the turn times a call record shows, count from."""
+        return self._started_at
 
     def use_config(self, config: CallConfig) -> None:
         """Serve the call with `config` (an agent profile's, chosen from the stream's
@@ -579,9 +597,11 @@ class Call:
                 item.heard = chunk.end
                 self._forget_if_played(item)
             if turn is not None and chunk.mark == waiting_for:
-                turn.first_audio_heard_at = now  # the answer's first audio was heard
+                began = now - chunk.size / MULAW_BYTES_PER_SECOND
+                sent = turn.first_audio_sent_at
+                turn.first_audio_heard_at = began if sent is None else max(began, sent)
                 if self.observer is not None:
-                    self.observer.turn_heard(now - turn.caller_stopped_at)
+                    self.observer.turn_heard(turn.first_audio_heard_at - turn.caller_stopped_at)
             if chunk.mark == name:
                 break
         self._last_echo_at = now
@@ -616,6 +636,7 @@ class Call:
                 }
                 self._response_requested = True
                 actions.append(SendToRealtime(orjson.dumps(resume).decode()))
+        self._anchor_session_audio(now)
         actions.extend(SendToRealtime(text) for text in self._frames_before_connect)
         self._frames_before_connect.clear()
         return actions
@@ -704,7 +725,7 @@ class Call:
             return self._on_speech_started(now)
         if kind == "input_audio_buffer.speech_stopped":
             self._caller_speaking = False
-            self._turn_begins(now)
+            self._turn_begins(self._speech_ended_at(event.get("audio_end_ms"), now))
             return []
         if kind == "response.function_call_arguments.done":
             return self._on_function_call(event, now)
@@ -1300,13 +1321,44 @@ class Call:
     def _playing_local_audio(self) -> bool:
         return any(self._items[c.item_id].local for c in self._pending if c.item_id in self._items)
 
-    def _turn_begins(self, now: float) -> None:
-        """The caller finished a turn: its answer's latency is timed from here. (Not during
-        a goodbye: nothing after it answers them.)"""
+    def _turn_begins(self, caller_stopped_at: float) -> None:
+        """The caller finished a turn: its answer's latency is timed from the end of their
+        speech. (Not during a goodbye: nothing after it answers them.)"""
         if self._goodbye is None:
-            turn = TurnClock(len(self.turns) + 1, now)
+            turn = TurnClock(len(self.turns) + 1, caller_stopped_at)
             turn.earlier_response = self._active_response  # its audio is not this answer
             self.turns.append(turn)
+
+    def _anchor_session_audio(self, now: float) -> None:
+        """Place the new session's input audio on the call's clock, once, as it opens.
+
+        Its audio buffer starts with the frames kept while it connected, and the newest of
+        those ended when it arrived (a frame leaves the phone once its audio is captured);
+        with none kept, the buffer starts at the next frame, i.e. where the newest one
+        ended, or at the stream's start. Twilio sends in real time, so from there the
+        buffer's milliseconds run with the clock: nothing needs counting per frame.
+        """
+        kept_bytes = sum(
+            decoded_length(text[len(_APPEND_PREFIX) : -2]) for text in self._frames_before_connect
+        )
+        kept_s = kept_bytes / (bytes_per_ms(self.config.audio_format) * 1000)
+        newest = self._audio_budget.at  # when the newest caller frame arrived
+        if newest is None:
+            newest = self._started_at if self._started_at is not None else now
+        self._session_audio_origin = newest - kept_s
+
+    def _speech_ended_at(self, audio_end_ms: object, now: float) -> float:
+        """The end of the caller's speech on the call's clock, from speech_stopped's
+        `audio_end_ms` (ms into the session's input audio, including the silence the VAD
+        waited for before deciding). `now`, when it was heard of, without it."""
+        origin = self._session_audio_origin
+        if origin is None or not isinstance(audio_end_ms, int | float):
+            return now
+        if isinstance(audio_end_ms, bool) or not math.isfinite(audio_end_ms):
+            return now
+        ended = origin + (audio_end_ms - self._session.vad_silence_ms) / 1000
+        # Never later than the news of it, nor before the session's audio began.
+        return min(max(ended, origin), now)
 
     def note_unheard_answers(self) -> None:
         """The call is over: answers still playing when it ended were heard only in part,
@@ -1339,7 +1391,7 @@ class Call:
             return []  # kept until a session can take them (the clock retries)
         keys, self._keys = self._keys, ""
         self._keys_entered += 1
-        self._turn_begins(now)  # like speech_stopped: when the model can start on it
+        self._turn_begins(self._key_at)  # the caller's last key ends their turn
         text = KEYPAD_MESSAGE.format(keys=keys)
         item_id = f"{KEYPAD_ITEM_PREFIX}{self._keys_entered}"
         self.conversation.caller_spoke(item_id)

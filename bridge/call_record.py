@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge.call import KEYPAD_ITEM_PREFIX, Call
 from bridge.records import CallRecord, TranscriptLine, TurnTiming
@@ -78,12 +78,15 @@ def record_of(
 ) -> CallRecord:
     parameters = call.custom_parameters
     transcriber = call.config.session.transcription_model
+    # Turn times count from the stream's start, as Twilio's media timestamps (and the
+    # simulated caller's clock) do, not from the socket's opening a moment before.
+    stream = clock if call.started_at is None else replace(clock, monotonic=call.started_at)
     turns = tuple(
         TurnTiming(
             index=turn.index,
-            caller_stopped_ms=clock.ms_since_start(turn.caller_stopped_at),
-            first_audio_sent_ms=clock.ms_since_start(turn.first_audio_sent_at),
-            first_audio_heard_ms=clock.ms_since_start(turn.first_audio_heard_at),
+            caller_stopped_ms=stream.ms_since_start(turn.caller_stopped_at),
+            first_audio_sent_ms=stream.ms_since_start(turn.first_audio_sent_at),
+            first_audio_heard_ms=stream.ms_since_start(turn.first_audio_heard_at),
             barged_in=turn.barged_in,
             truncated_at_ms=turn.truncated_at_ms,
         )

@@ -8,19 +8,22 @@ import sys
 from typing import TYPE_CHECKING
 
 from bridge import __version__
+from bridge.arguments import OneLineErrorParser, listen_problem, port_number
 
 if TYPE_CHECKING:
     from twilio.http import HttpClient
 
-    from bridge.config import ConfigError, Settings
+    from bridge.config import Settings
 
 # The exit status of a command that could not do what was asked.
 FAILED = 2
 
 
-def _print_config_problems(exc: ConfigError, doing: str) -> int:
-    print(f"phone-bridge: cannot {doing}, the configuration has problems:", file=sys.stderr)
-    for problem in exc.problems:
+def _print_problems(problems: list[str], doing: str) -> int:
+    if len(problems) == 1:
+        return _fail(f"cannot {doing}: {problems[0]}")
+    print(f"phone-bridge: cannot {doing}, there are {len(problems)} problems:", file=sys.stderr)
+    for problem in problems:
         print(f"  - {problem}", file=sys.stderr)
     return FAILED
 
@@ -37,7 +40,7 @@ def _settings(doing: str, **overrides: object) -> Settings | int:
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
-        return _print_config_problems(exc, doing)
+        return _print_problems(exc.problems, doing)
 
 
 def _serve(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
@@ -50,17 +53,22 @@ def _serve(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
     settings = _settings("start", **overrides)
     if isinstance(settings, int):
         return settings
+    problem = listen_problem(settings.host, settings.port)
+    if problem is not None:
+        # Named as the operator gave it: the flag, or the variable.
+        given_as_flag = getattr(args, problem.about) is not None
+        name = f"--{problem.about}" if given_as_flag else problem.about.upper()
+        return _fail(f"cannot start: {name}: {problem.text}")
     configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings, twilio_http=twilio_http)
     except ConfigError as exc:  # a profile file or tools module that cannot work
-        return _print_config_problems(exc, "start")
+        return _print_problems(exc.problems, "start")
     DrainingServer(server_config(app, settings), app, settings).run()
     return 0
 
 
 def _call(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
-
     from bridge.config import ConfigError
     from bridge.outbound import OutboundCallError, place_outbound_call
     from bridge.profiles import load_profiles
@@ -72,7 +80,7 @@ def _call(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
     try:
         profiles = load_profiles(settings)
     except ConfigError as exc:
-        return _print_config_problems(exc, "place the call")
+        return _print_problems(exc.problems, "place the call")
     token = settings.twilio_auth_token
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
     placing = place_outbound_call(
@@ -84,29 +92,29 @@ def _call(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
         machine_detection=args.machine_detection,
         profiles=profiles,
     )
-    call_sid = _run_twilio(placing, OutboundCallError, "Twilio refused the call")
+    call_sid = _run_twilio(placing, OutboundCallError, "place the call")
     if isinstance(call_sid, int):
         return call_sid
     print(call_sid)
     return 0
 
 
-def _run_twilio(coroutine, refusal: type[Exception], refused: str):  # type: ignore[no-untyped-def]
-    """Run a REST coroutine; Twilio's and our refusals become one line and exit code 2."""
+def _run_twilio(coroutine, refusal: type[Exception], doing: str):  # type: ignore[no-untyped-def]
+    """Run a REST coroutine; Twilio's and our refusals become one line each and exit code 2."""
     from twilio.base.exceptions import TwilioRestException
 
     try:
         return asyncio.run(coroutine)
     except refusal as exc:
-        return _fail(str(exc))
+        problems = getattr(exc, "problems", None)
+        return _print_problems(problems, doing) if problems else _fail(str(exc))
     except TwilioRestException as exc:
-        return _fail(f"{refused}: {exc.msg} (error {exc.code})")
+        return _fail(f"cannot {doing}: Twilio refused: {exc.msg} (error {exc.code})")
     except (TimeoutError, OSError) as exc:
         return _fail(f"could not reach Twilio's API: {exc}")
 
 
 def _configure_number(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
-
     from bridge.outbound import CALL_STATUS_PATH, VOICE_PATH
     from bridge.profiles import E164
     from twiml.rest import NumberSetupError, TwilioRest
@@ -115,19 +123,20 @@ def _configure_number(args: argparse.Namespace, twilio_http: HttpClient | None) 
     if isinstance(settings, int):
         return settings
     number = args.number.strip()
+    # Everything in the way at once: the number as typed first (finding a typo needs no
+    # credentials), then what the bridge is missing.
+    problems = []
     if not E164.fullmatch(number):
-        return _fail(f"{number!r} is not an E.164 number (+ and the country code: +15551234567)")
-    missing = [
-        name
-        for name, value in (
-            ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
-            ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
-            ("PUBLIC_URL", settings.public_url),
-        )
-        if not value
-    ]
-    if missing:
-        return _fail(f"{', '.join(missing)} must be set to configure a number")
+        problems.append(f"{number!r} is not an E.164 number (+ and the country code: +15551234567)")
+    for name, value in (
+        ("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+        ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+        ("PUBLIC_URL", settings.public_url),
+    ):
+        if not value:
+            problems.append(f"{name}: required to configure a number")
+    if problems:
+        return _print_problems(problems, "configure the number")
     assert settings.twilio_auth_token is not None and settings.twilio_account_sid
     public_url = settings.public_url or ""
     if not public_url.startswith("https://"):
@@ -143,7 +152,7 @@ def _configure_number(args: argparse.Namespace, twilio_http: HttpClient | None) 
         voice_url=public_url + VOICE_PATH,
         status_callback=public_url + CALL_STATUS_PATH,
     )
-    change = _run_twilio(configuring, NumberSetupError, "Twilio refused")
+    change = _run_twilio(configuring, NumberSetupError, "configure the number")
     if isinstance(change, int):
         return change
     if change.changed:
@@ -155,17 +164,34 @@ def _configure_number(args: argparse.Namespace, twilio_http: HttpClient | None) 
     return 0
 
 
-def main(argv: list[str] | None = None, twilio_http: HttpClient | None = None) -> int:
-    """The command line. `twilio_http` replaces the twilio SDK's HTTP client (tests)."""
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    from bridge.config import Settings
+
+    defaults = Settings.model_fields
+    parser = OneLineErrorParser(
         prog="phone-bridge", description="Phone an AI: Twilio Media Streams <-> OpenAI Realtime."
     )
     parser.add_argument("--version", action="version", version=f"phone-bridge {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
 
-    serve = commands.add_parser("serve", help="run the bridge (settings from env and .env)")
-    serve.add_argument("--host", help="overrides HOST")
-    serve.add_argument("--port", type=int, help="overrides PORT")
+    serve = commands.add_parser(
+        "serve",
+        help="run the bridge (settings from the environment and .env)",
+        description="Run the bridge. Every other setting comes from environment variables "
+        "or a .env file in the working directory: see .env.example for each one with its "
+        "default. With no Realtime backend configured, calls go to the built-in local echo "
+        "agent.",
+    )
+    serve.add_argument(
+        "--host",
+        help="interface to listen on; overrides HOST "
+        f"(default: HOST, else {defaults['host'].default})",
+    )
+    serve.add_argument(
+        "--port",
+        type=port_number,
+        help=f"port to listen on; overrides PORT (default: PORT, else {defaults['port'].default})",
+    )
     serve.set_defaults(run=_serve)
 
     call = commands.add_parser(
@@ -191,18 +217,21 @@ def main(argv: list[str] | None = None, twilio_http: HttpClient | None = None) -
     configure.add_argument("number", help="the Twilio number (E.164, e.g. +15551234567)")
     configure.set_defaults(run=_configure_number)
 
+    # The simulator and the agent own their options (main hands them the rest of the line).
     commands.add_parser(
         "simulate",
         help="act as Twilio: call a running bridge and print a per-turn timeline",
         add_help=False,
     )
-
     commands.add_parser(
         "agent", help="run the local echo agent alone (a Realtime server)", add_help=False
     )
+    return parser
 
+
+def main(argv: list[str] | None = None, twilio_http: HttpClient | None = None) -> int:
+    """The command line. `twilio_http` replaces the twilio SDK's HTTP client (tests)."""
     argv = sys.argv[1:] if argv is None else argv
-    # The simulator and the agent own their options; hand them the rest of the line.
     if argv[:1] == ["simulate"]:
         from bridge.simulator import main as simulate_main
 
@@ -210,9 +239,8 @@ def main(argv: list[str] | None = None, twilio_http: HttpClient | None = None) -
     if argv[:1] == ["agent"]:
         from bridge.local_agent.__main__ import main as agent_main
 
-        agent_main(argv[1:])
-        return 0
-    args = parser.parse_args(argv)
+        return agent_main(argv[1:])
+    args = build_parser().parse_args(argv)
     return args.run(args, twilio_http)
 
 

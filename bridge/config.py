@@ -7,16 +7,19 @@ them all in one go. Secrets are held as `SecretStr` and never printed.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.call import DEFAULT_TIME_LIMIT_MESSAGE
 from bridge.realtime import providers
 from bridge.realtime.dialects import Dialect
+from bridge.records import records_file_problem
 from bridge.tools.builtins import BUILTIN_NAMES
 from bridge.transcode import AudioFormat
 from bridge.usage import PriceTable, parse_price_overrides
@@ -327,6 +330,8 @@ class Settings(BaseSettings):
         "call_db_path",
         "console_password",
         "metrics_token",
+        "greeting",
+        "session_rollover_s",
         mode="before",
     )
     @classmethod
@@ -338,13 +343,27 @@ class Settings(BaseSettings):
             return value.strip() or None
         return value
 
+    @field_validator("call_db_path")
+    @classmethod
+    def _records_file_usable(cls, value: str | None) -> str | None:
+        # The operator asked for records: a file that cannot hold them stops the start
+        # rather than a call going unrecorded with only a log line to say so.
+        if value is not None:
+            problem = records_file_problem(value)
+            if problem is not None:
+                raise ValueError(
+                    f"{problem}; fix that, or set CALL_DB_PATH= (empty) to run without call records"
+                )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _backend_is_complete(self) -> Settings:
+    def _settings_work_together(self) -> Settings:
+        """The checks across settings, all of them, so that one pass reports everything."""
         problems = providers.header_problems(self.realtime_headers)
         provider = self.provider
         if provider is providers.Provider.AZURE:
@@ -379,22 +398,19 @@ class Settings(BaseSettings):
                 }.get(provider)
                 if key is None:
                     problems.append("REALTIME_KEY_QUERY_PARAM: there is no API key to send")
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
-    @model_validator(mode="after")
-    def _secure_by_default(self) -> Settings:
+        # Secure by default: a paid backend is never open to whoever finds the URL.
         if (
             self.twilio_auth_token is None
             and not self.allow_unsigned_twilio
             and self.uses_paid_backend
         ):
-            raise ValueError(
-                "TWILIO_AUTH_TOKEN is not set: anyone could open a media stream and spend "
+            problems.append(
+                "TWILIO_AUTH_TOKEN: not set, so anyone could open a media stream and spend "
                 "your Realtime API key. Set TWILIO_AUTH_TOKEN (Twilio console > Account "
                 "info), or ALLOW_UNSIGNED_TWILIO=true for local development only."
             )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -455,13 +471,27 @@ def _json_object(value: object, example: str) -> object:
         raise ValueError(f"must be a JSON object such as {example}") from None
 
 
-_URL_SETTINGS = {"PUBLIC_URL", "REALTIME_URL", "AZURE_OPENAI_ENDPOINT"}
+def _is_secret(field: FieldInfo) -> bool:
+    """A setting whose value is never shown, in an error or anywhere else: a `SecretStr`,
+    or a field marked `repr=False` (a URL or headers that may carry a gateway's key)."""
+    annotation = field.annotation
+    return not field.repr or annotation is SecretStr or SecretStr in get_args(annotation)
+
+
+# Upper-cased, as the variables are written and as problems name them.
+SECRET_SETTINGS = frozenset(
+    name.upper() for name, field in Settings.model_fields.items() if _is_secret(field)
+)
+# Shown without user:password@, query or fragment, which may carry a credential.
+_URL_SETTINGS = {"PUBLIC_URL", "AZURE_OPENAI_ENDPOINT"}
+# A shorter secret is not looked for in error text: it would blank out ordinary words.
+_MIN_REDACTED_CHARS = 4
 
 
 def _shown_value(location: str, value: object) -> str:
-    """How a rejected value is echoed back: never a secret, and a URL without the parts
+    """How a rejected value is echoed back: never a secret's, and a URL without the parts
     that may hold one (user:password@, ?token=)."""
-    if location.endswith(("KEY", "TOKEN", "HEADERS")) or isinstance(value, dict):
+    if location in SECRET_SETTINGS or isinstance(value, dict):
         return ""
     if location in _URL_SETTINGS and isinstance(value, str):
         parts = urlsplit(value)
@@ -469,7 +499,46 @@ def _shown_value(location: str, value: object) -> str:
     return f" (got {value!r})"
 
 
-def _describe(error: dict) -> str:
+def _secret_texts(value: object) -> Iterator[str]:
+    """The strings inside a secret setting's value: the value itself, a dict's values, a
+    URL's query values and password."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_texts(item)
+    elif isinstance(value, str):
+        yield value
+        yield value.strip()
+        parts = urlsplit(value)
+        if parts.password:
+            yield parts.password
+        yield from (v for _, v in parse_qsl(parts.query))
+
+
+def _secrets_in(errors: list[Any]) -> list[str]:
+    """Every secret value the errors carry as input, longest first, so that no message can
+    echo one even if a check someday quotes what it was given."""
+    found: set[str] = set()
+    for error in errors:
+        location = ".".join(str(part) for part in error["loc"]).upper()
+        given = error.get("input")
+        if location in SECRET_SETTINGS:
+            found.update(_secret_texts(given))
+        elif not location and isinstance(given, dict):  # a check across settings
+            for name, value in given.items():
+                if str(name).upper() in SECRET_SETTINGS:
+                    found.update(_secret_texts(value))
+    return sorted((s for s in found if len(s) >= _MIN_REDACTED_CHARS), key=len, reverse=True)
+
+
+def _redacted(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _describe(error: Any) -> str:
     location = ".".join(str(part) for part in error["loc"]).upper()
     message = error["msg"].removeprefix("Value error, ")
     if not location:
@@ -479,11 +548,35 @@ def _describe(error: dict) -> str:
     return f"{location}: {message}{_shown_value(location, error.get('input'))}"
 
 
+def _problems(exc: ValidationError) -> list[str]:
+    """One line per problem (a check that finds several reports them one per line), with
+    no secret's value in any of them."""
+    errors = exc.errors()
+    secrets = _secrets_in(errors)
+    return [_redacted(line, secrets) for e in errors for line in _describe(e).splitlines()]
+
+
+def _named(problem: str) -> str:
+    return problem.partition(":")[0]
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and check the settings; raise ConfigError listing every problem."""
+    """Read and check the settings; raise ConfigError listing every problem at once."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        # A check that finds several problems reports them one per line.
-        problems = [line for e in exc.errors() for line in _describe(e).splitlines()]
-        raise ConfigError(problems) from None
+        problems = _problems(exc)
+        failed = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    if failed:
+        # The checks across settings (a backend missing a piece, the auth token a paid
+        # backend needs) only run once every setting is valid. Run them again with each
+        # rejected setting at its default, so that one pass reports everything; a problem
+        # they find with a setting already reported is the same problem again.
+        fields = Settings.model_fields
+        defaults = {name: fields[name].get_default(call_default_factory=True) for name in failed}
+        try:
+            Settings(**{**overrides, **defaults})
+        except ValidationError as again:
+            reported = {name.upper() for name in failed}
+            problems += [p for p in _problems(again) if _named(p) not in reported]
+    raise ConfigError(problems)

@@ -121,9 +121,10 @@ TOKEN_KINDS = (
     "transcription",
 )
 
-# A voice answer feels instant under ~0.5 s and broken past ~2 s; the buckets are finest
-# where a tuning change shows up.
-LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+# Counted from the end of the caller's speech, so every figure holds the VAD's silence
+# (VAD_SILENCE_MS, 500 ms by default) before the model may answer: an answer feels prompt
+# under ~1 s and broken past ~2.5 s. The buckets are finest where a tuning change shows up.
+LATENCY_BUCKETS_S = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 5.0)
 # From "cut at the first word" to "let it talk for ten seconds".
 TRUNCATION_BUCKETS_MS = (100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000)
 
@@ -146,8 +147,9 @@ class Metrics:
         )
         self._latency = Histogram(
             PREFIX + "turn_latency_seconds",
-            "From the end of the caller's speech to the answer's first audio: sent to "
-            "Twilio (first_audio_sent) or played to the caller (first_audio_heard).",
+            "From the end of the caller's speech (where the session's VAD put it, less the "
+            "silence it waited for) to the answer's first audio: sent to Twilio "
+            "(first_audio_sent) or beginning to play to the caller (first_audio_heard).",
             ["stage"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
@@ -196,7 +198,7 @@ class Metrics:
             self._sent.observe(max(0.0, latency_s))
 
     def turn_heard(self, latency_s: float) -> None:
-        """End of the caller's speech -> Twilio echoed the first mark of that audio."""
+        """End of the caller's speech -> that audio began to play to the caller."""
         if _finite(latency_s):
             self._heard.observe(max(0.0, latency_s))
 

@@ -25,7 +25,12 @@ _SIP_ADDRESS = re.compile(r"sips?:[^\s<>\"']+@[^\s<>\"']+")
 
 
 class OutboundCallError(ValueError):
-    """A call that cannot be placed as asked; the message is one line, for the operator."""
+    """A call that cannot be placed as asked; `problems` has one line each, for the
+    operator, and the message joins them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def voice_url(public_url: str, profile: str, instructions: str | None) -> str:
@@ -36,46 +41,46 @@ def voice_url(public_url: str, profile: str, instructions: str | None) -> str:
     return f"{public_url}{VOICE_PATH}?{urlencode(query)}"
 
 
-def _check(
+def _problems(
     settings: Settings,
     rest: TwilioRest | None,
     to: str,
     profile: str | None,
     instructions: str | None,
     profiles: Profiles,
-) -> None:
-    if not settings.twilio_account_sid:
-        raise OutboundCallError(
-            "TWILIO_ACCOUNT_SID: required to place calls (AC..., Twilio console)"
-        )
-    if not settings.twilio_phone_number:
-        raise OutboundCallError(
-            "TWILIO_PHONE_NUMBER: required to place calls (the Twilio number they come from)"
-        )
-    if rest is None or settings.twilio_auth_token is None:
-        raise OutboundCallError("TWILIO_AUTH_TOKEN: required to place calls")
-    if not settings.public_url:
-        raise OutboundCallError(
-            "PUBLIC_URL: required to place calls (the https URL Twilio reaches this bridge at)"
-        )
+) -> list[str]:
+    """Everything in the way of placing the call, at once: what was asked first (a typo in
+    the number needs no credentials to be found), then what the bridge is missing."""
+    problems = []
     if not (E164.fullmatch(to) or _SIP_ADDRESS.fullmatch(to)):
-        raise OutboundCallError(
-            f"to: {to!r} is neither an E.164 number (+15551234567) nor a sip: address"
-        )
+        problems.append(f"to: {to!r} is neither an E.164 number (+15551234567) nor a sip: address")
     if profile is not None and profiles.get(profile) is None:
-        raise OutboundCallError(
+        problems.append(
             f"profile: no profile named {profile!r}; the profiles are "
             + ", ".join(profiles.names())
         )
     if instructions is not None:
         if not instructions.strip():
-            raise OutboundCallError("instructions: must not be empty")
-        if len(instructions) > MAX_INSTRUCTIONS_CHARS:
-            raise OutboundCallError(
+            problems.append("instructions: must not be empty")
+        elif len(instructions) > MAX_INSTRUCTIONS_CHARS:
+            problems.append(
                 f"instructions: {len(instructions)} characters, over the "
                 f"{MAX_INSTRUCTIONS_CHARS} a call can carry (Twilio's limit on a stream "
                 "parameter); put longer instructions in a profile"
             )
+    if not settings.twilio_account_sid:
+        problems.append("TWILIO_ACCOUNT_SID: required to place calls (AC..., Twilio console)")
+    if not settings.twilio_phone_number:
+        problems.append(
+            "TWILIO_PHONE_NUMBER: required to place calls (the Twilio number they come from)"
+        )
+    if rest is None or settings.twilio_auth_token is None:
+        problems.append("TWILIO_AUTH_TOKEN: required to place calls")
+    if not settings.public_url:
+        problems.append(
+            "PUBLIC_URL: required to place calls (the https URL Twilio reaches this bridge at)"
+        )
+    return problems
 
 
 async def place_outbound_call(
@@ -97,7 +102,9 @@ async def place_outbound_call(
     if profiles is None:
         profiles = load_profiles(settings)
     to = to.strip()
-    _check(settings, rest, to, profile, instructions, profiles)
+    problems = _problems(settings, rest, to, profile, instructions, profiles)
+    if problems:
+        raise OutboundCallError(problems)
     assert rest is not None and settings.public_url and settings.twilio_phone_number
     assert settings.twilio_account_sid
     detection = None

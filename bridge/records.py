@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 from bridge.call_status import FINAL_STATUSES
 
@@ -35,12 +36,14 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 @dataclass(frozen=True, slots=True)
 class TurnTiming:
-    """One caller turn and its answer; times are ms since the call started."""
+    """One caller turn and its answer; times are ms since the call's stream started (where
+    Twilio's media timestamps count from). Latencies are measured from `caller_stopped_ms`:
+    see `bridge.call.TurnClock`."""
 
     index: int  # 1-based
-    caller_stopped_ms: float | None  # end of caller speech (speech_stopped) or keys entered
+    caller_stopped_ms: float | None  # the end of the caller's speech, or their last key
     first_audio_sent_ms: float | None  # first assistant audio sent to Twilio after it
-    first_audio_heard_ms: float | None  # first mark of that audio echoed back
+    first_audio_heard_ms: float | None  # when that audio began to play to the caller
     barged_in: bool = False  # the caller talked over this turn's answer
     truncated_at_ms: int | None = None  # where its answer was cut (audio_end_ms)
 
@@ -95,6 +98,7 @@ class CallSummary:
     turns: int
     barge_ins: int
     cost_usd: float | None
+    model: str = ""  # whose cost it is: the local echo agent's calls cost nothing
 
 
 class CallStore(Protocol):
@@ -311,13 +315,60 @@ _SEARCH_WHERE = " OR ".join(
 )
 _SUMMARY_COLUMNS = (
     "call_sid, from_number, to_number, profile, direction, started_at, ended_at, outcome,"
-    " turn_count, barge_ins, cost_usd"
+    " turn_count, barge_ins, cost_usd, model"
 )
 _RECORD_COLUMNS = (
     "call_sid, stream_sid, from_number, to_number, profile, direction, started_at, ended_at,"
     " outcome, end_reason, model, turns_json, barge_ins, reconnects, tokens_json, cost_usd,"
     " transcript_json, final_status, duration_s"
 )
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def records_file_problem(path: str) -> str | None:
+    """Why the records file at `path` cannot be used, or None if it can.
+
+    Checked with the settings, before the server starts, so that a records file that cannot
+    work stops the start with one line rather than a log line an operator may miss. Creates
+    and changes nothing: an existing file is only opened read-only.
+    """
+    if path == ":memory:":
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"the directory {directory} does not exist"
+    if os.path.isdir(path):
+        return f"{path} is a directory, not a file"
+    # SQLite writes its journal (-wal, -shm) next to the database: the directory must be
+    # writable even when the file exists.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"this user cannot create files in {directory}"
+    if not os.path.exists(path):
+        return None
+    if not os.path.isfile(path):
+        return f"{path} is not a regular file"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"{path} is not readable and writable by this user"
+    with open(path, "rb") as f:
+        head = f.read(len(_SQLITE_HEADER))
+    if head and head != _SQLITE_HEADER:
+        return f"{path} is not a SQLite database"
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        try:
+            version = _user_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return f"{path} cannot be read as a SQLite database ({exc})"
+    if version > len(MIGRATIONS):
+        return (
+            f"{path} has schema version {version}, newer than this version of phone-bridge "
+            f"understands ({len(MIGRATIONS)})"
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------- store

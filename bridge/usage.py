@@ -21,6 +21,13 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 _PER_TOKEN = 1e-6  # prices are per 1M tokens
+# The model name of the built-in local echo agent (what `serve` runs on with no backend
+# configured). Nobody bills for it: its calls cost nothing, and say so.
+LOCAL_AGENT_MODEL = "local-echo-agent"
+
+
+def is_local_agent(model: str | None) -> bool:
+    return model == LOCAL_AGENT_MODEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +415,10 @@ class CallUsage:
         self, prices: PriceTable, model: str | None, transcription_model: str | None
     ) -> float | None:
         """The estimated USD cost; None if the model is unpriced. An unpriced
-        transcription is left out (the summary says so) rather than hiding the rest."""
+        transcription is left out (the summary says so) rather than hiding the rest. The
+        local echo agent costs nothing (its stand-in transcription neither)."""
+        if is_local_agent(model):
+            return 0.0
         table = prices.lookup(model)
         if table is None:
             return None
@@ -442,7 +452,9 @@ class CallUsage:
                     note = f" (unpriced: no per-minute price for {transcription_model!r})"
             parts.append(f"transcription {', '.join(heard)}{note}")
         cost = self.cost(prices, model, transcription_model)
-        if cost is None:
+        if is_local_agent(model):
+            parts.append("no cost (the built-in local echo agent)")
+        elif cost is None:
             parts.append(f"est. cost unknown (no price for model {model!r}; set REALTIME_PRICES)")
         else:
             priced = str(model)

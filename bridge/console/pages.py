@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
+from bridge.call import Phase
+from bridge.usage import is_local_agent
+
 if TYPE_CHECKING:
     from bridge.records import CallRecord, CallSummary, TurnTiming
 
@@ -48,7 +51,9 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def fmt_cost(usd: float | None) -> str:
+def fmt_cost(usd: float | None, model: str | None = None) -> str:
+    if is_local_agent(model):
+        return "none (local echo agent)"
     if usd is None:
         return "unpriced"
     if 0 < usd < 0.0001:
@@ -58,6 +63,37 @@ def fmt_cost(usd: float | None) -> str:
 
 def fmt_ms(ms: float | None) -> str:
     return "—" if ms is None else f"{ms:.0f} ms"
+
+
+def fmt_model(model: str | None) -> str:
+    if is_local_agent(model):
+        return "the built-in local echo agent (no charge)"
+    return model or "—"
+
+
+def call_href(call_sid: str) -> str:
+    return f"/console/calls/{quote(call_sid, safe='')}"
+
+
+# What the figures mean, said where they are shown (a tooltip, a legend).
+COST_HINT = (
+    "Estimated from the tokens the session reported and the price table (REALTIME_PRICES); "
+    "Twilio's charges are not included. The local echo agent costs nothing."
+)
+CALLER_STOPPED_HINT = (
+    "When the caller stopped speaking, in seconds since the call's stream started: where "
+    "the session's voice detection put the end of their speech (speech_stopped, less the "
+    "VAD_SILENCE_MS it waited to be sure). For keys: the last key pressed."
+)
+SENT_HINT = (
+    "From the end of the caller's speech until the bridge sent the answer's first audio to "
+    "Twilio: the voice detection's silence (VAD_SILENCE_MS), then the model and the bridge."
+)
+HEARD_HINT = (
+    "From the end of the caller's speech until the answer's first audio began to play to "
+    "the caller (its mark came back, less its length): what the caller waited. The "
+    "simulator's 'first audio heard after' for the same call."
+)
 
 
 # ------------------------------------------------------------------------------ layout
@@ -77,6 +113,7 @@ def layout(
     active: str = "",
     logged_in: bool = True,
     scripts: Sequence[str] = (),
+    refresh_s: int | None = None,
 ) -> str:
     nav = ""
     if logged_in:
@@ -89,9 +126,12 @@ def layout(
             '<button type="submit">Log out</button></form></nav>'
         )
     script_tags = "".join(f'<script src="{STATIC}/{esc(name)}"></script>' for name in scripts)
+    # A plain reload, no script: a page that waits on something (a call in progress).
+    refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{refresh}"
         f"<title>{esc(title)} · phone-bridge</title>"
         # No favicon to fetch: an empty data: icon keeps a 404 out of every page load.
         '<link rel="icon" href="data:,">'
@@ -120,24 +160,40 @@ def message_page(title: str, message: str, *, logged_in: bool = True) -> str:
 # ------------------------------------------------------------------------------ live
 
 
+# How an operator says where a call is (the core's phases are the bridge's words).
+PHASE_WORDS = {
+    Phase.AWAITING_START.value: "answering",
+    Phase.CONNECTING.value: "connecting to the assistant",
+    Phase.BRIDGING.value: "in conversation",
+    Phase.RECONNECTING.value: "reconnecting to the assistant",
+    Phase.ENDED.value: "hanging up",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class LiveCall:
     call_sid: str
     from_number: str
     to_number: str
     profile: str
-    phase: str
+    phase: str  # the core's Phase value, for scripts; `status` says it in words
     duration_s: float | None
     turns: int
     barge_ins: int
 
+    @property
+    def status(self) -> str:
+        return PHASE_WORDS.get(self.phase, self.phase)
+
     def as_json(self) -> dict[str, object]:
         return {
             "call_sid": self.call_sid,
+            "href": call_href(self.call_sid) if self.call_sid else None,
             "from": self.from_number,
             "to": self.to_number,
             "profile": self.profile,
             "phase": self.phase,
+            "status": self.status,
             "duration_s": self.duration_s,
             "duration": fmt_duration(self.duration_s),
             "turns": self.turns,
@@ -145,36 +201,111 @@ class LiveCall:
         }
 
 
-LIVE_COLUMNS = ("Call", "From", "To", "Profile", "Duration", "Phase", "Turns", "Barge-ins")
+LIVE_COLUMNS = ("Call", "From", "To", "Profile", "Duration", "Status", "Turns", "Barge-ins")
+
+
+def _call_link(call_sid: str) -> str:
+    if not call_sid:
+        return "<code>(starting)</code>"
+    return f'<a href="{esc(call_href(call_sid))}"><code>{esc(call_sid)}</code></a>'
 
 
 def live_rows(calls: Iterable[LiveCall]) -> str:
     rows = []
     for call in calls:
-        rows.append(
-            "<tr>"
-            f"<td><code>{esc(call.call_sid or '(starting)')}</code></td>"
-            f"<td>{esc(call.from_number)}</td><td>{esc(call.to_number)}</td>"
-            f"<td>{esc(call.profile)}</td><td>{esc(fmt_duration(call.duration_s))}</td>"
-            f"<td>{esc(call.phase)}</td><td>{call.turns}</td><td>{call.barge_ins}</td>"
-            "</tr>"
+        cells = (
+            _call_link(call.call_sid),
+            esc(call.from_number),
+            esc(call.to_number),
+            esc(call.profile),
+            esc(fmt_duration(call.duration_s)),
+            esc(call.status),
+            str(call.turns),
+            str(call.barge_ins),
         )
+        rows.append(_row(LIVE_COLUMNS, cells))
     return "".join(rows)
 
 
+def _row(columns: Sequence[str], cells: Sequence[str]) -> str:
+    """A table row whose cells carry their column's name, for the narrow-screen layout
+    that shows each row as a card (`cells` are markup already)."""
+    tds = "".join(
+        f'<td data-label="{esc(column)}">{cell}</td>'
+        for column, cell in zip(columns, cells, strict=True)
+    )
+    return f"<tr>{tds}</tr>"
+
+
+def _head(columns: Sequence[str], hints: Mapping[str, str] | None = None) -> str:
+    """A table's header cells; a column with a hint explains itself in a tooltip."""
+    hints = hints or {}
+    return "".join(
+        f'<th title="{esc(hints[c])}" class="hint">{esc(c)}</th>'
+        if c in hints
+        else f"<th>{esc(c)}</th>"
+        for c in columns
+    )
+
+
 def live_page(calls: Sequence[LiveCall]) -> str:
-    head = "".join(f"<th>{c}</th>" for c in LIVE_COLUMNS)
+    head = _head(LIVE_COLUMNS)
     body = (
         f'<p><span id="live-count">{len(calls)}</span> call(s) in progress on this instance. '
         '<a href="/console/softphone">Call the agent from this browser</a>.</p>'
-        f'<table id="live-calls"><thead><tr>{head}</tr></thead>'
+        f'<table id="live-calls" class="cards"><thead><tr>{head}</tr></thead>'
         f"<tbody>{live_rows(calls)}</tbody></table>"
         '<p class="muted" id="live-updated">Refreshes every 2 s.</p>'
     )
     return layout("Live calls", body, active="live", scripts=["live.js"])
 
 
+def live_call_page(call: LiveCall) -> str:
+    """A call still in progress: what is known so far; the record replaces this page once
+    the call has ended (it reloads itself)."""
+    facts = [
+        ("Call", call.call_sid),
+        ("From", call.from_number),
+        ("To", call.to_number),
+        ("Profile", call.profile or "—"),
+        ("Status", call.status),
+        ("Duration so far", fmt_duration(call.duration_s)),
+        ("Turns", str(call.turns)),
+        ("Barge-ins", str(call.barge_ins)),
+    ]
+    body = (
+        '<p class="notice" id="in-progress">This call is in progress. Its transcript, '
+        "latency per turn and cost appear here once it has ended; this page reloads every "
+        "5 s.</p>"
+        f'<dl class="facts" id="facts">{_facts(facts)}</dl>'
+    )
+    return layout(f"Call {call.call_sid}", body, active="live", refresh_s=5)
+
+
+def _facts(facts: Sequence[tuple[str, str] | tuple[str, str, str]]) -> str:
+    """A definition list; a third element is a hint shown as the label's tooltip."""
+    items = []
+    for label, value, *hint in facts:
+        title = f' title="{esc(hint[0])}" class="hint"' if hint else ""
+        items.append(f"<dt{title}>{esc(label)}</dt><dd>{esc(value)}</dd>")
+    return "".join(items)
+
+
 # ------------------------------------------------------------------------------ calls list
+
+
+CALLS_COLUMNS = (
+    "Started",
+    "From",
+    "To",
+    "Profile",
+    "Direction",
+    "Duration",
+    "Outcome",
+    "Turns",
+    "Barge-ins",
+    "Cost",
+)
 
 
 def calls_page(
@@ -201,34 +332,29 @@ def calls_page(
     else:
         rows = []
         for s in summaries:
-            link = f"/console/calls/{quote(s.call_sid, safe='')}"
             duration = max(0.0, s.ended_at - s.started_at)
-            rows.append(
-                "<tr>"
-                f'<td><a href="{esc(link)}">{esc(fmt_time(s.started_at))}</a></td>'
-                f"<td>{esc(s.from_number)}</td><td>{esc(s.to_number)}</td>"
-                f"<td>{esc(s.profile or '')}</td><td>{esc(s.direction)}</td>"
-                f"<td>{esc(fmt_duration(duration))}</td><td>{esc(s.outcome)}</td>"
-                f'<td class="num">{s.turns}</td><td class="num">{s.barge_ins}</td>'
-                f'<td class="num">{esc(fmt_cost(s.cost_usd))}</td>'
-                "</tr>"
+            cells = (
+                f'<a href="{esc(call_href(s.call_sid))}">{esc(fmt_time(s.started_at))}</a>',
+                esc(s.from_number),
+                esc(s.to_number),
+                esc(s.profile or ""),
+                esc(s.direction),
+                esc(fmt_duration(duration)),
+                esc(s.outcome),
+                str(s.turns),
+                str(s.barge_ins),
+                esc(fmt_cost(s.cost_usd, s.model)),
             )
-        columns = (
-            "Started",
-            "From",
-            "To",
-            "Profile",
-            "Direction",
-            "Duration",
-            "Outcome",
-            "Turns",
-            "Barge-ins",
-            "Cost",
+            rows.append(_row(CALLS_COLUMNS, cells))
+        head = "".join(
+            f'<th title="{esc(COST_HINT)}" class="hint">{c}</th>'
+            if c == "Cost"
+            else f"<th>{c}</th>"
+            for c in CALLS_COLUMNS
         )
-        head = "".join(f"<th>{c}</th>" for c in columns)
         table = (
-            f'<table id="calls"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-            "</table>"
+            f'<table id="calls" class="cards"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>"
         )
     pages = []
     if page > 1:
@@ -251,7 +377,7 @@ def _calls_href(query: str, page: int) -> str:
 def call_page(record: CallRecord) -> str:
     r = record
     twilio_duration = f" (Twilio: {r.duration_s} s)" if r.duration_s is not None else ""
-    facts: list[tuple[str, str]] = [
+    facts: list[tuple[str, str] | tuple[str, str, str]] = [
         ("Call", r.call_sid),
         ("From", r.from_number),
         ("To", r.to_number),
@@ -262,16 +388,15 @@ def call_page(record: CallRecord) -> str:
         ("Duration", fmt_duration(r.duration_ms / 1000) + twilio_duration),
         ("Outcome", f"{r.outcome}: {r.end_reason}" if r.end_reason else r.outcome),
         ("Twilio final status", r.final_status or _no_status(r.direction)),
-        ("Model", r.model or "—"),
+        ("Model", fmt_model(r.model)),
         ("Turns", str(len(r.turns))),
         ("Barge-ins", str(r.barge_ins)),
         ("Reconnects", str(r.reconnects)),
         ("Tokens", _tokens_text(r.tokens)),
-        ("Cost", fmt_cost(r.cost_usd)),
+        ("Cost (estimated)", fmt_cost(r.cost_usd, r.model), COST_HINT),
     ]
-    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     body = (
-        f'<dl class="facts" id="facts">{dl}</dl>'
+        f'<dl class="facts" id="facts">{_facts(facts)}</dl>'
         f"<h2>Transcript</h2>{transcript_html(r)}"
         f"<h2>Latency per turn</h2>{latency_chart(r.turns)}{turns_table(r.turns)}"
     )
@@ -321,15 +446,27 @@ def turns_table(turns: Sequence[TurnTiming]) -> str:
         if t.barged_in:
             barge = "yes" if t.truncated_at_ms is None else f"cut at {t.truncated_at_ms} ms"
         at = "—" if t.caller_stopped_ms is None else f"{t.caller_stopped_ms / 1000:.2f} s"
-        rows.append(
-            f"<tr><td>{t.index}</td><td>{esc(at)}</td><td>{esc(fmt_ms(answered))}</td>"
-            f"<td>{esc(fmt_ms(heard))}</td><td>{esc(barge)}</td></tr>"
-        )
-    head = (
-        "<tr><th>Turn</th><th>Caller stopped (into the call)</th><th>First audio sent</th>"
-        "<th>First audio heard</th><th>Barge-in</th></tr>"
+        cells = (str(t.index), esc(at), esc(fmt_ms(answered)), esc(fmt_ms(heard)), esc(barge))
+        rows.append(_row(TURN_COLUMNS, cells))
+    head = _head(TURN_COLUMNS, TURN_HINTS)
+    return (
+        f'<table id="turns" class="cards"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
     )
-    return f'<table id="turns"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+TURN_COLUMNS = (
+    "Turn",
+    "Caller stopped speaking",
+    "First audio sent, after",
+    "First audio heard, after",
+    "Barge-in",
+)
+TURN_HINTS = {
+    "Caller stopped speaking": CALLER_STOPPED_HINT,
+    "First audio sent, after": SENT_HINT,
+    "First audio heard, after": HEARD_HINT,
+}
 
 
 def _since(start: float | None, end: float | None) -> float | None:
@@ -443,10 +580,14 @@ def latency_chart(turns: Sequence[TurnTiming]) -> str:
         parts.append("</g>")
     parts.append("</svg>")
     legend = (
-        '<p class="legend"><span class="swatch seg-sent"></span> caller stopped → first '
-        'audio sent (model and bridge) <span class="swatch seg-heard"></span> sent → heard '
-        '(Twilio, network, playback) <span class="swatch barge-in"></span> the caller '
-        "talked over the answer</p>"
+        '<p class="legend" id="latency-legend">Each bar starts where the caller stopped '
+        "speaking (where the session's voice detection put the end of their speech). "
+        '<span class="swatch seg-sent"></span> until the bridge sent the answer\'s first '
+        "audio to Twilio: the voice detection's silence (VAD_SILENCE_MS), the model and the "
+        'bridge. <span class="swatch seg-heard"></span> until that audio began to play to '
+        "the caller: Twilio and the network; the simulator's \u201cfirst audio heard "
+        'after\u201d for the same call. <span class="swatch barge-in"></span> the caller '
+        "talked over the answer; \u201ccut at\u201d is how much of it they had heard.</p>"
     )
     return "".join(parts) + legend
 
@@ -454,7 +595,9 @@ def latency_chart(turns: Sequence[TurnTiming]) -> str:
 # ------------------------------------------------------------------------------ softphone
 
 
-def softphone_page() -> str:
+def softphone_page(profiles: Sequence[str] = ("default",)) -> str:
+    """The softphone; `profiles` are the agent profiles the operator can call (the first
+    one, the default, chosen)."""
     counters = (
         ("state", "State", "idle"),
         ("framesSent", "Frames sent", "0"),
@@ -469,13 +612,16 @@ def softphone_page() -> str:
         f'<button type="button" class="key" data-digit="{d}" disabled>{d}</button>'
         for d in "123456789*0#"
     )
+    options = "".join(
+        f'<option value="{esc(name)}"{" selected" if i == 0 else ""}>{esc(name)}</option>'
+        for i, name in enumerate(profiles)
+    )
     body = (
         '<p class="muted">Talks to the agent from this browser\'s microphone over the same '
         "media stream Twilio uses. Use headphones: the agent hears whatever your speakers "
         "play.</p>"
         '<form id="softphone" class="softphone" autocomplete="off">'
-        '<label>Profile <input type="text" id="profile" name="profile" maxlength="64" '
-        'placeholder="default"></label>'
+        f'<label>Profile <select id="profile" name="profile">{options}</select></label>'
         '<button type="submit" id="call">Call</button>'
         '<button type="button" id="hangup" disabled>Hang up</button></form>'
         '<p id="status" role="status" aria-live="polite">Ready.</p>'

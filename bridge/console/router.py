@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 
 from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
+from bridge.profiles import DEFAULT_PROFILE
 from twiml.answer import PROFILE_PARAMETER, stream_url
 from twiml.request_body import RequestRefused, parse_form, read_body
 from twiml.stream_token import StreamTokens
@@ -298,6 +299,9 @@ class Console:
             return self._to_login(request)
         record = await self.store.get(call_sid) if self.store is not None else None
         if record is None:
+            live = next((c for c in self._live_calls() if c.call_sid == call_sid), None)
+            if live is not None:  # its record is written once it ends
+                return self._page(pages.live_call_page(live))
             why = "No call" if self.store is not None else "Call records are off: no call"
             page = pages.message_page("Call not found", f"{why} with the sid {call_sid}.")
             return self._page(page, 404)
@@ -306,7 +310,9 @@ class Console:
     async def _softphone_page(self, request: Request) -> Response:
         if not self._logged_in(request):
             return self._to_login(request)
-        return self._page(pages.softphone_page())
+        profiles = getattr(request.app.state, "profiles", None)
+        names = profiles.names() if profiles is not None else (DEFAULT_PROFILE,)
+        return self._page(pages.softphone_page(names))
 
     async def _static_file(self, name: str) -> Response:
         content = self._static.get(name)

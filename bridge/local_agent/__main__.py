@@ -8,9 +8,21 @@ import contextlib
 import json
 import logging
 import signal
+import sys
+from collections.abc import Callable
+
+from bridge.arguments import (
+    OneLineErrorParser,
+    listen_problem,
+    non_negative_float,
+    non_negative_int,
+    port_number,
+    positive_float,
+    positive_int,
+)
 
 from .options import AgentOptions, FunctionCallPlan
-from .server import run_agent
+from .server import REALTIME_PATH, run_agent
 
 
 async def _serve(host: str, port: int, options: AgentOptions) -> None:
@@ -46,49 +58,100 @@ def parse_function_call(spec: str, speak_first: bool = True) -> tuple[int, Funct
     return index, FunctionCallPlan(parts[1], arguments, speak_first=speak_first)
 
 
-def main(argv: list[str] | None = None) -> None:
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
     defaults = AgentOptions()
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="phone-bridge agent",
-        description="Local OpenAI-Realtime-compatible agent that echoes the caller's speech.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--chunk-ms", type=int, default=defaults.chunk_ms)
-    parser.add_argument(
-        "--speed", type=float, default=defaults.speed, help="x real time; 0 = no pacing"
-    )
-    parser.add_argument("--items-per-response", type=int, default=defaults.items_per_response)
-    parser.add_argument("--stall-after-ms", type=int, default=None)
-    parser.add_argument("--stall-ms", type=int, default=0)
-    parser.add_argument(
-        "--drop-after-ms",
-        type=int,
-        default=None,
-        help="abort one session's connection after this much response audio",
+        description="A local OpenAI-Realtime-compatible server (both dialects) that answers "
+        "each caller turn with the caller's own speech: try the bridge, or any Realtime "
+        "client, without an OpenAI account. Its clients connect to "
+        f"ws://HOST:PORT{REALTIME_PATH}.",
     )
     parser.add_argument(
-        "--max-session-s",
-        type=float,
-        default=None,
-        help="expire sessions at this age, like the service's session limit",
+        "--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)"
     )
+    parser.add_argument(
+        "--port", type=port_number, default=8765, help="port to listen on (default: %(default)s)"
+    )
+    # (flag, type, default, metavar, help): the tunables, each checked by its type.
+    tunables: list[tuple[str, Callable[[str], object], object, str, str]] = [
+        ("--chunk-ms", positive_int, defaults.chunk_ms, "MS", "audio per response delta, in ms"),
+        (
+            "--speed",
+            non_negative_float,
+            defaults.speed,
+            "X",
+            "send answers X times faster than real time; 0: as fast as possible",
+        ),
+        (
+            "--items-per-response",
+            positive_int,
+            defaults.items_per_response,
+            "N",
+            "split each answer over N assistant items",
+        ),
+        (
+            "--stall-after-ms",
+            non_negative_int,
+            None,
+            "MS",
+            "a model stall: pause each answer once, after this much of its audio was sent",
+        ),
+        ("--stall-ms", non_negative_int, defaults.stall_ms, "MS", "how long that pause lasts"),
+        (
+            "--drop-after-ms",
+            non_negative_int,
+            None,
+            "MS",
+            "a lost connection: abort the first session to send this much answer audio, "
+            "without a close frame",
+        ),
+        (
+            "--max-session-s",
+            positive_float,
+            None,
+            "S",
+            "end sessions at this age with session_expired, like the service's session limit",
+        ),
+    ]
+    for flag, kind, default, metavar, text in tunables:
+        shown = "%(default)s" if default is not None else "off"
+        parser.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default: {shown})"
+        )
     parser.add_argument(
         "--call-function",
         action="append",
         default=[],
         metavar="N:NAME[:JSON]",
         help="response N of each session speaks, then calls function NAME (if the session "
-        "declared it) with these JSON arguments; repeatable",
+        "declared it) with these JSON arguments; repeatable (default: none)",
     )
     parser.add_argument(
         "--call-function-only",
         action="append",
         default=[],
         metavar="N:NAME[:JSON]",
-        help="like --call-function, but the call is the whole response (nothing spoken)",
+        help="like --call-function, but the call is the whole response, nothing spoken "
+        "(default: none)",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help="how much to log: %(choices)s (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the agent until interrupted; 0 then, 2 (with one line saying why) if it cannot
+    start."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     function_calls: dict[int, FunctionCallPlan] = {}
     specs = [(s, True) for s in args.call_function] + [(s, False) for s in args.call_function_only]
@@ -100,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         if index in function_calls:
             parser.error(f"response {index} already has a function call")
         function_calls[index] = plan
+    problem = listen_problem(args.host, args.port)
+    if problem is not None:
+        return _cannot_start(f"--{problem.about}: {problem.text}")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -113,9 +179,18 @@ def main(argv: list[str] | None = None) -> None:
         max_session_s=args.max_session_s,
         function_calls=function_calls,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, options))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args.host, args.port, options))
+    except OSError as exc:  # the port was taken between the check and the bind
+        return _cannot_start(f"--host/--port: cannot listen on {args.host}:{args.port} ({exc})")
+    return 0
+
+
+def _cannot_start(message: str) -> int:
+    print(f"phone-bridge agent: cannot start: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

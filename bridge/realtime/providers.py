@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.transcode import AudioFormat
+from bridge.usage import LOCAL_AGENT_MODEL
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -193,6 +194,10 @@ def endpoint_from_settings(
     dialect = dialect_of(settings)
     chosen = model
     model = model or model_of(settings)
+    if provider is Provider.LOCAL:
+        # Whatever a profile asks for, the echo agent answers: its calls are its own,
+        # never priced (or shown) as a paid model's.
+        chosen, model = None, LOCAL_AGENT_MODEL
     headers: dict[str, str] = {}
     query: dict[str, str] = {}
     key = None

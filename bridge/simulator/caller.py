@@ -29,11 +29,13 @@ from bridge.simulator.playback import Playback
 from bridge.simulator.report import CallReport, build_report
 from bridge.simulator.script import FRAME_MS, CallerScript, load_utterances
 from bridge.simulator.twiml_client import (
+    SIGNATURE_HEADER,
     build_webhook_request,
     fetch_twiml,
     new_sid,
     parse_twiml,
     sign,
+    signature_hint,
     webhook_params,
 )
 
@@ -118,7 +120,7 @@ async def _open_stream(url: str, auth_token: str | None) -> ClientConnection:
     headers = {}
     if auth_token:
         # Twilio signs the upgrade on the URL exactly as written in the TwiML, params {}.
-        headers["X-Twilio-Signature"] = sign(auth_token, url, {})
+        headers[SIGNATURE_HEADER] = sign(auth_token, url, {})
     try:
         return await connect(
             url,
@@ -130,8 +132,10 @@ async def _open_stream(url: str, auth_token: str | None) -> ClientConnection:
             max_size=16 * 2**20,  # the bridge may send large media; Twilio takes any size
         )
     except InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = signature_hint(status, bool(auth_token))
         raise SimulatorError(
-            f"bridge refused the media stream {url}: HTTP {exc.response.status_code}"
+            f"bridge refused the media stream {url}: HTTP {status}{hint}"
         ) from None
     except (InvalidHandshake, InvalidURI) as exc:
         raise SimulatorError(f"media stream handshake with {url} failed: {exc}") from None
@@ -446,7 +450,8 @@ async def simulate_call(options: SimulatorOptions) -> CallReport:
     if options.out_path:
         try:
             write_mulaw_wav(options.out_path, report.heard_audio)
-        except OSError as exc:
-            report.notes.append(f"could not write {options.out_path}: {exc}")
+        except OSError as exc:  # checked before the call, but a disk can fill up
+            report.wav_error = exc.strerror or str(exc)
+            report.notes.append(f"could not write {options.out_path}: {report.wav_error}")
     logger.info("call %s ended: %s", call_sid, report.end_reason)
     return report

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from bridge.arguments import OneLineErrorParser
 from bridge.simulator.caller import simulate_call
 from bridge.simulator.options import SimulatorError, SimulatorOptions
 from bridge.simulator.report import format_report
@@ -22,14 +23,18 @@ def keypad_entry(text: str) -> tuple[int, str]:
 
 
 def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=prog,
         description=(
             "Act as Twilio against a running bridge: POST the voice webhook, open the "
             "<Connect><Stream> it answers, speak, listen like a phone and report each turn."
         ),
     )
-    parser.add_argument("webhook_url", metavar="WEBHOOK_URL", help="the bridge's voice webhook")
+    parser.add_argument(
+        "webhook_url",
+        metavar="WEBHOOK_URL",
+        help="the bridge's voice webhook, e.g. http://127.0.0.1:8080/voice",
+    )
     parser.add_argument(
         "--auth-token",
         default=os.environ.get("TWILIO_AUTH_TOKEN"),
@@ -66,7 +71,11 @@ def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser
         help="on turn TURN press these keys instead of speaking, 250 ms apart "
         "(0-9 * # A-D; repeatable), e.g. --keypad 2:1234#",
     )
-    parser.add_argument("--out", metavar="FILE", help="write what the caller heard as a WAV")
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write what the caller heard as a WAV (checked before dialling)",
+    )
     parser.add_argument("--from", dest="from_number", default="+15550001111", help="caller")
     parser.add_argument("--to", dest="to_number", default="+15550002222", help="called number")
     parser.add_argument("--get", action="store_true", help="call the webhook with GET")
@@ -114,21 +123,33 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one simulated call; 0 when it completed, 1 with a one-line error otherwise."""
-    args = build_parser().parse_args(argv)
+    """Run one simulated call; 0 when it completed, 2 for options that cannot work (one line
+    naming the flag, before dialling), 1 with a one-line error otherwise."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = options_from_args(args)
+        options.validate()
+    except SimulatorError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     if args.verbose:
         # Only the simulator's own progress, not every library's connection chatter.
         logging.getLogger("bridge.simulator").setLevel(logging.INFO)
     try:
-        report = asyncio.run(simulate_call(options_from_args(args)))
+        report = asyncio.run(simulate_call(options))
     except SimulatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 1
-    print(format_report(report))
+    _print_to_reader(format_report(report))
+    if report.wav_error is not None:
+        print(
+            f"error: could not write --out {options.out_path}: {report.wav_error}", file=sys.stderr
+        )
+        return 1
     if report.completed:
         return 0
     if report.closed_by_bridge:
@@ -145,6 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("error: the call hit --timeout before the script finished", file=sys.stderr)
     return 1
+
+
+def _print_to_reader(text: str) -> None:
+    """Print the report; a reader that stopped reading (`| head`, a pager quit early) is
+    not an error worth a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit and would complain there: point it at
+        # /dev/null, where nothing can break.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ class Playback:
         self.truncations: list[TruncationRecord] = []
         self.item_end_offsets: dict[str, int] = {}
         self.pushed_bytes_by_response: Counter[int] = Counter()
+        self.first_push_ms_by_response: dict[int, float] = {}  # its first audio arrived
         self.heard_bytes_by_response: Counter[int] = Counter()
         self.unheard_bytes_by_response: Counter[int] = Counter()  # flushed or left at hang-up
         self.marks_pushed = 0
@@ -150,6 +151,7 @@ class Playback:
         self._group_has_audio = True
         self._last_push_ms = now
         self.pushed_bytes_by_response[response] += len(data)
+        self.first_push_ms_by_response.setdefault(response, now)
         return echoed
 
     def push_mark(self, name: str, now: float) -> list[str]:

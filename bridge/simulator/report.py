@@ -2,6 +2,11 @@
 
 Clock times (`*_at_ms`) are milliseconds since the simulator sent `start`; caller speech
 times are the `media.timestamp` values of the frames, which share that origin.
+
+Latencies count from the end of the caller's speech (the end of their last speech frame, or
+their last key), the instant the bridge's records, console and metrics count from too
+(`bridge.call.TurnClock`), so that one call's figures agree: "heard after" is the bridge's
+"first audio heard", "arrived after" its "first audio sent" plus the network.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class TurnReport:
     truncation_delta_ms: float | None  # heard - truncated
     first_audio_heard_at_ms: float | None
     response_latency_ms: float | None  # end of caller speech -> first answer audio heard
+    arrival_latency_ms: float | None  # end of caller speech -> first answer audio arrived
     answer_heard_ms: float
     answer_complete: bool | None  # None: no answer; False: cut by a clear or the hang-up
     answer_items: list[str] = field(default_factory=list)
@@ -80,6 +86,7 @@ class CallReport:
     close_reason: str = ""
     notes: list[str] = field(default_factory=list)
     digits_sent: int = 0  # Twilio `dtmf` messages sent (keypad turns)
+    wav_error: str | None = None  # why the --out WAV could not be written
 
     @property
     def ended_by(self) -> str:
@@ -129,6 +136,12 @@ def _heard_audio(playback: Playback) -> list[HeardAudio]:
     return merged
 
 
+def _since_speech_ended(turn: TurnState, at_ms: float | None) -> float | None:
+    if at_ms is None or turn.speech_end_ms is None:
+        return None
+    return _round1(at_ms - turn.speech_end_ms)
+
+
 def _turn_report(
     turn: TurnState,
     window_end: float,
@@ -139,6 +152,7 @@ def _turn_report(
     response = turn.index
     mine = [h for h in heard if h.response == response]
     first_heard = min((h.start_ms for h in mine), default=None)
+    first_arrived = playback.first_push_ms_by_response.get(response)
     pushed = playback.pushed_bytes_by_response.get(response, 0)
     # Events between this turn's first speech frame and the next turn's belong to this turn.
     in_window = turn.speech_started_at, window_end
@@ -172,11 +186,8 @@ def _turn_report(
         truncated_heard_ms=heard_of_truncated,
         truncation_delta_ms=delta,
         first_audio_heard_at_ms=None if first_heard is None else _round1(first_heard),
-        response_latency_ms=(
-            None
-            if first_heard is None or turn.speech_ended_at is None
-            else _round1(first_heard - turn.speech_ended_at)
-        ),
+        response_latency_ms=_since_speech_ended(turn, first_heard),
+        arrival_latency_ms=_since_speech_ended(turn, first_arrived),
         answer_heard_ms=playback.heard_bytes_by_response.get(response, 0) / MULAW_BYTES_PER_MS,
         answer_complete=(
             None if not pushed else playback.unheard_bytes_by_response.get(response, 0) == 0
@@ -264,48 +275,62 @@ def _ms(value: float) -> str:
     return f"{value:.0f} ms"
 
 
-def _answer_text(
-    heard_ms: float, complete: bool | None, latency_ms: float | None, timed_out: bool
-) -> str:
-    if complete is None:
-        return "no answer" + (" (timed out)" if timed_out else "")
+LEGEND = (
+    "legend  times: s since the stream started; 'caller': when the caller spoke",
+    "        'heard after': from the end of the caller's speech (their last speech frame or",
+    "        key) until the answer began to play: the console's 'First audio heard' for this",
+    "        call; 'arrived after': until it reached the phone: the console's 'First audio",
+    "        sent', plus the network",
+    "        Δ: what the caller heard of the cut answer minus where the bridge truncated it;",
+    "        within a few ms is exact (+1.9 ms when the bridge transcodes to pcm16: it takes",
+    "        off its resampler's delay, which the caller still hears)",
+)
+_INDENT = "        "
+
+
+def _answer_line(turn: TurnReport) -> str:
+    if turn.answer_complete is None:
+        return "no answer" + (" (timed out)" if turn.timed_out else "")
     parts = []
-    if latency_ms is not None:
-        parts.append(f"first audio heard after {_ms(latency_ms)}")
-    state = "complete" if complete else "cut"
-    parts.append(f"heard {_ms(heard_ms)} ({state})")
-    if timed_out:
+    if turn.response_latency_ms is not None:
+        arrived = turn.arrival_latency_ms
+        also = "" if arrived is None else f" (arrived after {_ms(arrived)})"
+        parts.append(f"first audio heard after {_ms(turn.response_latency_ms)}{also}")
+    state = "complete" if turn.answer_complete else "cut"
+    parts.append(f"heard {_ms(turn.answer_heard_ms)} ({state})")
+    if turn.timed_out:
         parts.append("(turn timed out)")
-    return "  ".join(parts)
+    return f"answer {turn.index}  " + "; ".join(parts)
 
 
-def _turn_line(turn: TurnReport) -> str:
+def _barge_in_line(cut: str, turn: TurnReport) -> str:
+    """How `turn` began: over the `cut` answer (or greeting)."""
+    label = "BARGE-IN" if turn.intentional_barge_in else "the caller spoke over the assistant"
+    heard = turn.barge_in_heard_ms or 0.0
+    text = f"{label} at {turn.speech_start_ms / 1000:.2f} s, {_ms(heard)} into {cut}: "
+    text += (
+        "no clear received"
+        if turn.clear_latency_ms is None
+        else f"clear after {_ms(turn.clear_latency_ms)}"
+    )
+    if turn.truncated_item_id is None:
+        return text + "; no truncation mark"
+    return text + (
+        f"; truncated {turn.truncated_item_id} at {turn.truncated_at_ms:g} ms, "
+        f"caller heard {turn.truncated_heard_ms:.1f} ms (Δ {turn.truncation_delta_ms:+.1f} ms)"
+    )
+
+
+def _turn_lines(turn: TurnReport, following: TurnReport | None) -> list[str]:
+    """The turn in the order it happened: the caller, the answer, and the barge-in that cut
+    the answer (which began the next turn)."""
     end = "…" if turn.speech_end_ms is None else f"{turn.speech_end_ms / 1000:.2f}"
     pressed = "" if turn.keys is None else f"pressed {turn.keys or '(nothing)'} "
-    parts = [f"turn {turn.index}", f"caller {pressed}{turn.speech_start_ms / 1000:.2f}–{end} s"]
-    if turn.barged_in:
-        label = "BARGE-IN" if turn.intentional_barge_in else "spoke over the assistant"
-        heard = turn.barge_in_heard_ms or 0.0
-        text = f"{label} after {_ms(heard)} heard: "
-        text += (
-            "no clear received"
-            if turn.clear_latency_ms is None
-            else f"clear after {_ms(turn.clear_latency_ms)}"
-        )
-        parts.append(text)
-    if turn.truncated_item_id is not None:
-        parts[-1] += (
-            f"; truncated {turn.truncated_item_id} at {turn.truncated_at_ms:g} ms, "
-            f"caller heard {turn.truncated_heard_ms:.1f} ms (Δ {turn.truncation_delta_ms:.1f} ms)"
-        )
-    elif turn.barged_in:
-        parts[-1] += "; no truncation mark"
-    parts.append(
-        _answer_text(
-            turn.answer_heard_ms, turn.answer_complete, turn.response_latency_ms, turn.timed_out
-        )
-    )
-    return "  ".join(parts)
+    lines = [f"turn {turn.index}  caller {pressed}{turn.speech_start_ms / 1000:.2f}–{end} s"]
+    lines.append(_INDENT + _answer_line(turn))
+    if following is not None and following.barged_in:
+        lines.append(_INDENT + _barge_in_line(f"answer {turn.index}", following))
+    return lines
 
 
 def format_report(report: CallReport) -> str:
@@ -321,7 +346,14 @@ def format_report(report: CallReport) -> str:
     if report.greeting_heard_ms is not None:
         state = "complete" if report.greeting_complete else "cut"
         lines.append(f"greeting  heard {_ms(report.greeting_heard_ms)} ({state})")
-    lines.extend(_turn_line(turn) for turn in report.turns)
+    turns = report.turns
+    if turns and turns[0].barged_in:  # the first turn cut the greeting
+        lines.append(_INDENT + _barge_in_line("the greeting", turns[0]))
+    for i, turn in enumerate(turns):
+        following = turns[i + 1] if i + 1 < len(turns) else None
+        lines.extend(_turn_lines(turn, following))
+    if turns:
+        lines.extend(LEGEND)
     keys = f", {report.digits_sent} keypad digits" if report.digits_sent else ""
     lines.append(
         f"sent {report.frames_sent} frames ({report.speech_frames_sent} speech){keys}; "

@@ -13,12 +13,14 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from twilio.request_validator import RequestValidator
 
 from bridge.simulator.options import SimulatorError
 
 HTTP_TIMEOUT_S = 10.0
+SIGNATURE_HEADER = "X-Twilio-Signature"
 
 
 def new_sid(prefix: str) -> str:
@@ -39,6 +41,16 @@ def webhook_params(
         "Direction": "inbound",
         "ApiVersion": "2010-04-01",
     }
+
+
+def signature_hint(status: int, signed: bool) -> str:
+    """What to do about a refusal: a bridge with TWILIO_AUTH_TOKEN set answers 403 to a
+    request without Twilio's signature, or signed with another token."""
+    if status != HTTPStatus.FORBIDDEN:
+        return ""
+    if signed:
+        return " - is --auth-token the bridge's TWILIO_AUTH_TOKEN?"
+    return " - the bridge checks Twilio signatures: pass --auth-token with its TWILIO_AUTH_TOKEN"
 
 
 def sign(auth_token: str, url: str, params: dict[str, str]) -> str:
@@ -70,7 +82,7 @@ def build_webhook_request(
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         signed_params = params
     if auth_token:
-        headers["X-Twilio-Signature"] = sign(auth_token, url, signed_params)
+        headers[SIGNATURE_HEADER] = sign(auth_token, url, signed_params)
     return WebhookRequest(method.upper(), url, body, headers)
 
 
@@ -141,8 +153,9 @@ def _send(request: WebhookRequest) -> tuple[int, str, str]:
     except urllib.error.HTTPError as exc:
         body = exc.read().decode("utf-8", errors="replace").strip().replace("\n", " ")
         detail = f": {body[:200]}" if body else ""
+        hint = signature_hint(exc.code, SIGNATURE_HEADER in request.headers)
         raise SimulatorError(
-            f"webhook {request.url} answered HTTP {exc.code} {exc.reason}{detail}"
+            f"webhook {request.url} answered HTTP {exc.code} {exc.reason}{detail}{hint}"
         ) from None
     except urllib.error.URLError as exc:
         raise SimulatorError(f"cannot reach webhook {request.url}: {exc.reason}") from None

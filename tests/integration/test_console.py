@@ -17,7 +17,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions
+from bridge.console.pages import HEARD_HINT
 from bridge.records import CallRecord, TranscriptLine, TurnTiming
+from bridge.usage import LOCAL_AGENT_MODEL
 from tests.integration.harness import RunningBridge, running_bridge, stored_record, wait_until
 
 pytestmark = pytest.mark.integration
@@ -43,6 +45,8 @@ def record(
     started_at: float | None = None,
     transcript: tuple[TranscriptLine, ...] = (),
     turns: tuple[TurnTiming, ...] = (),
+    model: str = "gpt-realtime",
+    cost_usd: float = 0.1234,
 ) -> CallRecord:
     started = time.time() - 120 if started_at is None else started_at
     return CallRecord(
@@ -56,12 +60,12 @@ def record(
         ended_at=started + 65.2,
         outcome="caller_hung_up",
         end_reason="the caller hung up",
-        model="gpt-realtime",
+        model=model,
         turns=turns,
         barge_ins=sum(t.barged_in for t in turns),
         reconnects=0,
         tokens={"audio_in": 1200, "audio_out": 3400, "text_in": 50, "transcription": 80},
-        cost_usd=0.1234,
+        cost_usd=cost_usd,
         transcript=transcript,
         final_status="completed",
         duration_s=66,
@@ -304,6 +308,12 @@ async def test_past_calls_and_a_call_page_show_the_record_escaped() -> None:
         assert "sent 550 ms · heard 700 ms" in chart
         assert "barge-in, cut at 1200 ms" in chart
         assert chart.count('class="barge-in"') == 1
+        # Every figure says what it measures: tooltips on the table, a legend on the chart.
+        turns_head = page.text[page.text.index('<table id="turns"') : page.text.index("</thead>")]
+        assert turns_head.count('class="hint"') == 3
+        assert html.escape(HEARD_HINT, quote=True) in turns_head
+        assert "where the session&#x27;s voice detection put the end of their speech" in (page.text)
+        assert "first audio heard after" in visible_text(page.text)  # the simulator's name
 
         unknown = await http.get("/console/calls/CA" + "0" * 32)
         assert unknown.status_code == 404
@@ -431,6 +441,16 @@ async def test_the_softphone_calls_through_the_media_stream_with_its_session() -
                 "console",
                 "default",
             )
+            # In an operator's words, and a link to the call, which is there while it lasts.
+            assert live[0]["status"] == "in conversation"
+            href = f"/console/calls/{session['call_sid']}"
+            assert live[0]["href"] == href
+            assert f'<a href="{href}">' in (await http.get("/console")).text
+            in_progress = await http.get(href)
+            assert in_progress.status_code == 200
+            shown = visible_text(in_progress.text)
+            assert "This call is in progress" in shown and "in conversation" in shown
+            assert '<meta http-equiv="refresh" content="5">' in in_progress.text
             stop = {"accountSid": "", "callSid": session["call_sid"]}
             await ws.send(
                 json.dumps(
@@ -455,3 +475,33 @@ async def test_the_softphone_websocket_url_follows_the_public_https_url() -> Non
             )
         assert session.json()["ws_url"] == "wss://phone.example.com/media-stream"
         assert host not in session.json()["ws_url"]
+
+
+async def test_calls_on_the_local_echo_agent_show_no_cost() -> None:
+    echo = record("CA" + "e" * 32, model=LOCAL_AGENT_MODEL, cost_usd=0.0)
+    async with (
+        running_bridge(console_password=PASSWORD) as bridge,
+        httpx.AsyncClient(base_url=bridge.base_url) as http,
+    ):
+        await save(bridge, echo, record())
+        await log_in(http)
+        listing = visible_text((await http.get("/console/calls")).text)
+        assert "none (local echo agent)" in listing and "$0.1234" in listing
+        page = visible_text((await http.get(f"/console/calls/{echo.call_sid}")).text)
+    assert "Model the built-in local echo agent (no charge)" in " ".join(page.split())
+    assert "Cost (estimated) none (local echo agent)" in " ".join(page.split())
+    assert "$" not in page and "gpt-realtime" not in page
+
+
+async def test_the_softphone_offers_the_configured_profiles(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('[profiles.sales]\ninstructions = "Sell."\n\n[profiles.support]\n')
+    async with (
+        running_bridge(console_password=PASSWORD, profiles_file=str(profiles)) as bridge,
+        httpx.AsyncClient(base_url=bridge.base_url) as http,
+    ):
+        await log_in(http)
+        page = (await http.get("/console/softphone")).text
+    options = re.findall(r'<option value="([^"]+)"( selected)?>', page)
+    assert options == [("default", " selected"), ("sales", ""), ("support", "")]
+    assert '<select id="profile" name="profile">' in page

@@ -50,6 +50,7 @@ SPEECH_MS = 1500
 # (2.3 s: the speech plus VAD padding) has started playing by then, and is still playing.
 PAUSE_MS = 1300
 INTERRUPTION_MS = 1200
+PHONE_WIDTH = 390  # CSS px: a phone's screen, where no page may scroll sideways
 
 
 def screenshot_dir() -> Path:
@@ -165,14 +166,15 @@ def assert_real_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     width, height = struct.unpack(">II", data[16:24])  # IHDR
-    assert width >= 800 and height >= 600, (path, width, height)
+    assert width >= PHONE_WIDTH and height >= 600, (path, width, height)
     assert len(data) > 10_000, f"{path} is suspiciously small ({len(data)} bytes)"
 
 
 async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
     wav = tmp_path / "caller.wav"
     write_speech_wav(wav)
-    async with running_bridge(console_password=PASSWORD) as bridge:
+    # No backend configured: the app runs its built-in echo agent, as `serve` does.
+    async with running_bridge(console_password=PASSWORD, realtime_url=None) as bridge:
         driver = await asyncio.to_thread(start_chromium, wav)
         browser = Browser(driver, screenshot_dir())
         try:
@@ -186,6 +188,12 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
             await browser.until_at(bridge.base_url + "/console/softphone")
             assert (await browser.do(driver.get_cookie, COOKIE_NAME))["httpOnly"] is True
 
+            # The profile is picked from the configured ones, not typed.
+            profiles = await browser.do(
+                driver.execute_script,
+                "return [...document.querySelectorAll('#profile option')].map(o => o.value);",
+            )
+            assert profiles == ["default"], profiles
             await browser.click("#call")
             state = await browser.until_softphone(
                 lambda s: s["state"] == "in call" and s["framesSent"] > 0, 10, "the call"
@@ -226,7 +234,14 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the live calls never refreshed"
                 await asyncio.sleep(0.05)
             assert state["callSid"] in await browser.text("#live-calls")
+            # Its status in an operator's words, and a link to the call.
+            assert "in conversation" in await browser.text("#live-calls tbody tr")
             await browser.screenshot("03-live.png")
+            await browser.click(f'#live-calls a[href="/console/calls/{state["callSid"]}"]')
+            await browser.until_at(f"{bridge.base_url}/console/calls/{state['callSid']}")
+            assert "This call is in progress" in await browser.text("#in-progress")
+            assert "in conversation" in await browser.text("#facts")
+            await browser.screenshot("04-call-in-progress.png")
             await browser.do(driver.close)
             await browser.do(driver.switch_to.window, softphone_tab)
 
@@ -245,7 +260,18 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
             )
             cells = (await browser.do(lambda: row.text)).split()
             assert "browser" in cells and "console" in cells
-            await browser.screenshot("04-calls.png")
+            assert "none (local echo agent)" in await browser.do(lambda: row.text)
+            await browser.screenshot("05-calls.png")
+            # On a phone's width the past calls fit without sideways scrolling.
+            await browser.do(driver.set_window_size, PHONE_WIDTH, 900)
+            await browser.open(bridge.base_url + "/console/calls")
+            inner, scrolled = await browser.do(
+                driver.execute_script,
+                "return [window.innerWidth, document.documentElement.scrollWidth];",
+            )
+            assert inner <= PHONE_WIDTH + 20 and scrolled <= inner, (inner, scrolled)
+            await browser.screenshot("06-calls-phone.png")
+            await browser.do(driver.set_window_size, 1280, 1000)
 
             await browser.click(link)
             await browser.until_at(f"{bridge.base_url}/console/calls/{call_sid}")
@@ -277,17 +303,32 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
             assert len(re.findall(r"heard \d+ ms", chart)) == 2, chart
             cut_at = re.findall(r"barge-in, cut at (\d+) ms", chart)
             assert len(cut_at) == 1 and 0 < int(cut_at[0]) < first * 1000, chart
-            assert "Barge-ins\n1" in await browser.text("#facts")
-            await browser.do(driver.set_window_size, 1280, 1400)
-            await browser.screenshot("05-call.png")
+            facts = await browser.text("#facts")
+            assert "Barge-ins\n1" in facts
+            # The echo agent is nobody's paid model.
+            assert "Model\nthe built-in local echo agent (no charge)" in facts, facts
+            assert "Cost (estimated)\nnone (local echo agent)" in facts, facts
+            # Each figure says what it measures: a legend, and tooltips on the columns.
+            legend = await browser.text("#latency-legend")
+            assert "where the caller stopped speaking" in legend, legend
+            assert "first audio heard after" in legend, legend
+            hints = await browser.do(
+                driver.execute_script,
+                "return [...document.querySelectorAll('#turns th.hint')].map(th => th.title);",
+            )
+            assert len(hints) == 3 and all(len(h) > 60 for h in hints), hints
+            await browser.do(driver.set_window_size, 1280, 1500)
+            await browser.screenshot("07-call.png")
         finally:
             await asyncio.to_thread(driver.quit)
     assert [p.name for p in browser.saved] == [
         "01-login.png",
         "02-softphone-in-call.png",
         "03-live.png",
-        "04-calls.png",
-        "05-call.png",
+        "04-call-in-progress.png",
+        "05-calls.png",
+        "06-calls-phone.png",
+        "07-call.png",
     ]
     for path in browser.saved:
         assert_real_png(path)

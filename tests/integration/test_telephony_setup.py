@@ -321,6 +321,37 @@ def test_call_places_the_call_and_prints_its_sid(
 
     assert cli_main(["call", CALLEE, "--profile", "support"], twilio_http=twilio) == 2
     assert capsys.readouterr().err == (
-        "phone-bridge: profile: no profile named 'support'; the profiles are default, sales\n"
+        "phone-bridge: cannot place the call: profile: no profile named 'support'; the "
+        "profiles are default, sales\n"
     )
     assert len(twilio.requests) == 1
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize(
+    ("argv", "missing_for"),
+    [
+        (["call", "555-1234"], "place calls"),
+        (["configure-number", "555-1234"], "configure a number"),
+    ],
+)
+def test_call_and_configure_number_list_every_problem_at_once_the_number_first(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    missing_for: str,
+) -> None:
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PUBLIC_URL"):
+        monkeypatch.delenv(name)
+    twilio = RecordingTwilio()
+    assert cli_main(argv, twilio_http=twilio) == 2
+    assert twilio.requests == []  # nothing reaches Twilio
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("there are 4 problems:"), lines
+    assert "'555-1234'" in lines[1] and "E.164" in lines[1]
+    assert [line.partition(":")[0] for line in lines[2:]] == [
+        "  - TWILIO_ACCOUNT_SID",
+        "  - TWILIO_AUTH_TOKEN",
+        "  - PUBLIC_URL",
+    ], lines
+    assert all(f"required to {missing_for}" in line for line in lines[2:]), lines

@@ -1,9 +1,18 @@
-"""Turn timing as the caller lives it: end of their speech -> first answer audio sent ->
-that audio heard (its mark back); barge-ins marked on the turn."""
+"""Turn timing as the caller lives it: the end of their speech (where the session's VAD put
+it, on the call's clock) -> first answer audio sent -> that audio beginning to play (its mark
+back, less its length); barge-ins marked on the turn."""
 
 from __future__ import annotations
 
-from tests.unit.test_call_core import Harness
+import base64
+
+import pytest
+
+from bridge.call import Call, CallConfig
+from bridge.realtime.session_config import SessionSettings
+from tests.unit.test_call_core import Harness, start_message, twilio
+
+FRAME = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of caller audio
 
 
 class Recorder:
@@ -33,26 +42,31 @@ def observed() -> tuple[Harness, Recorder]:
     return h, recorder
 
 
-def stopped(h: Harness, now: float) -> None:
-    h.server({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1000}, now)
+def stopped(h: Harness, audio_end_ms: int, now: float) -> list:
+    return h.server(
+        {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms}, now
+    )
 
 
-def test_a_turn_is_timed_to_the_first_audio_sent_and_to_its_mark_coming_back() -> None:
-    h, recorder = observed()
-    stopped(h, 1.0)
-    h.response_created("r1", 1.3)
-    h.delta("r1", "item1", 800, 1.5)
-    h.delta("r1", "item1", 800, 1.55)  # later audio: the turn keeps its first times
-    h.echo(h.sent_marks[0], 1.62)
-    h.echo(h.sent_marks[1], 1.72)
+def test_a_turn_is_timed_from_the_end_of_speech_to_the_first_audio_sent_and_played() -> None:
+    h, recorder = observed()  # the session's audio starts with the stream, at 0.0
+    # The VAD heard silence from 1.2 s, and was sure after its 500 ms; the news came at 1.8.
+    stopped(h, 1700, 1.8)
+    h.response_created("r1", 1.85)
+    h.delta("r1", "item1", 800, 1.9)  # 100 ms of audio
+    h.delta("r1", "item1", 800, 1.95)  # later audio: the turn keeps its first times
+    h.echo(h.sent_marks[0], 2.01)  # played from 1.91 to 2.01
+    h.echo(h.sent_marks[1], 2.11)
     [turn] = h.call.turns
-    assert (turn.first_audio_sent_at, turn.first_audio_heard_at) == (1.5, 1.62)
-    assert recorder.events == [("answered", 0.5), ("heard", 0.62)]
+    assert turn.caller_stopped_at == 1.2
+    assert turn.first_audio_sent_at == 1.9
+    assert turn.first_audio_heard_at == pytest.approx(1.91)
+    assert recorder.events == [("answered", 0.7), ("heard", 0.71)]
 
 
 def test_a_barge_in_marks_its_turn_and_a_cleared_mark_is_never_heard() -> None:
     h, recorder = observed()
-    stopped(h, 1.0)
+    stopped(h, 1000, 1.0)  # speech ended at 0.5 s
     h.response_created("r1", 1.1)
     h.delta("r1", "item1", 1600, 1.2)  # 200 ms, never echoed
     h.speech_started(1.25)  # 50 ms into it
@@ -60,7 +74,49 @@ def test_a_barge_in_marks_its_turn_and_a_cleared_mark_is_never_heard() -> None:
     [turn] = h.call.turns
     assert turn.barged_in and turn.truncated_at_ms == 50
     assert turn.first_audio_heard_at is None
-    assert recorder.events == [("answered", 0.2), ("barged_in", 50)]
+    assert recorder.events == [("answered", 0.7), ("barged_in", 50)]
+
+
+def test_audio_kept_while_the_session_connected_places_its_buffer_on_the_call_clock() -> None:
+    call = Call(CallConfig(session=SessionSettings(vad_silence_ms=400)))
+    call.receive_twilio(start_message(), 10.0)
+    for k in range(1, 16):  # 300 ms of audio, each frame arriving once captured
+        call.receive_twilio(twilio("media", media={"payload": FRAME}), 10.0 + k * 0.02)
+    call.realtime_connected(10.31)  # the buffer's 300 ms ended at 10.30
+    call.receive_realtime('{"type":"session.updated","session":{}}', 10.35)
+    call.receive_realtime('{"type":"input_audio_buffer.speech_stopped","audio_end_ms":1500}', 11.6)
+    [turn] = call.turns
+    assert round(turn.caller_stopped_at, 3) == 11.1  # 10.0 + 1.5 s - 400 ms of silence
+
+
+def test_a_replacement_session_starts_its_own_audio_where_the_call_is() -> None:
+    h = Harness(reconnect_budget_s=10)
+    h.session_updated()
+    for k in range(1, 51):  # a second of audio to the first session
+        h.call.receive_twilio(twilio("media", media={"payload": FRAME}), k * 0.02)
+    h.call.realtime_closed("connection lost", 1.0)
+    for k in range(1, 11):  # 200 ms kept for the next session while it connects
+        h.call.receive_twilio(twilio("media", media={"payload": FRAME}), 1.0 + k * 0.02)
+    h.call.realtime_connected(1.21)
+    h.session_updated(now=1.25)
+    stopped(h, 900, 2.0)  # its buffer began at 1.0: speech ended 900 - 500 ms into it
+    assert round(h.call.turns[-1].caller_stopped_at, 3) == 1.4
+
+
+def test_without_audio_end_ms_a_turn_is_timed_from_the_news_of_it() -> None:
+    h, _ = observed()
+    h.server({"type": "input_audio_buffer.speech_stopped"}, 3.0)
+    stopped(h, 99_000, 4.0)  # a buffer position past the call's clock: capped at the news
+    assert [t.caller_stopped_at for t in h.call.turns] == [3.0, 4.0]
+
+
+def test_a_keypad_turn_is_timed_from_the_last_key() -> None:
+    h, _ = observed()
+    for digit, at in (("1", 2.0), ("2", 2.3)):
+        h.call.receive_twilio(twilio("dtmf", dtmf={"digit": digit}), at)
+    h.call.tick(4.5)  # the keypad pause: the keys go to the model
+    [turn] = h.call.turns
+    assert turn.caller_stopped_at == 2.3
 
 
 def test_errors_and_reconnects_are_reported() -> None:

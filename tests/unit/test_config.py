@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config import ConfigError, load_settings
+from bridge.config import SECRET_SETTINGS, ConfigError, load_settings
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.providers import endpoint_from_settings
+from tests.unit.settings_env import problems as problems_with
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignor
         "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT",
         "AZURE_OPENAI_API_VERSION", "BUILTIN_TOOLS", "TRANSFER_TARGETS", "TOOLS_MODULE",
         "PROFILES_FILE", "OPERATOR_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_PHONE_NUMBER",
+        "CONSOLE_PASSWORD", "METRICS_TOKEN", "CALL_DB_PATH",
     ]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
@@ -105,7 +107,8 @@ def test_rejected_urls_are_echoed_without_their_credentials(
         load_settings()
     text = str(caught.value)
     assert "gw-secret-value" not in text and "pw-secret-value" not in text
-    assert "gw.example.com" in text and "bridge.example.com" in text
+    assert "bridge.example.com" in text  # PUBLIC_URL is no secret: its host helps
+    assert "gw.example.com" not in text  # REALTIME_URL may be one from end to end
 
 
 def test_tool_and_transfer_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,3 +132,82 @@ def test_a_short_operator_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
     assert "OPERATOR_TOKEN: must be at least 24 characters" in str(caught.value)
     assert "letmein" not in str(caught.value)
+
+
+# A value for every secret setting that contains "marker" and, where the setting has a check
+# of its own, fails it. A new secret setting must be added here (the test says so).
+SECRET_VALUES = {
+    "OPENAI_API_KEY": "sk-marker-value",
+    "AZURE_OPENAI_API_KEY": "az-marker-value",
+    "TWILIO_AUTH_TOKEN": "tw-marker-value",
+    "OPERATOR_TOKEN": "op-marker",
+    "METRICS_TOKEN": "mt-marker",
+    "CONSOLE_PASSWORD": "cp-marker",
+    "REALTIME_URL": "https://marker-host.example/realtime?token=marker-token",
+    "REALTIME_HEADERS": '{"X-Gateway-Key": "marker-header-value", "bad name": "marker-2"}',
+}
+
+
+def test_every_secret_setting_is_covered_by_the_redaction_test() -> None:
+    assert set(SECRET_VALUES) == SECRET_SETTINGS
+
+
+@pytest.mark.parametrize("name", sorted(SECRET_VALUES))
+def test_no_secret_value_is_ever_shown_in_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # PORT: always at least one problem to report
+    problems = problems_with(monkeypatch, **{name: SECRET_VALUES[name], "PORT": "abc"})
+    assert any(p.startswith("PORT:") for p in problems)
+    assert not [p for p in problems if "marker" in p], problems
+
+
+def test_a_short_console_password_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert problems_with(monkeypatch, CONSOLE_PASSWORD="short") == [
+        "CONSOLE_PASSWORD: must be at least 12 characters (a random one: python3 -c "
+        "'import secrets; print(secrets.token_urlsafe(32))')"
+    ]
+
+
+def test_problems_across_settings_are_reported_with_the_others_in_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    problems = problems_with(
+        monkeypatch, OPENAI_API_KEY="sk-test", PORT="abc", REALTIME_HEADERS='{"bad name": "x"}'
+    )
+    named = [p.partition(":")[0] for p in problems]
+    assert named == ["PORT", "REALTIME_HEADERS", "TWILIO_AUTH_TOKEN"], problems
+
+
+def test_a_setting_rejected_on_its_own_is_not_reported_again_by_a_check_across_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    problems = problems_with(
+        monkeypatch, AZURE_OPENAI_ENDPOINT="ftp://example.com", AZURE_OPENAI_DEPLOYMENT="rt"
+    )
+    named = [p.partition(":")[0] for p in problems]
+    assert named == ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "TWILIO_AUTH_TOKEN"], problems
+
+
+def test_a_records_file_that_cannot_work_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    (problem,) = problems_with(monkeypatch, CALL_DB_PATH=str(tmp_path / "missing" / "calls.db"))
+    assert problem.startswith(f"CALL_DB_PATH: the directory {tmp_path / 'missing'} does not exist")
+    assert "CALL_DB_PATH= (empty)" in problem
+
+    (tmp_path / "notes.txt").write_text("not a database")
+    (problem,) = problems_with(monkeypatch, CALL_DB_PATH=str(tmp_path / "notes.txt"))
+    assert "is not a SQLite database" in problem
+
+
+def test_records_files_that_work_and_no_records_at_all_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CALL_DB_PATH", str(tmp_path / "calls.db"))
+    assert load_settings().call_db_path == str(tmp_path / "calls.db")
+    assert not (tmp_path / "calls.db").exists()  # checking creates nothing
+    monkeypatch.setenv("CALL_DB_PATH", "")
+    assert load_settings().call_db_path is None

@@ -45,8 +45,8 @@ def test_render_is_the_prometheus_text_format() -> None:
 
 def test_a_sequence_of_calls_adds_up() -> None:
     metrics = Metrics(lambda: 0)
-    metrics.turn_answered(0.25)
-    metrics.turn_heard(0.45)
+    metrics.turn_answered(0.55)
+    metrics.turn_heard(0.75)
     metrics.turn_answered(1.1)
     metrics.turn_heard(1.4)
     metrics.barged_in(800)
@@ -68,12 +68,12 @@ def test_a_sequence_of_calls_adds_up() -> None:
     sent = {"stage": "first_audio_sent"}
     heard = {"stage": "first_audio_heard"}
     assert value(metrics, "phone_bridge_turn_latency_seconds_count", **sent) == 2
-    assert value(metrics, "phone_bridge_turn_latency_seconds_sum", **sent) == pytest.approx(1.35)
-    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="0.3", **sent) == 1
-    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="1.25", **sent) == 2
-    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="0.4", **heard) == 0
-    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="0.5", **heard) == 1
-    assert value(metrics, "phone_bridge_turn_latency_seconds_sum", **heard) == pytest.approx(1.85)
+    assert value(metrics, "phone_bridge_turn_latency_seconds_sum", **sent) == pytest.approx(1.65)
+    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="0.6", **sent) == 1
+    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="1.2", **sent) == 2
+    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="0.7", **heard) == 0
+    assert value(metrics, "phone_bridge_turn_latency_seconds_bucket", le="0.8", **heard) == 1
+    assert value(metrics, "phone_bridge_turn_latency_seconds_sum", **heard) == pytest.approx(2.15)
 
     assert value(metrics, "phone_bridge_barge_ins_total") == 1
     assert value(metrics, "phone_bridge_truncation_ms_count") == 1

@@ -6,11 +6,13 @@ import os
 
 import pytest
 
-from bridge.config import ConfigError, load_settings
+from bridge.config import load_settings
 from bridge.media_stream import _describe
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.providers import call_fields, endpoint_from_settings
 from bridge.transcode import AudioFormat
+from bridge.usage import LOCAL_AGENT_MODEL
+from tests.unit.settings_env import problems
 
 _PREFIXES = ("OPENAI_", "REALTIME_", "AZURE_OPENAI_", "TWILIO_", "ALLOW_UNSIGNED", "SESSION_")
 
@@ -28,14 +30,6 @@ def endpoint(monkeypatch: pytest.MonkeyPatch, **env: str):  # type: ignore[no-un
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return endpoint_from_settings(load_settings())
-
-
-def problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as caught:
-        load_settings()
-    return caught.value.problems
 
 
 def test_openai_ga_is_the_default_with_a_bearer_key_and_mulaw_passthrough(
@@ -296,3 +290,15 @@ def test_a_profiles_model_replaces_the_configured_one(monkeypatch: pytest.Monkey
     monkeypatch.setenv("REALTIME_URL", "wss://gw.example.com/rt?model=gpt-realtime&sig=1")
     ep = endpoint_from_settings(load_settings(), model="gpt-realtime-mini")
     assert ep.url == "wss://gw.example.com/rt?sig=1&model=gpt-realtime-mini"
+
+
+def test_the_local_echo_agent_is_its_own_model_whatever_a_profile_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    settings = load_settings()
+    agent = "ws://127.0.0.1:8765/v1/realtime"
+    for asked in (None, "gpt-realtime-mini"):
+        endpoint = endpoint_from_settings(settings, agent, model=asked)
+        assert endpoint.model == LOCAL_AGENT_MODEL
+        assert endpoint.url == f"{agent}?model={LOCAL_AGENT_MODEL}"

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -567,8 +568,14 @@ async def test_call_speaks_twilio_on_the_wire_and_reports_each_turn(tmp_path: An
     assert any("real Twilio requires wss" in note for note in report.notes)
     text = format_report(report)
     assert text.startswith(f"call {report.call_sid} stream {report.stream_sid} via ws://")
-    assert "turn 1  caller 0.10–0.30 s  first audio heard after" in text
-    assert "heard 300 ms (complete)" in text
+    lines = text.splitlines()
+    turn_1 = lines.index("turn 1  caller 0.10–0.30 s")
+    assert re.fullmatch(
+        r" +answer 1  first audio heard after \d+ ms \(arrived after \d+ ms\); "
+        r"heard 300 ms \(complete\)",
+        lines[turn_1 + 1],
+    ), lines[turn_1 + 1]
+    assert any(line.startswith("legend") for line in lines)
 
 
 async def test_barge_in_is_cut_by_clear_and_compared_with_the_truncation() -> None:
@@ -591,8 +598,15 @@ async def test_barge_in_is_cut_by_clear_and_compared_with_the_truncation() -> No
     # The last answer is not barged into: the caller listens to the end.
     assert second.answer_complete and second.answer_heard_ms == 800
     assert report.clears_received == 1
-    line = next(s for s in format_report(report).splitlines() if s.startswith("turn 2"))
-    assert "BARGE-IN after" in line and "truncated item_1 at" in line and "Δ" in line
+    # In order: turn 1, its answer, the barge-in that cut it, then turn 2.
+    lines = format_report(report).splitlines()
+    turn_1 = next(i for i, line in enumerate(lines) if line.startswith("turn 1"))
+    answer, barge_in, turn_2 = (line.strip() for line in lines[turn_1 + 1 : turn_1 + 4])
+    assert answer.startswith("answer 1") and answer.endswith("(cut)"), answer
+    assert barge_in.startswith("BARGE-IN at 0.") and "ms into answer 1: clear after" in barge_in
+    assert "truncated item_1 at" in barge_in and "(Δ " in barge_in, barge_in
+    assert turn_2.startswith("turn 2  caller"), turn_2
+    assert "Δ: what the caller heard of the cut answer" in "\n".join(lines)
 
 
 async def test_caller_listens_to_a_greeting_and_gives_up_on_a_missing_answer() -> None:
@@ -654,9 +668,9 @@ def test_main_completes_a_short_call(capsys: pytest.CaptureFixture[str]) -> None
 @pytest.mark.parametrize(
     ("keypad", "message"),
     [
-        ({3: "1"}, "keypad turn 3 is not one of the call's turns (1 to 2)"),
-        ({0: "1"}, "keypad turn 0 is not one of the call's turns"),
-        ({1: ""}, "keypad keys for turn 1 must be 0-9, *, # or A-D, not ''"),
+        ({3: "1"}, "--keypad: turn 3 is not one of the call's turns (1 to 2)"),
+        ({0: "1"}, "--keypad: turn 0 is not one of the call's turns"),
+        ({1: ""}, "--keypad: the keys for turn 1 must be 0-9, *, # or A-D, not ''"),
         ({1: "12 3"}, "not '12 3'"),
         ({2: "1a"}, "not '1a'"),  # Twilio reports the letter keys in upper case
         ({2: 5}, "not 5"),
@@ -749,8 +763,10 @@ async def test_a_keypad_turn_sends_dtmf_between_media_frames() -> None:
     assert second.answer_items == ["item_2"]
     assert report.completed and report.ended_by == "caller"
     text = format_report(report)
-    line = next(s for s in text.splitlines() if s.startswith("turn 2"))
-    assert "caller pressed 42# " in line and "heard 200 ms (complete)" in line
+    lines = text.splitlines()
+    turn_2 = next(i for i, line in enumerate(lines) if line.startswith("turn 2"))
+    assert "caller pressed 42# " in lines[turn_2]
+    assert "heard 200 ms (complete)" in lines[turn_2 + 1]
     assert ", 3 keypad digits;" in text
 
 
@@ -795,10 +811,63 @@ def test_keypad_cli_entries() -> None:
         options_from_args(twice)
 
 
-def test_main_refuses_bad_keypad_keys_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["http://127.0.0.1:9/voice", "--keypad", "1:12x"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err == "error: keypad keys for turn 1 must be 0-9, *, # or A-D, not '12x'"
+def refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line `phone-bridge simulate` answers options that cannot work with, before
+    placing any call (exit status 2)."""
     with pytest.raises(SystemExit) as exited:
-        main(["http://127.0.0.1:9/voice", "--keypad", "12"])
+        main(argv)
     assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("phone-bridge simulate: error: "), err
+    return err
+
+
+def test_main_refuses_bad_keypad_keys_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    err = refusal(["http://127.0.0.1:9/voice", "--keypad", "1:12x"], capsys)
+    assert "--keypad: the keys for turn 1 must be 0-9, *, # or A-D, not '12x'" in err
+    assert "TURN:DIGITS" in refusal(["http://127.0.0.1:9/voice", "--keypad", "12"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--turns", "0"], "--turns must be at least 1"),
+        (["--utterance-ms", "5"], "--utterance-ms must be at least 20"),
+        (["--pause-ms", "-1"], "--pause-ms must not be negative"),
+        (["--answer-idle-ms", "-1"], "--answer-idle-ms must not be negative"),
+        (["--barge-in-after", "-1"], "--barge-in-after must not be negative"),
+        (["--turn-timeout", "0"], "--turn-timeout must be more than 0"),
+        (["--timeout", "-5"], "--timeout must be more than 0"),
+    ],
+)
+def test_main_names_the_flag_of_a_bad_value(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert message in refusal(["http://127.0.0.1:9/voice", *flags], capsys)
+
+
+def test_main_says_what_to_write_for_a_webhook_without_a_scheme(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = refusal(["127.0.0.1:8080/voice"], capsys)
+    assert "has no http:// or https://: write http://127.0.0.1:8080/voice" in err
+    assert "unknown url type" not in err
+
+
+def test_main_checks_the_wav_path_before_dialling(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with FakeBridge() as bridge:
+        missing = tmp_path / "no" / "heard.wav"
+        err = refusal([bridge.webhook_url, "--out", str(missing)], capsys)
+        assert f"--out {missing}: the directory {missing.parent} does not exist" in err
+        assert "directory" in refusal([bridge.webhook_url, "--out", str(tmp_path)], capsys)
+        assert bridge.webhook_params == {}  # no call was placed
+
+
+async def test_a_refused_signature_suggests_the_auth_token() -> None:
+    with FakeBridge(token=TOKEN) as bridge:
+        with pytest.raises(SimulatorError, match="pass --auth-token with its TWILIO_AUTH_TOKEN"):
+            await simulate_call(quick_options(bridge.webhook_url))
+        with pytest.raises(SimulatorError, match="is --auth-token the bridge's TWILIO_AUTH"):
+            await simulate_call(quick_options(bridge.webhook_url, auth_token="not the token"))

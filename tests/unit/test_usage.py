@@ -15,6 +15,7 @@ import pytest
 
 from bridge.usage import (
     DEFAULT_PRICES,
+    LOCAL_AGENT_MODEL,
     CallUsage,
     ModelPrices,
     PriceTable,
@@ -450,3 +451,12 @@ def test_a_bad_override_file_names_the_file(tmp_path: Path) -> None:
     path.write_text("{oops", encoding="utf-8")
     with pytest.raises(ValueError, match=r"prices\.json: not valid JSON"):
         parse_price_overrides(str(path))
+
+
+def test_the_local_echo_agent_costs_nothing_and_says_so() -> None:
+    call = three_turn_call()
+    call.add_transcription({"type": "tokens", "input_tokens": 40, "output_tokens": 10})
+    assert call.cost(PriceTable(), LOCAL_AGENT_MODEL, "gpt-4o-mini-transcribe") == 0.0
+    summary = call.summary(PriceTable(), LOCAL_AGENT_MODEL, "gpt-4o-mini-transcribe")
+    assert summary.endswith("no cost (the built-in local echo agent)")
+    assert "$" not in summary

@@ -10,14 +10,27 @@
   if (!table) return;
   const body = table.tBodies[0];
 
-  function cell(row, text, code) {
+  const columns = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+
+  // The cell's column name travels with it: narrow screens show each row as a card.
+  function cell(row, text) {
     const td = row.insertCell();
-    if (code) {
-      const c = document.createElement("code");
-      c.textContent = text;
-      td.appendChild(c);
+    td.dataset.label = columns[td.cellIndex];
+    td.textContent = text;
+    return td;
+  }
+
+  function callCell(row, call) {
+    const td = cell(row, "");
+    const code = document.createElement("code");
+    code.textContent = call.call_sid || "(starting)";
+    if (call.href) {
+      const link = document.createElement("a");
+      link.href = call.href; // built by the server from an escaped sid
+      link.appendChild(code);
+      td.appendChild(link);
     } else {
-      td.textContent = text;
+      td.appendChild(code);
     }
   }
 
@@ -41,12 +54,12 @@
     const rows = document.createDocumentFragment();
     for (const call of data.calls) {
       const row = document.createElement("tr");
-      cell(row, call.call_sid || "(starting)", true);
+      callCell(row, call);
       cell(row, call.from);
       cell(row, call.to);
       cell(row, call.profile);
       cell(row, call.duration);
-      cell(row, call.phase);
+      cell(row, call.status);
       cell(row, String(call.turns));
       cell(row, String(call.barge_ins));
       rows.appendChild(row);
