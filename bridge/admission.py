@@ -1,12 +1,21 @@
-"""Which calls the bridge takes: a concurrency limit, and draining before shutdown."""
+"""Which calls the bridge takes: a concurrency limit, one stream per call, and draining
+before shutdown.
+
+A line is held from the webhook's answer (a reservation, keyed by the CallSid) until the
+call's stream is admitted, and then until it ends. A WebSocket upgrade holds no line by
+itself: only a `start` carrying a valid, unredeemed stream token turns the reservation of
+its CallSid into a call (`admit`). So neither replayed webhooks (their CallSid already has
+its reservation) nor upgrades that never say `start` can take lines from real callers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,10 +27,24 @@ log = logging.getLogger("bridge.admission")
 GOODBYE_WAIT_S = 20.0
 # An answered webhook holds a line until its stream connects, or this long.
 RESERVATION_TTL_S = 30.0
+# CallSids answered here are remembered this long (at most MAX_REMEMBERED of them), so a
+# replay of a webhook for a call that already went on or ended is told apart from a call.
+REMEMBER_S = 4 * 3600.0
+MAX_REMEMBERED = 100_000
+
+
+@dataclass(slots=True)
+class _Answered:
+    """A CallSid this instance answered: its TwiML and, while its stream has not come,
+    the time its reservation lapses."""
+
+    twiml: str
+    reserved_until: float | None
+    answered_at: float
 
 
 class CallRegistry:
-    """The calls in progress on this instance."""
+    """The calls in progress on this instance, and the lines promised to answered ones."""
 
     def __init__(self, max_calls: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_calls = max_calls
@@ -29,38 +52,108 @@ class CallRegistry:
         self.draining = False
         self._changed = asyncio.Event()
         self._clock = clock
-        # Expiry times of calls answered with a stream that has not connected yet: without
-        # them, a burst of webhooks would all see a free line.
-        self._reserved: deque[float] = deque()
+        self._answered: OrderedDict[str, _Answered] = OrderedDict()  # oldest first
+        self._reserved = 0  # entries of _answered with a live reservation
+        # (lapses at, CallSid) in the order made: with one TTL for all, also in time order.
+        self._reservations: deque[tuple[float, str]] = deque()
+        self._live: dict[str, CallRunner] = {}  # CallSid -> its admitted stream
 
     def __len__(self) -> int:
         return len(self.active)
 
     @property
-    def accepting(self) -> bool:
-        """Whether a new call may be answered with a media stream."""
-        now = self._clock()
-        while self._reserved and self._reserved[0] <= now:
-            self._reserved.popleft()  # answered, but its stream never came
-        return not self.draining and len(self.active) + len(self._reserved) < self.max_calls
-
-    def reserve(self) -> None:
-        """A call was answered with a media stream: hold its line until the stream comes."""
-        self._reserved.append(self._clock() + RESERVATION_TTL_S)
+    def reserved(self) -> int:
+        """Lines held for answered calls whose stream has not come yet."""
+        self._expire(self._clock())
+        return self._reserved
 
     @property
-    def full(self) -> bool:
-        return len(self.active) >= self.max_calls
+    def accepting(self) -> bool:
+        """Whether a new call may be answered with a media stream."""
+        return not self.draining and len(self.active) + self.reserved < self.max_calls
 
-    def add(self, runner: CallRunner) -> None:
+    def earlier_answer(self, call_sid: str) -> str | None:
+        """The TwiML already given to `call_sid` while its line is still held for it: a
+        webhook sent again (Twilio retrying one whose answer it never got, or a replay)
+        gets the same answer, with the same single-use token, and no second line."""
+        self._expire(self._clock())
+        answered = self._answered.get(call_sid)
+        if answered is None or answered.reserved_until is None:
+            return None
+        return answered.twiml
+
+    def known(self, call_sid: str) -> bool:
+        """This instance already answered `call_sid` and its stream came (it is live or
+        over): Twilio does not ask again about such a call, so a webhook for it is a
+        replay."""
+        self._expire(self._clock())
+        answered = self._answered.get(call_sid)
+        return call_sid in self._live or (answered is not None and answered.reserved_until is None)
+
+    def reserve(self, call_sid: str, twiml: str) -> None:
+        """`call_sid` was answered with a media stream: hold its line until its stream
+        comes (or RESERVATION_TTL_S), and keep the answer for a webhook sent again."""
+        now = self._clock()
+        self._expire(now)
+        previous = self._answered.pop(call_sid, None)
+        if previous is not None and previous.reserved_until is not None:
+            self._reserved -= 1
+        self._answered[call_sid] = _Answered(twiml, now + RESERVATION_TTL_S, now)
+        self._reservations.append((now + RESERVATION_TTL_S, call_sid))
+        self._reserved += 1
+        while len(self._answered) > MAX_REMEMBERED:
+            self._forget_oldest()
+
+    def admit(self, call_sid: str, runner: CallRunner) -> str | None:
+        """A stream with a valid token for `call_sid` started: give it the line reserved
+        for it (or a free one: its webhook may have reached another replica). Returns why
+        it is refused, or None once admitted."""
+        now = self._clock()
+        self._expire(now)
+        if call_sid in self._live:
+            return "a stream for this call is already live"
+        answered = self._answered.get(call_sid)
+        if answered is not None and answered.reserved_until is not None:
+            answered.reserved_until = None
+            self._reserved -= 1
+        elif len(self.active) + self._reserved >= self.max_calls:
+            return f"all {self.max_calls} lines are taken"
+        elif answered is None and call_sid:
+            self._answered[call_sid] = _Answered("", None, now)
+        self._live[call_sid] = runner
         self.active.add(runner)
-        if self._reserved:
-            self._reserved.popleft()  # streams follow their answers: any one will do
         self._changed.set()
+        return None
 
     def discard(self, runner: CallRunner) -> None:
-        self.active.discard(runner)
-        self._changed.set()
+        """`runner` ended (admitted or not)."""
+        if runner in self.active:
+            self.active.discard(runner)
+            for call_sid, live in list(self._live.items()):
+                if live is runner:
+                    del self._live[call_sid]
+            self._changed.set()
+
+    def _expire(self, now: float) -> None:
+        """Free the lines of answered calls whose stream never came, and forget CallSids
+        answered long ago (both oldest first: each stops at the first one still kept)."""
+        reservations = self._reservations
+        while reservations and reservations[0][0] <= now:
+            lapses_at, call_sid = reservations.popleft()
+            answered = self._answered.get(call_sid)
+            if answered is not None and answered.reserved_until == lapses_at:
+                answered.reserved_until = None  # answered, but its stream never came
+                self._reserved -= 1
+        while self._answered:
+            oldest = next(iter(self._answered.values()))
+            if now - oldest.answered_at < REMEMBER_S:
+                break
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        _, answered = self._answered.popitem(last=False)
+        if answered.reserved_until is not None:
+            self._reserved -= 1
 
     async def drain(self, grace_s: float, goodbye: str) -> None:
         """Stop taking calls; let those in progress finish for `grace_s`, then have the

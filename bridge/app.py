@@ -317,6 +317,18 @@ def create_app(
                 raise RequestRefused(403, "invalid Twilio signature")
         return base, fields if request.method == "POST" else dict(request.query_params)
 
+    async def recorded(call_sid: str) -> bool:
+        """A record of `call_sid` is stored (this call was served here or by a replica
+        before): a webhook for it can only be a replay."""
+        records = app.state.store
+        if records is None:
+            return False
+        try:
+            return await records.has(call_sid)
+        except Exception as exc:  # a records problem must not turn callers away
+            log.error("could not look up the record of call %s: %s", call_sid, exc)
+            return False
+
     async def webhook_or_refusal(request: Request) -> tuple[str, dict[str, str]] | Response:
         try:
             return await signed_webhook(request)
@@ -347,7 +359,7 @@ def create_app(
         if isinstance(webhook, Response):
             return webhook
         base, params = webhook
-        call_sid = params.get("CallSid", "?")
+        call_sid = params.get("CallSid", "")
         answered_by = params.get("AnsweredBy", "")
         if answered_by in MACHINE_ANSWERS:
             # No person to talk to: no stream, no AI session, no line held.
@@ -355,6 +367,16 @@ def create_app(
             return Response(
                 content=machine_answer(settings.machine_message), media_type="application/xml"
             )
+        earlier = calls.earlier_answer(call_sid)
+        if earlier is not None:
+            # Twilio retrying a webhook whose answer it never got, or a replay: the same
+            # answer (its token admits one stream), and no second line.
+            log.warning("call %s: its webhook came again; answered as before", call_sid)
+            return Response(content=earlier, media_type="application/xml")
+        if call_sid and (calls.known(call_sid) or await recorded(call_sid)):
+            # Twilio does not ask again about a call whose stream came: a replay.
+            refusals.refused("/voice: a call already answered here (a replay?)")
+            return PlainTextResponse("this call was answered already", status_code=409)
         if not calls.accepting:
             why = "draining for shutdown" if calls.draining else f"{len(calls)} calls in progress"
             log.warning("call %s: answered busy (%s)", call_sid, why)
@@ -371,7 +393,8 @@ def create_app(
         if instructions:
             parameters[INSTRUCTIONS_PARAMETER] = instructions
         twiml = connect_stream(url, parameters, settings.fallback_message)
-        calls.reserve()
+        if call_sid:
+            calls.reserve(call_sid, twiml)
         log.info(
             "call %s: answering with a media stream (profile %s%s)",
             call_sid,
@@ -462,15 +485,11 @@ def create_app(
             )
             # The console's softphone has no Twilio signature: its login session stands in.
             if not signed and not console.websocket_allowed(websocket):
-                log.warning("rejected an unsigned or wrongly signed media stream")
+                refusals.refused(f"{MEDIA_STREAM_PATH}: invalid Twilio signature")
                 await websocket.close(code=1008)
                 return
-        if calls.full:
-            # Only a race between webhooks gets here; 1013 = try again later, and Twilio
-            # plays the fallback after <Connect>. No AI session is opened.
-            log.warning("refused a media stream: %d calls already in progress", len(calls))
-            await websocket.close(code=1013)
-            return
+        # No line is taken yet: only a `start` with a valid, unredeemed token for its
+        # CallSid gets one (calls.admit), so an upgrade that never starts holds no line.
         await websocket.accept()
         runner = CallRunner(
             websocket,
@@ -484,8 +503,8 @@ def create_app(
             tool_timeout_s=settings.tool_timeout_s,
             metrics=metrics,
             store=app.state.store,
+            admit=calls.admit,
         )
-        calls.add(runner)
         try:
             await runner.run()
         finally:

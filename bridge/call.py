@@ -203,8 +203,9 @@ class CallConfig:
     # Caller audio kept while the Realtime session connects (250 frames = 5 s); older
     # frames are dropped first, so a slow backend costs bounded memory.
     max_frames_before_connect: int = 250
-    # A socket that never sends `start` holds a connection and nothing else: drop it.
-    start_timeout_s: float = 10.0
+    # A socket that never sends `start` holds a connection and nothing else (no line: that
+    # comes with a valid start): drop it soon. Twilio sends `connected` and `start` at once.
+    start_timeout_s: float = 5.0
     # After this long the assistant says `time_limit_message` and the call is hung up.
     max_duration_s: float | None = None
     time_limit_message: str = DEFAULT_TIME_LIMIT_MESSAGE

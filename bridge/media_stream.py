@@ -60,6 +60,9 @@ TWILIO_CLOSE_DEADLINE_S = 1.0
 # How often the call's clock ticks (time limits, goodbye deadlines, the start timeout).
 TICK_INTERVAL_S = 0.25
 
+# Gives an admitted stream its line: the CallSid and the runner in, why it was refused out
+# (None: admitted).
+Admission = Callable[[str, "CallRunner"], str | None]
 # Picks a call's profile (config and endpoint) from its stream's custom parameters.
 ProfileChooser = Callable[[Mapping[str, str]], tuple[CallConfig, RealtimeEndpoint]]
 
@@ -91,6 +94,7 @@ class CallRunner:
         tool_timeout_s: float = 10.0,
         metrics: Metrics | None = None,
         store: CallStore | None = None,
+        admit: Admission | None = None,
     ) -> None:
         self.twilio = twilio
         self._twilio_link = twilio_link(twilio)
@@ -105,6 +109,7 @@ class CallRunner:
         self.tools = tools or ToolRegistry()
         self.profile_for = profile_for
         self.tool_timeout_s = tool_timeout_s
+        self.admit = admit
         self._transfer_to: str | None = None  # TwiML the call is handed to at the end
         self._admitted_stream = False  # its start passed the stream-token check
         self.end_reason: str | None = None
@@ -171,7 +176,8 @@ class CallRunner:
     async def _store(self, record: CallRecord) -> None:
         assert self.store is not None
         try:
-            await self.store.save(record)
+            if not await self.store.save(record):
+                self.call.log.warning("a record of this call is stored already: kept that one")
         except Exception as exc:  # a full disk must not take calls down with it
             self.call.log.error("could not store the call record: %s", exc)
 
@@ -342,14 +348,24 @@ class CallRunner:
         """The stream's token is genuine, fresh, for this call and unused: only then is an
         AI session, which costs money, opened for it."""
         if self.tokens is None:
-            self._admitted_stream = True
-            return True
+            return self._takes_a_line(start.call_sid)
         try:
             self.tokens.redeem(start.custom_parameters.get(StreamTokens.PARAMETER), start.call_sid)
         except StreamTokenError as exc:
             self.call.log.warning("refused the media stream: %s", exc)  # never the token
             self._close_code = 1008  # policy violation
             self._finish(f"stream token refused ({exc.reason})")
+            return False
+        return self._takes_a_line(start.call_sid)
+
+    def _takes_a_line(self, call_sid: str) -> bool:
+        """The line reserved for this call (or a free one), unless the call already has a
+        live stream: only now does the stream hold a line at all."""
+        refusal = self.admit(call_sid, self) if self.admit is not None else None
+        if refusal is not None:
+            self.call.log.warning("refused the media stream: %s", refusal)
+            self._close_code = 1013  # try again later: Twilio goes on to the fallback
+            self._finish(f"stream refused ({refusal})")
             return False
         self._admitted_stream = True
         return True

@@ -62,6 +62,7 @@ _EXACT_REASONS: dict[str, CallOutcome] = {
 _PREFIX_REASONS: tuple[tuple[str, CallOutcome], ...] = (
     ("transferred to ", CallOutcome.TRANSFERRED),
     ("stream token refused", CallOutcome.REFUSED),
+    ("stream refused", CallOutcome.REFUSED),
 )
 
 

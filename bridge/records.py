@@ -102,8 +102,12 @@ class CallSummary:
 
 
 class CallStore(Protocol):
-    async def save(self, record: CallRecord) -> None:
-        """Insert the record, or replace the one with the same call_sid."""
+    async def save(self, record: CallRecord) -> bool:
+        """Insert the record; False if its call_sid has one already, which is kept (a call
+        is recorded once: a second stream for it can only be a replay)."""
+
+    async def has(self, call_sid: str) -> bool:
+        """A record of `call_sid` is stored."""
 
     async def get(self, call_sid: str) -> CallRecord | None: ...
 
@@ -461,10 +465,13 @@ class SQLiteCallStore:
 
     # -- the interface
 
-    async def save(self, record: CallRecord) -> None:
+    async def save(self, record: CallRecord) -> bool:
         if not record.call_sid:
             raise ValueError("a call record needs a call_sid")
-        await self._run(self._save_sync, record)
+        return await self._run(self._save_sync, record)
+
+    async def has(self, call_sid: str) -> bool:
+        return await self._run(self._has_sync, call_sid)
 
     async def get(self, call_sid: str) -> CallRecord | None:
         return await self._run(self._get_sync, call_sid)
@@ -500,18 +507,25 @@ class SQLiteCallStore:
             raise RuntimeError("call store is closed")
         return conn
 
-    def _save_sync(self, r: CallRecord) -> None:
+    def _has_sync(self, call_sid: str) -> bool:
+        conn = self._connection()
+        return (
+            conn.execute("SELECT 1 FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
+            is not None
+        )
+
+    def _save_sync(self, r: CallRecord) -> bool:
         conn = self._connection()
         with _transaction(conn):
-            stored = _status_row(conn, "calls", r.call_sid) or _status_row(
-                conn, "call_status_pending", r.call_sid
-            )
-            # A status callback that beat this save (or landed on an earlier save) is Twilio's
-            # word on the call; the record, built before it, would otherwise erase it.
+            if _status_row(conn, "calls", r.call_sid) is not None:
+                return False  # recorded already: the first record stands
+            stored = _status_row(conn, "call_status_pending", r.call_sid)
+            # A status callback that beat this save is Twilio's word on the call; the
+            # record, built before it, would otherwise erase it.
             final_status, duration_s = _merge_status(stored, r.final_status, r.duration_s)
             conn.execute(
                 """
-                INSERT OR REPLACE INTO calls (
+                INSERT INTO calls (
                     call_sid, stream_sid, from_number, to_number, profile, direction,
                     started_at, ended_at, outcome, end_reason, model, turn_count, barge_ins,
                     reconnects, cost_usd, final_status, duration_s, turns_json, tokens_json,
@@ -543,6 +557,7 @@ class SQLiteCallStore:
                 ),
             )
             conn.execute("DELETE FROM call_status_pending WHERE call_sid = ?", (r.call_sid,))
+        return True
 
     def _get_sync(self, call_sid: str) -> CallRecord | None:
         row = (

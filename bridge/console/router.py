@@ -372,7 +372,7 @@ class Console:
             parameters[PROFILE_PARAMETER] = profile
         if self.tokens is not None:
             parameters[StreamTokens.PARAMETER] = self.tokens.issue(call_sid)
-        self.calls.reserve()  # like an answered webhook: the line is held until it connects
+        self.calls.reserve(call_sid, "")  # as for a webhook: held until the stream comes
         log.info("console: softphone call %s requested", call_sid)
         return JSONResponse(
             {

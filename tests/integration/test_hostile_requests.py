@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
-from tests.integration.harness import RunningBridge, running_bridge
-from tests.integration.twilio_side import signed_headers
+from tests.integration.harness import RunningBridge, running_bridge, stored_record
+from tests.integration.twilio_side import (
+    CALL_SID,
+    STREAM_SID,
+    bridged_session,
+    open_stream,
+    signed_headers,
+    start_stream,
+)
 from twiml import request_body
+from twiml.answer import stream_url
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +187,78 @@ async def test_a_query_string_too_long_for_a_webhook_is_refused(bridge: RunningB
         writer.write(f"GET /voice?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         status, _ = await answer_of(reader)
     assert status == 414
+
+
+# --- replays and upgrades that never start -------------------------------------------------
+
+
+async def post_webhook(bridge: RunningBridge, form: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            bridge.webhook_url, data=form, headers=signed_headers(bridge.webhook_url, form)
+        )
+
+
+def stream_parameters(twiml: str) -> dict[str, str]:
+    return {p.get("name", ""): p.get("value", "") for p in ET.fromstring(twiml).iter("Parameter")}
+
+
+async def test_a_replayed_webhook_gets_the_same_answer_holds_one_line_and_opens_one_session() -> (
+    None
+):
+    async with running_bridge(max_concurrent_calls=2) as bridge:
+        form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222"}
+        answers = [await post_webhook(bridge, form) for _ in range(5)]
+        assert {a.status_code for a in answers} == {200}
+        assert len({a.text for a in answers}) == 1  # one answer, one single-use token
+        assert bridge.app.state.calls.reserved == 1  # five replays, one line held
+        # A real caller still gets through.
+        other = await post_webhook(bridge, {**form, "CallSid": "CA" + "2" * 32})
+        assert "<Stream" in other.text
+
+        parameters = stream_parameters(answers[0].text)
+        first = await start_stream(bridge, parameters)
+        await bridged_session(bridge)
+        second = await start_stream(bridge, parameters)  # the same answer's token, again
+        with pytest.raises(ConnectionClosed) as refused:
+            await asyncio.wait_for(second.recv(), 5)
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 1008
+        assert len(bridge.agent.sessions) == 1  # one paid session for the one call
+
+        # Its stream came: the webhook again is a replay, live call or not.
+        assert (await post_webhook(bridge, form)).status_code == 409
+        await first.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+        record = await stored_record(bridge, CALL_SID)
+        assert (await post_webhook(bridge, form)).status_code == 409
+        assert await stored_record(bridge, CALL_SID) == record
+        assert len(bridge.agent.sessions) == 1
+
+
+async def test_a_webhook_replayed_to_a_fresh_instance_is_refused_by_the_stored_record() -> None:
+    async with running_bridge() as bridge:
+        form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222"}
+        ws = await start_stream(bridge, stream_parameters((await post_webhook(bridge, form)).text))
+        await bridged_session(bridge)
+        await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+        await stored_record(bridge, CALL_SID)
+        # What this instance remembers is gone (a restart, another replica): the record
+        # still says the call was served.
+        bridge.app.state.calls._answered.clear()
+        assert (await post_webhook(bridge, form)).status_code == 409
+
+
+async def test_upgrades_that_never_start_hold_no_line_and_are_closed_at_the_deadline() -> None:
+    async with running_bridge(max_concurrent_calls=2) as bridge:
+        headers = signed_headers(stream_url(bridge.base_url))  # the deployment's constant
+        idle = [await connect(bridge.stream_url, additional_headers=headers) for _ in range(5)]
+        opened_at = time.monotonic()
+        # A real call still gets a line and its session while they sit there.
+        ws = await open_stream(bridge)
+        await bridged_session(bridge)
+        assert len(bridge.app.state.calls) == 1
+        for socket_ in idle:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(socket_.recv(), 10)
+        assert 5.0 <= time.monotonic() - opened_at < 7.0  # Call's start deadline
+        assert len(bridge.agent.sessions) == 1
+        await ws.close()

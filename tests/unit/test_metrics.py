@@ -220,6 +220,7 @@ def test_a_barge_in_before_any_audio_played_is_counted_without_a_cut() -> None:
         ("the Realtime session did not take the pcmu audio format", "backend_failed"),
         ("the Realtime connection fell too far behind", "backend_failed"),
         ("stream token refused (expired)", "refused"),
+        ("stream refused (a stream for this call is already live)", "refused"),
         ("flooded with messages", "refused"),
         ("no 'start' message arrived", "refused"),
         ("the server is shutting down", "shutdown"),
