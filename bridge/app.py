@@ -261,7 +261,10 @@ def create_app(
                 await wait_for_records()
                 await records.close()
 
-    app = FastAPI(title="phone-bridge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No schema or docs pages: they would tell anyone who asks what the server answers.
+    app = FastAPI(
+        title="phone-bridge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = settings
     app.state.profiles = profiles
     app.state.tools = registry

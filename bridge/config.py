@@ -46,6 +46,12 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="Interface to listen on.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For is believed for the client's address "
+        "(comma-separated addresses or networks, or * where only a proxy can reach the "
+        "bridge); the console's login throttle counts per client address.",
+    )
     public_url: str | None = Field(
         None,
         description="The https base URL Twilio reaches (for the stream URL and signatures).",

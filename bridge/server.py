@@ -22,6 +22,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvic
     options: dict[str, object] = {
         "host": settings.host,
         "port": settings.port,
+        # Who may say, in X-Forwarded-For, which client a request came from.
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         "log_config": None,  # keep our log format
         "log_level": settings.log_level,
         # Access lines would log callers' numbers from GET webhooks; the app logs each call.

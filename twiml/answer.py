@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit, urlunsplit
 
+from twilio.twiml import TwiML
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 MEDIA_STREAM_PATH = "/media-stream"
@@ -15,6 +18,32 @@ PROFILE_PARAMETER = "Profile"
 INSTRUCTIONS_PARAMETER = "Instructions"
 # Longer instructions would be cut by the <Parameter> limit: they are refused instead.
 MAX_INSTRUCTIONS_CHARS = MAX_PARAMETER_CHARS - len(INSTRUCTIONS_PARAMETER)
+
+
+# What XML 1.0 cannot carry even escaped: C0 controls but tab, LF and CR; lone surrogates;
+# U+FFFE and U+FFFF. One in a caller ID would make the whole answer malformed, and Twilio
+# would fail the call.
+_NOT_XML_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` without the characters XML 1.0 forbids."""
+    return _NOT_XML_CHARACTERS.sub("", text)
+
+
+def render(response: TwiML) -> str:
+    """TwiML as the twilio SDK writes it, every value made XML-safe first: callers choose
+    some of what goes in (their caller ID), and an answer that is not well-formed XML
+    fails the call."""
+    root = response.xml()
+    for element in root.iter():
+        if element.text:
+            element.text = xml_safe(element.text)
+        if element.tail:
+            element.tail = xml_safe(element.tail)
+        for name, value in element.attrib.items():
+            element.set(name, xml_safe(value))
+    return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root, encoding="unicode")
 
 
 def stream_url(public_base: str) -> str:
@@ -40,7 +69,7 @@ def connect_stream(url: str, parameters: dict[str, str], fallback_message: str |
     response.append(connect)
     if fallback_message:
         response.say(fallback_message)
-    return str(response)
+    return render(response)
 
 
 def busy(message: str) -> str:
@@ -48,7 +77,7 @@ def busy(message: str) -> str:
     response = VoiceResponse()
     response.say(message)
     response.hangup()
-    return str(response)
+    return render(response)
 
 
 def dial(target: str, if_unanswered: str | None = None) -> str:
@@ -65,7 +94,7 @@ def dial(target: str, if_unanswered: str | None = None) -> str:
     response.append(dial_verb)
     if if_unanswered:
         response.say(if_unanswered)
-    return str(response)
+    return render(response)
 
 
 def machine_answer(message: str | None) -> str:
@@ -74,4 +103,4 @@ def machine_answer(message: str | None) -> str:
     if message:
         response.say(message)
     response.hangup()
-    return str(response)
+    return render(response)

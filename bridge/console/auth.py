@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -114,34 +115,65 @@ class Sessions:
         return hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest()[:_MAC_BYTES]
 
 
+@dataclass(slots=True)
+class _Client:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+
+
 class LoginThrottle:
-    """Makes password guessing slow: at most one login is checked at a time, and a wrong
-    one holds the line for `delay_s`, so guesses go at about 1/`delay_s` per second per
-    process however many are sent at once. Beyond `max_waiting` queued attempts the next
-    is refused without being checked (answer 429). An attack in progress can make the
-    operator wait or retry; it cannot make guessing faster.
+    """Makes password guessing slow without letting a guesser lock the operator out.
+
+    Per client address: one login is checked at a time and a wrong one holds that address
+    for `delay_s`, so one address guesses at about 1/`delay_s` per second however many it
+    sends at once; past `max_waiting_per_client` of its attempts queued, the next is
+    refused unchecked (answer 429) - for that address only. Across all addresses, at most
+    `max_checking` logins are checked (or held after a wrong guess) at once, so guesses from
+    many addresses together go at most `max_checking`/`delay_s` per second, and past
+    `max_waiting` attempts queued in all, the next is refused unchecked.
+
+    The address is the client's as the server sees it: behind a proxy, what the server
+    takes from X-Forwarded-For for the proxies it trusts (uvicorn's FORWARDED_ALLOW_IPS),
+    never the header alone, which a guesser could set to look like many people.
     """
 
-    def __init__(self, delay_s: float = 0.5, max_waiting: int = 20) -> None:
+    def __init__(
+        self,
+        delay_s: float = 0.5,
+        max_waiting_per_client: int = 10,
+        max_checking: int = 4,
+        max_waiting: int = 100,
+    ) -> None:
         self.delay_s = delay_s
+        self.max_waiting_per_client = max_waiting_per_client
         self.max_waiting = max_waiting
+        self._checking = asyncio.Semaphore(max_checking)
+        self._clients: dict[str, _Client] = {}
         self._waiting = 0
-        self._lock = asyncio.Lock()
 
-    async def check(self, matches: Callable[[], bool]) -> bool | None:
-        """True/False: the password was right/wrong; None: too many attempts queued, not
-        checked."""
-        if self._waiting >= self.max_waiting:
+    async def check(self, client: str, matches: Callable[[], bool]) -> bool | None:
+        """True/False: the password was right/wrong; None: too many attempts queued (from
+        this client, or in all), not checked."""
+        state = self._clients.get(client)
+        if state is None:
+            if self._waiting >= self.max_waiting:
+                return None
+            state = self._clients[client] = _Client()
+        if state.waiting >= self.max_waiting_per_client or self._waiting >= self.max_waiting:
             return None
+        state.waiting += 1
         self._waiting += 1
         try:
-            async with self._lock:
+            async with state.lock, self._checking:
                 if matches():
                     return True
                 await asyncio.sleep(self.delay_s)
                 return False
         finally:
+            state.waiting -= 1
             self._waiting -= 1
+            if not state.waiting:
+                del self._clients[client]  # nothing kept for an address that went quiet
 
 
 def _netloc(scheme: str, host: str) -> str:

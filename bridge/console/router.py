@@ -19,7 +19,7 @@ from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
 from bridge.profiles import DEFAULT_PROFILE
 from twiml.answer import PROFILE_PARAMETER, stream_url
-from twiml.request_body import RequestRefused, parse_form, read_body
+from twiml.request_body import RefusalLog, RequestRefused, parse_form, read_body
 from twiml.stream_token import StreamTokens
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class Console:
         password = settings.console_password
         self.sessions = Sessions(password.get_secret_value()) if password is not None else None
         self.throttle = LoginThrottle(login_delay_s)
+        self._refusals = RefusalLog(log)
         self.router = APIRouter(include_in_schema=False)
         if self.sessions is None:
             self._add_disabled_routes()
@@ -242,9 +243,9 @@ class Console:
             return self._page(page, refused.status)
         next_path = self._safe_next(fields.get("next"))
         sessions, password = self.sessions, fields.get("password", "")
-        right = await self.throttle.check(lambda: sessions.password_matches(password))
+        right = await self.throttle.check(client, lambda: sessions.password_matches(password))
         if right is None:
-            log.warning("console: too many logins at once; refused one from %s", client)
+            self._refusals.refused(f"/console/login: too many attempts at once from {client}")
             page = pages.login_page(next_path, "Too many attempts; try again in a moment.")
             return self._page(page, 429)
         if not right:

@@ -217,16 +217,56 @@ async def test_guesses_are_checked_one_at_a_time_at_the_throttles_pace() -> None
 
 
 async def test_a_flood_of_logins_is_turned_away_unchecked() -> None:
-    throttle = LoginThrottle(delay_s=0.05, max_waiting=2)
+    throttle = LoginThrottle(delay_s=0.05, max_waiting_per_client=2)
     checked = []
 
     def wrong() -> bool:
         checked.append(1)
         return False
 
-    results = await asyncio.gather(*(throttle.check(wrong) for _ in range(5)))
+    results = await asyncio.gather(*(throttle.check("10.0.0.66", wrong) for _ in range(5)))
     assert sorted(results, key=str) == [False, False, None, None, None]
     assert len(checked) == 2  # the refused ones were never compared
+
+
+async def test_guessers_on_many_addresses_together_stay_under_the_global_ceiling() -> None:
+    throttle = LoginThrottle(delay_s=0.2, max_checking=2, max_waiting=6)
+    results = await asyncio.gather(
+        *(throttle.check(f"10.0.0.{i}", lambda: False) for i in range(10))
+    )
+    assert results.count(None) == 4  # past six queued in all, refused unchecked
+    began = time.monotonic()
+    assert await throttle.check("10.0.0.99", lambda: False) is False
+    assert time.monotonic() - began >= 0.2
+
+
+async def test_a_flood_from_one_address_leaves_the_operator_able_to_log_in() -> None:
+    async with (
+        running_bridge(console_password=PASSWORD) as bridge,
+        httpx.AsyncClient(base_url=bridge.base_url, timeout=30) as http,
+    ):
+        # The test talks over loopback, whose X-Forwarded-For uvicorn trusts by default
+        # (FORWARDED_ALLOW_IPS=127.0.0.1), as it would a proxy's in front of the bridge.
+        guesser = {"X-Forwarded-For": "203.0.113.66"}
+        flood = [
+            asyncio.ensure_future(
+                http.post("/console/login", data={"password": f"guess {i}"}, headers=guesser)
+            )
+            for i in range(30)
+        ]
+        await asyncio.sleep(0.2)  # the flood is queued and being refused
+        began = time.monotonic()
+        operator = await http.post(
+            "/console/login",
+            data={"password": PASSWORD},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+        took = time.monotonic() - began
+        statuses = [(await f).status_code for f in flood]
+    assert operator.status_code == 303
+    assert took < bridge.app.state.console.throttle.delay_s  # not queued behind the guesser
+    # At most ten of its guesses were queued and checked; the rest were turned away.
+    assert statuses.count(401) <= 10 and statuses.count(429) == 30 - statuses.count(401)
 
 
 def test_session_cookies_expire_and_cannot_be_forged() -> None:

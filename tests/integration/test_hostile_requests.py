@@ -262,3 +262,19 @@ async def test_upgrades_that_never_start_hold_no_line_and_are_closed_at_the_dead
         assert 5.0 <= time.monotonic() - opened_at < 7.0  # Call's start deadline
         assert len(bridge.agent.sessions) == 1
         await ws.close()
+
+
+async def test_a_caller_id_with_control_characters_still_gets_well_formed_twiml() -> None:
+    async with running_bridge() as bridge:
+        form = {"CallSid": CALL_SID, "From": "\x00\x01\x1b+15550001111\ufffe", "To": "+1555"}
+        answer = await post_webhook(bridge, form)
+    assert answer.status_code == 200
+    root = ET.fromstring(answer.content)  # strict XML 1.0: Twilio would fail the call otherwise
+    parameters = {p.get("name"): p.get("value") for p in root.iter("Parameter")}
+    assert parameters["From"] == "+15550001111"
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"])
+async def test_no_api_schema_or_docs_are_served(bridge: RunningBridge, path: str) -> None:
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(bridge.base_url + path)).status_code == 404

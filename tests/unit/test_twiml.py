@@ -5,16 +5,20 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from twiml.answer import (
     INSTRUCTIONS_PARAMETER,
     MAX_INSTRUCTIONS_CHARS,
     PROFILE_PARAMETER,
+    busy,
     connect_stream,
     dial,
     machine_answer,
     stream_url,
+    xml_safe,
 )
 from twiml.signature import SignatureChecker
 
@@ -125,3 +129,22 @@ def test_profile_and_instructions_travel_as_stream_parameters() -> None:
     # The longest instructions a call may carry arrive whole, right at Twilio's limit.
     assert params == {"CallSid": "CA1", "Profile": "sales", "Instructions": instructions}
     assert len("Instructions") + len(instructions) == 499
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_every_answer_is_well_formed_xml_whatever_the_caller_sent(value: str) -> None:
+    answers = [
+        connect_stream("wss://b.example.com/media-stream", {"From": value, "To": value}, value),
+        busy(value),
+        dial("+15551234567", value),
+        machine_answer(value),
+    ]
+    for answer in answers:
+        root = ET.fromstring(answer.encode("utf-8"))  # strict: a malformed answer raises
+        assert root.tag == "Response"
+    parameters = {
+        p.get("name"): p.get("value") for p in ET.fromstring(answers[0]).iter("Parameter")
+    }
+    kept = xml_safe(value)
+    assert parameters.get("From", "") == kept  # only what XML cannot carry is taken out
