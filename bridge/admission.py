@@ -35,12 +35,13 @@ MAX_REMEMBERED = 100_000
 
 @dataclass(slots=True)
 class _Answered:
-    """A CallSid this instance answered: its TwiML and, while its stream has not come,
-    the time its reservation lapses."""
+    """A CallSid this instance answered: how, and whether its stream came."""
 
-    twiml: str
-    reserved_until: float | None
+    twiml: str  # the answer, while a webhook sent again may need it
+    reserved_until: float | None  # while its stream has not come: when its line lapses
     answered_at: float
+    streamed: bool = False  # its stream was admitted: no other stream may be
+    busy: bool = False  # it was answered busy: no stream is its
 
 
 class CallRegistry:
@@ -57,6 +58,7 @@ class CallRegistry:
         # (lapses at, CallSid) in the order made: with one TTL for all, also in time order.
         self._reservations: deque[tuple[float, str]] = deque()
         self._live: dict[str, CallRunner] = {}  # CallSid -> its admitted stream
+        self._call_sids: dict[CallRunner, str] = {}  # ... and back
 
     def __len__(self) -> int:
         return len(self.active)
@@ -73,22 +75,32 @@ class CallRegistry:
         return not self.draining and len(self.active) + self.reserved < self.max_calls
 
     def earlier_answer(self, call_sid: str) -> str | None:
-        """The TwiML already given to `call_sid` while its line is still held for it: a
-        webhook sent again (Twilio retrying one whose answer it never got, or a replay)
-        gets the same answer, with the same single-use token, and no second line."""
+        """The TwiML already given to `call_sid`, while its line is still held for it (or
+        it was answered busy): a webhook sent again (Twilio retrying one whose answer it
+        never got, or a replay) gets the same answer, with the same single-use token, and
+        no second line."""
         self._expire(self._clock())
         answered = self._answered.get(call_sid)
-        if answered is None or answered.reserved_until is None:
+        if answered is None or not (answered.busy or answered.reserved_until is not None):
             return None
         return answered.twiml
 
     def known(self, call_sid: str) -> bool:
         """This instance already answered `call_sid` and its stream came (it is live or
-        over): Twilio does not ask again about such a call, so a webhook for it is a
-        replay."""
+        over), or its line lapsed unused: Twilio does not ask again about such a call, so
+        a webhook for it is a replay."""
         self._expire(self._clock())
         answered = self._answered.get(call_sid)
         return call_sid in self._live or (answered is not None and answered.reserved_until is None)
+
+    def answered_busy(self, call_sid: str, twiml: str) -> None:
+        """`call_sid` heard busy: so will a webhook for it sent again, and no stream may
+        start for it."""
+        now = self._clock()
+        self._expire(now)
+        if call_sid not in self._answered:
+            self._answered[call_sid] = _Answered(twiml, None, now, busy=True)
+            self._forget_past_capacity()
 
     def reserve(self, call_sid: str, twiml: str) -> None:
         """`call_sid` was answered with a media stream: hold its line until its stream
@@ -101,8 +113,7 @@ class CallRegistry:
         self._answered[call_sid] = _Answered(twiml, now + RESERVATION_TTL_S, now)
         self._reservations.append((now + RESERVATION_TTL_S, call_sid))
         self._reserved += 1
-        while len(self._answered) > MAX_REMEMBERED:
-            self._forget_oldest()
+        self._forget_past_capacity()
 
     def admit(self, call_sid: str, runner: CallRunner) -> str | None:
         """A stream with a valid token for `call_sid` started: give it the line reserved
@@ -113,25 +124,31 @@ class CallRegistry:
         if call_sid in self._live:
             return "a stream for this call is already live"
         answered = self._answered.get(call_sid)
+        if answered is not None and answered.streamed:
+            return "this call had its stream already"  # a replay of its token or webhook
+        if answered is not None and answered.busy:
+            return "this call was answered busy"
         if answered is not None and answered.reserved_until is not None:
             answered.reserved_until = None
             self._reserved -= 1
         elif len(self.active) + self._reserved >= self.max_calls:
             return f"all {self.max_calls} lines are taken"
-        elif answered is None and call_sid:
-            self._answered[call_sid] = _Answered("", None, now)
+        if answered is None:
+            answered = self._answered[call_sid] = _Answered("", None, now)
+        answered.streamed = True
+        answered.twiml = ""  # no webhook will get it again
         self._live[call_sid] = runner
+        self._call_sids[runner] = call_sid
         self.active.add(runner)
         self._changed.set()
         return None
 
     def discard(self, runner: CallRunner) -> None:
         """`runner` ended (admitted or not)."""
-        if runner in self.active:
+        call_sid = self._call_sids.pop(runner, None)
+        if call_sid is not None:
             self.active.discard(runner)
-            for call_sid, live in list(self._live.items()):
-                if live is runner:
-                    del self._live[call_sid]
+            del self._live[call_sid]
             self._changed.set()
 
     def _expire(self, now: float) -> None:
@@ -148,6 +165,10 @@ class CallRegistry:
             oldest = next(iter(self._answered.values()))
             if now - oldest.answered_at < REMEMBER_S:
                 break
+            self._forget_oldest()
+
+    def _forget_past_capacity(self) -> None:
+        while len(self._answered) > MAX_REMEMBERED:
             self._forget_oldest()
 
     def _forget_oldest(self) -> None:

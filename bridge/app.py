@@ -320,6 +320,27 @@ def create_app(
                 raise RequestRefused(403, "invalid Twilio signature")
         return base, fields if request.method == "POST" else dict(request.query_params)
 
+    async def earlier_answer_or_refusal(call_sid: str) -> Response | None:
+        """For a CallSid answered before: the same answer again while its stream has not
+        come (Twilio retrying a webhook whose answer it never got, or a replay: the same
+        single-use token, no second line), or a refusal once it came (Twilio does not ask
+        again about such a call). None for a call not seen before."""
+        if not call_sid:
+            return None
+        unseen = calls.earlier_answer(call_sid) is None and not calls.known(call_sid)
+        if unseen and await recorded(call_sid):
+            unseen = False  # served before this instance's memory: by a replica, or a restart
+        # Looked at again after the wait: a copy sent at the same moment may have been
+        # answered meanwhile, and must get that same answer, not a token of its own.
+        earlier = calls.earlier_answer(call_sid)
+        if earlier is not None:
+            log.warning("call %s: its webhook came again; answered as before", call_sid)
+            return Response(content=earlier, media_type="application/xml")
+        if unseen and not calls.known(call_sid):
+            return None
+        refusals.refused("/voice: a call already answered here (a replay?)")
+        return PlainTextResponse("this call was answered already", status_code=409)
+
     async def recorded(call_sid: str) -> bool:
         """A record of `call_sid` is stored (this call was served here or by a replica
         before): a webhook for it can only be a replay."""
@@ -370,20 +391,16 @@ def create_app(
             return Response(
                 content=machine_answer(settings.machine_message), media_type="application/xml"
             )
-        earlier = calls.earlier_answer(call_sid)
-        if earlier is not None:
-            # Twilio retrying a webhook whose answer it never got, or a replay: the same
-            # answer (its token admits one stream), and no second line.
-            log.warning("call %s: its webhook came again; answered as before", call_sid)
-            return Response(content=earlier, media_type="application/xml")
-        if call_sid and (calls.known(call_sid) or await recorded(call_sid)):
-            # Twilio does not ask again about a call whose stream came: a replay.
-            refusals.refused("/voice: a call already answered here (a replay?)")
-            return PlainTextResponse("this call was answered already", status_code=409)
+        seen_before = await earlier_answer_or_refusal(call_sid)
+        if seen_before is not None:
+            return seen_before
         if not calls.accepting:
             why = "draining for shutdown" if calls.draining else f"{len(calls)} calls in progress"
             log.warning("call %s: answered busy (%s)", call_sid, why)
-            return Response(content=busy(settings.busy_message), media_type="application/xml")
+            answer = busy(settings.busy_message)
+            if call_sid:
+                calls.answered_busy(call_sid, answer)
+            return Response(content=answer, media_type="application/xml")
         url = stream_url(base)
         if not url.startswith("wss://"):
             log.warning("stream URL %s is not wss://: real Twilio will refuse it", url)

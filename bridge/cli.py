@@ -33,12 +33,12 @@ def _fail(message: str) -> int:
     return FAILED
 
 
-def _settings(doing: str, **overrides: object) -> Settings | int:
+def _settings(doing: str, serving: bool = False, **overrides: object) -> Settings | int:
     """The settings, or the exit status after printing what is wrong with them."""
     from bridge.config import ConfigError, load_settings
 
     try:
-        return load_settings(**overrides)
+        return load_settings(serving=serving, **overrides)
     except ConfigError as exc:
         return _print_problems(exc.problems, doing)
 
@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
     from bridge.server import DrainingServer, server_config
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = _settings("start", **overrides)
+    settings = _settings("start", serving=True, **overrides)
     if isinstance(settings, int):
         return settings
     problem = listen_problem(settings.host, settings.port)

@@ -349,19 +349,6 @@ class Settings(BaseSettings):
             return value.strip() or None
         return value
 
-    @field_validator("call_db_path")
-    @classmethod
-    def _records_file_usable(cls, value: str | None) -> str | None:
-        # The operator asked for records: a file that cannot hold them stops the start
-        # rather than a call going unrecorded with only a log line to say so.
-        if value is not None:
-            problem = records_file_problem(value)
-            if problem is not None:
-                raise ValueError(
-                    f"{problem}; fix that, or set CALL_DB_PATH= (empty) to run without call records"
-                )
-        return value
-
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -566,13 +553,20 @@ def _named(problem: str) -> str:
     return problem.partition(":")[0]
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read and check the settings; raise ConfigError listing every problem at once."""
+def load_settings(*, serving: bool = False, **overrides: object) -> Settings:
+    """Read and check the settings; raise ConfigError listing every problem at once.
+    `serving`: also check what only the server uses (the records file), so `serve`
+    reports that with the rest while the other commands do not trip over it."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = _problems(exc)
         failed = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    else:
+        problems = _serving_problems(settings) if serving else []
+        if not problems:
+            return settings
+        raise ConfigError(problems)
     if failed:
         # The checks across settings (a backend missing a piece, the auth token a paid
         # backend needs) only run once every setting is valid. Run them again with each
@@ -581,8 +575,24 @@ def load_settings(**overrides: object) -> Settings:
         fields = Settings.model_fields
         defaults = {name: fields[name].get_default(call_default_factory=True) for name in failed}
         try:
-            Settings(**{**overrides, **defaults})
+            retried = Settings(**{**overrides, **defaults})
         except ValidationError as again:
             reported = {name.upper() for name in failed}
             problems += [p for p in _problems(again) if _named(p) not in reported]
+        else:
+            if serving and "call_db_path" not in failed:
+                problems += _serving_problems(retried)
     raise ConfigError(problems)
+
+
+def _serving_problems(settings: Settings) -> list[str]:
+    """The operator asked for records: a file that cannot hold them stops the start rather
+    than a call going unrecorded with only a log line to say so."""
+    path = settings.call_db_path
+    problem = records_file_problem(path) if path is not None else None
+    if problem is None:
+        return []
+    return [
+        f"CALL_DB_PATH: {problem}; fix that, or set CALL_DB_PATH= (empty) to run without "
+        "call records"
+    ]

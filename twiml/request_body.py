@@ -111,21 +111,37 @@ async def parse_form(
 class RefusalLog:
     """Says that requests were refused without a line per request: an attacker posting at
     full speed must not turn into thousands of log lines a second (each costs the event
-    loop, and the log drowns). The first refusal is logged at once, then a count at most
-    every `interval_s`."""
+    loop, and the log drowns). A refusal after a quiet `interval_s` is logged at once;
+    those that follow within the interval are counted, and logged together as it ends."""
 
     def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
         self._logger = logger
         self._interval_s = interval_s
         self._counts: Counter[str] = Counter()
-        self._next_at = 0.0
+        self._quiet_until = float("-inf")
+        self._flush: asyncio.TimerHandle | None = None
 
     def refused(self, what: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self._counts[what] += 1
-        if now < self._next_at:
+        if now >= self._quiet_until:
+            self._log_counts(now)
+        elif self._flush is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: the next refusal after the interval says it
+                return
+            self._flush = loop.call_at(
+                loop.time() + self._quiet_until - now, lambda: self._log_counts(None)
+            )
+
+    def _log_counts(self, now: float | None) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if not self._counts:
             return
-        self._next_at = now + self._interval_s
         summary = "; ".join(f"{n} × {reason}" for reason, n in self._counts.most_common())
         self._counts.clear()
+        self._quiet_until = (time.monotonic() if now is None else now) + self._interval_s
         self._logger.warning("refused requests: %s", summary)

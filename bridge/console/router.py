@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -157,10 +159,11 @@ class Console:
 
     @staticmethod
     def _unauthorized() -> JSONResponse:
+        # Its body (if any) is not read: the connection closes rather than receive it.
         return JSONResponse(
             {"error": "log in to the console first"},
             status_code=401,
-            headers={"Cache-Control": "no-store"},
+            headers={"Cache-Control": "no-store", "Connection": "close"},
         )
 
     def _cross_site(self, request: Request) -> bool:
@@ -234,13 +237,16 @@ class Console:
 
     async def _login(self, request: Request) -> Response:
         assert self.sessions is not None
-        client = request.client.host if request.client else "?"
+        client = client_address(request)
         try:
             # The browser's urlencoded form; parsed like Twilio's webhooks.
             fields = await parse_form(await read_body(request, MAX_FORM_BYTES))
         except RequestRefused as refused:
-            page = pages.message_page("Log in", "That form is too big or too slow.")
-            return self._page(page, refused.status)
+            page = self._page(
+                pages.message_page("Log in", "That form is too big or too slow."), refused.status
+            )
+            page.headers["Connection"] = "close"  # the rest of it is not received
+            return page
         next_path = self._safe_next(fields.get("next"))
         sessions, password = self.sessions, fields.get("password", "")
         right = await self.throttle.check(client, lambda: sessions.password_matches(password))
@@ -344,7 +350,11 @@ class Console:
         try:
             body = await read_body(request, MAX_FORM_BYTES)
         except RequestRefused as refused:
-            return JSONResponse({"error": refused.reason}, status_code=refused.status)
+            return JSONResponse(
+                {"error": refused.reason},
+                status_code=refused.status,
+                headers={"Connection": "close"},  # the rest of it is not received
+            )
         if body.strip():
             try:
                 data: Any = orjson.loads(body)
@@ -384,3 +394,14 @@ class Console:
             },
             headers={"Cache-Control": "no-store"},
         )
+
+
+def client_address(request: Request) -> str:
+    """Who a login comes from, for its throttle: the address the server sees (behind a
+    proxy, the one its X-Forwarded-For names, believed only from FORWARDED_ALLOW_IPS). An
+    IPv6 address counts by its /64: one host commonly holds a whole /64."""
+    host = request.client.host if request.client else "?"
+    if ":" in host:
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_network(host + "/64", strict=False))
+    return host

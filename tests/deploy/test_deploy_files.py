@@ -8,6 +8,7 @@ timings), so a change on either side that breaks a deployment fails here."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import shlex
 import signal
@@ -276,6 +277,20 @@ def test_no_deploy_file_turns_off_signature_checks() -> None:
     for path in [*DEPLOY.rglob("*"), ROOT / ".dockerignore"]:
         if path.is_file():
             assert "ALLOW_UNSIGNED_TWILIO" not in path.read_text().upper(), path
+
+
+def test_proxies_are_believed_only_from_private_networks_never_from_anyone() -> None:
+    """With FORWARDED_ALLOW_IPS=*, uvicorn takes X-Forwarded-For's leftmost entry, which the
+    client writes: a guesser could pass for the operator and lock them out of the console."""
+    values = {
+        "fly.toml": fly()["env"].get("FORWARDED_ALLOW_IPS"),
+        "render.yaml": render_env().get("FORWARDED_ALLOW_IPS", {}).get("value"),
+        "k8s": pod_env().get("FORWARDED_ALLOW_IPS", {}).get("value"),
+    }
+    for where, value in values.items():
+        assert value, f"{where}: behind its proxy, every client would look like the proxy"
+        networks = [ipaddress.ip_network(part.strip()) for part in value.split(",")]
+        assert all(network.is_private for network in networks), f"{where}: {value}"
 
 
 def test_secrets_only_come_from_the_hosts_secret_stores() -> None:

@@ -545,3 +545,33 @@ async def test_the_softphone_offers_the_configured_profiles(tmp_path) -> None:  
     options = re.findall(r'<option value="([^"]+)"( selected)?>', page)
     assert options == [("default", " selected"), ("sales", ""), ("support", "")]
     assert '<select id="profile" name="profile">' in page
+
+
+async def test_a_guesser_cannot_borrow_the_operators_address_through_x_forwarded_for() -> None:
+    """Behind a proxy (here on loopback) that appends the client's address to
+    X-Forwarded-For, what a client wrote to its left is not believed: a guesser who
+    writes the operator's address there is still throttled as itself."""
+    trusted = "127.0.0.1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    async with (
+        running_bridge(console_password=PASSWORD, forwarded_allow_ips=trusted) as bridge,
+        httpx.AsyncClient(base_url=bridge.base_url, timeout=30) as http,
+    ):
+        spoofed = {"X-Forwarded-For": "203.0.113.7, 198.51.100.66"}
+        flood = [
+            asyncio.ensure_future(
+                http.post("/console/login", data={"password": f"guess {i}"}, headers=spoofed)
+            )
+            for i in range(15)
+        ]
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        operator = await http.post(
+            "/console/login",
+            data={"password": PASSWORD},
+            headers={"X-Forwarded-For": "203.0.113.7"},
+        )
+        took = time.monotonic() - began
+        statuses = [(await f).status_code for f in flood]
+    assert operator.status_code == 303
+    assert took < bridge.app.state.console.throttle.delay_s
+    assert 429 in statuses  # the guesser was throttled, as 198.51.100.66

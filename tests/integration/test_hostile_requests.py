@@ -175,10 +175,10 @@ async def test_placing_a_call_needs_the_token_before_the_body_is_read(
 async def test_console_forms_are_capped_or_need_the_login_before_they_are_read(
     bridge: RunningBridge,
 ) -> None:
-    status, _ = await answer_to_unsent_body(bridge, "/console/login", {})
-    assert status == 413
-    status, _ = await answer_to_unsent_body(bridge, "/console/api/softphone", {})
-    assert status == 401  # no login: its body is never looked at
+    status, headers = await answer_to_unsent_body(bridge, "/console/login", {})
+    assert (status, headers["connection"]) == (413, "close")
+    status, headers = await answer_to_unsent_body(bridge, "/console/api/softphone", {})
+    assert (status, headers["connection"]) == (401, "close")  # no login: body never read
 
 
 async def test_a_query_string_too_long_for_a_webhook_is_refused(bridge: RunningBridge) -> None:
@@ -278,3 +278,43 @@ async def test_a_caller_id_with_control_characters_still_gets_well_formed_twiml(
 async def test_no_api_schema_or_docs_are_served(bridge: RunningBridge, path: str) -> None:
     async with httpx.AsyncClient() as http:
         assert (await http.get(bridge.base_url + path)).status_code == 404
+
+
+async def test_copies_of_a_webhook_sent_at_once_get_one_answer_and_one_session() -> None:
+    async with running_bridge(max_concurrent_calls=5) as bridge:
+        form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222"}
+        answers = await asyncio.gather(*(post_webhook(bridge, form) for _ in range(5)))
+        assert {a.status_code for a in answers} == {200}
+        assert len({a.text for a in answers}) == 1  # one token for them all
+        assert bridge.app.state.calls.reserved == 1
+        streams = [await start_stream(bridge, stream_parameters(a.text)) for a in answers]
+        await bridged_session(bridge)
+        for ws in streams[1:]:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+        assert len(bridge.agent.sessions) == 1
+        await streams[0].send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+        await stored_record(bridge, CALL_SID)
+        # Even a genuine, fresh token for that CallSid admits no second stream, ever.
+        fresh = {**stream_parameters(answers[0].text)}
+        fresh["token"] = bridge.app.state.console.tokens.issue(CALL_SID)
+        again = await start_stream(bridge, fresh)
+        with pytest.raises(ConnectionClosed) as refused:
+            await asyncio.wait_for(again.recv(), 5)
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 1013
+        assert len(bridge.agent.sessions) == 1
+
+
+async def test_a_call_answered_busy_is_busy_again_when_its_webhook_is_replayed() -> None:
+    async with running_bridge(max_concurrent_calls=1, busy_message="All busy.") as bridge:
+        first = await open_stream(bridge)
+        await bridged_session(bridge)
+        other = {"CallSid": "CA" + "3" * 32, "From": "+15550001111", "To": "+15550002222"}
+        busy = await post_webhook(bridge, other)
+        assert "<Stream" not in busy.text and "All busy." in busy.text
+        await first.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+        await stored_record(bridge, CALL_SID)
+        assert bridge.app.state.calls.accepting  # the line is free again...
+        replayed = await post_webhook(bridge, other)
+        assert replayed.text == busy.text  # ...but that caller heard busy and hung up long ago
+        assert len(bridge.agent.sessions) == 1

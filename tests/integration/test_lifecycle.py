@@ -76,8 +76,9 @@ async def test_a_backend_that_stays_down_ends_the_stream_after_the_reconnect_bud
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
-        # Retried for the whole budget and not longer: the call's clock ticks every 0.25 s.
-        assert 1.0 <= time.monotonic() - lost_at < 1.0 + 0.25 + 0.25
+        # Retried for the whole budget and not longer: the call's clock ticks every 0.25 s
+        # (the old overshoot was a backoff step, 1 s here; slack for a loaded machine).
+        assert 1.0 <= time.monotonic() - lost_at < 1.0 + 0.25 + 0.5
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000  # apology
         await assert_call_fully_gone(bridge)
 
@@ -94,7 +95,7 @@ async def test_a_backend_that_accepts_and_then_says_nothing_is_given_up_within_t
                 await asyncio.wait_for(ws.recv(), 5)
         ended_after = time.monotonic() - opened_at
         # Silent for its setup time, then retried (each silent too) within the budget.
-        assert 0.5 + 1.5 <= ended_after < 0.5 + 1.5 + 0.5
+        assert 0.5 + 1.5 <= ended_after < 0.5 + 1.5 + 1.0
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000  # apology
         assert bridge.agent.hung >= 2
         await assert_call_fully_gone(bridge)
@@ -113,7 +114,7 @@ async def test_a_reconnected_session_that_says_nothing_ends_the_call_within_the_
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
-        assert 1.5 <= time.monotonic() - lost_at < 1.5 + 0.5  # the budget is a bound
+        assert 1.5 <= time.monotonic() - lost_at < 1.5 + 1.0  # the budget is a bound
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
         await assert_call_fully_gone(bridge)
         await wait_until(lambda: bridge.agent.hung_open == 0, 1, "the hung sockets to close")

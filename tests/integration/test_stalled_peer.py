@@ -68,3 +68,22 @@ async def test_a_peer_that_stops_reading_loses_its_call_not_the_line(
         leaving = time.monotonic()
     # The server shut down at once: no connection left waiting on a peer that does not read.
     assert time.monotonic() - leaving < 2.0
+
+
+async def test_a_drain_is_not_held_up_by_a_peer_that_stopped_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(media_socket, "WRITE_HIGH_WATER_BYTES", 4096)
+    monkeypatch.setattr(media_socket, "WRITE_STALL_S", 1.0)
+    small_send_buffer = (socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    async with running_bridge(greeting=GREETING, socket_options=[small_send_buffer]) as bridge:
+        await a_peer_that_stops_reading(bridge)
+        calls = bridge.app.state.calls
+        await wait_until(lambda: len(calls) == 1, 5, "the call to start")
+        began = time.monotonic()
+        # SIGTERM's drain: a short grace, then a goodbye the peer will never read.
+        await calls.drain(0.1, "We are closing now. Goodbye.")
+        drained_in = time.monotonic() - began
+        record = await stored_record(bridge, CALL_SID)
+    assert record.outcome == "twilio_stalled"
+    assert drained_in < 1.0 + 2.0  # the stall's bound, not the goodbye's 20 s wait

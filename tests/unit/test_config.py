@@ -203,11 +203,21 @@ def test_a_records_file_that_cannot_work_stops_the_start(
     assert "is not a SQLite database" in problem
 
 
+def test_a_records_file_that_cannot_work_matters_only_to_serve(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """`call` and `configure-number` keep no records: a bad CALL_DB_PATH is not theirs."""
+    monkeypatch.setenv("CALL_DB_PATH", str(tmp_path / "missing" / "calls.db"))
+    assert load_settings().call_db_path == str(tmp_path / "missing" / "calls.db")
+    problems = problems_with(monkeypatch, serving=True, PORT="abc")
+    assert [p.partition(":")[0] for p in problems] == ["PORT", "CALL_DB_PATH"]  # one pass
+
+
 def test_records_files_that_work_and_no_records_at_all_are_accepted(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CALL_DB_PATH", str(tmp_path / "calls.db"))
-    assert load_settings().call_db_path == str(tmp_path / "calls.db")
+    assert load_settings(serving=True).call_db_path == str(tmp_path / "calls.db")
     assert not (tmp_path / "calls.db").exists()  # checking creates nothing
     monkeypatch.setenv("CALL_DB_PATH", "")
     assert load_settings().call_db_path is None

@@ -88,3 +88,17 @@ def test_refusals_are_logged_as_a_count_not_a_line_each(caplog: pytest.LogCaptur
         "refused requests: 1000 × /voice: invalid Twilio signature; "
         "1 × /calls: no valid bearer token",
     ]
+
+
+async def test_the_tail_of_an_attack_is_logged_when_its_interval_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = RefusalLog(logging.getLogger("test.refusals"), interval_s=0.05)
+    with caplog.at_level(logging.WARNING, "test.refusals"):
+        for _ in range(3):
+            log.refused("/voice: invalid Twilio signature")
+        assert len(caplog.records) == 1  # the first at once, the others counted
+        await asyncio.sleep(0.1)  # the interval ends with no refusal after it
+    assert [r.getMessage() for r in caplog.records][1:] == [
+        "refused requests: 2 × /voice: invalid Twilio signature"
+    ]
