@@ -1,8 +1,9 @@
-"""Cost of the call core per 20 ms audio frame, each way: mu-law passthrough, and
+"""Cost of a call's own work per 20 ms audio frame, each way: mu-law passthrough, and
 transcoding for an a-law or a PCM16 24 kHz backend.
 
-Measures only the sans-I/O core (parse, decide, transcode, build the outgoing text): what
-the bridge adds per frame before the sockets. Run: .venv/bin/python bench/core_hot_path.py
+Measures what the bridge adds per frame before the sockets: the codec decoding the
+message, the call core deciding, the codec writing what it decided (the same calls the
+call runner makes). Run: .venv/bin/python bench/core_hot_path.py
 """
 
 from __future__ import annotations
@@ -10,39 +11,43 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from bridge.audio import float_to_pcm16, synthetic_speech_mulaw
-from bridge.call import Call, CallConfig
+from bridge.core import events as ev
+from bridge.core.actions import AppendAudio, PlayAudio
+from bridge.core.call import Call
+from bridge.core.call_config import CallConfig
 from bridge.transcode import AudioFormat, bytes_per_ms
+from bridge.wire import twilio
+from bridge.wire.realtime import RealtimeCodec
 
 FRAMES = {AudioFormat.PCMU: 200_000, AudioFormat.PCMA: 100_000, AudioFormat.PCM16: 40_000}
 STREAM = "MZ" + "0" * 32
 
 
-def setup(fmt: AudioFormat) -> Call:
+def setup(fmt: AudioFormat) -> tuple[Call, RealtimeCodec, twilio.StreamWriter]:
     call = Call(CallConfig(audio_format=fmt))
-    start = {
-        "event": "start",
-        "streamSid": STREAM,
-        "start": {"streamSid": STREAM, "callSid": "CA" + "0" * 32, "accountSid": "AC"},
-    }
-    call.receive_twilio(json.dumps(start), 0.0)
-    call.realtime_connected(0.0)
-    call.receive_realtime(json.dumps({"type": "session.updated", "session": {}}), 0.0)
-    call.receive_realtime(json.dumps({"type": "response.created", "response": {"id": "r"}}), 0.0)
-    return call
+    codec = RealtimeCodec()
+    start = ev.StreamStarted(STREAM, "CA" + "0" * 32, "AC")
+    call.handle(start, 0.0)
+    call.handle(ev.BackendOpened(), 0.0)
+    call.handle(codec.decode(json.dumps({"type": "session.updated", "session": {}})), 0.0)  # type: ignore[arg-type]
+    created = {"type": "response.created", "response": {"id": "r"}}
+    call.handle(codec.decode(json.dumps(created)), 0.0)  # type: ignore[arg-type]
+    return call, codec, twilio.StreamWriter(STREAM)
 
 
-def per_frame_us(run, frames: int, actions_per_frame: int) -> float:  # type: ignore[no-untyped-def]
+def per_frame_us(run: Callable[[], int], frames: int, messages_per_frame: int) -> float:
     best = float("inf")
     for _ in range(3):
         began = time.perf_counter()
-        actions = run()
+        messages = run()
         best = min(best, time.perf_counter() - began)
         # Every frame must have gone through, or the figure is that of a dropping call.
-        assert actions == frames * actions_per_frame, (actions, frames * actions_per_frame)
+        assert messages == frames * messages_per_frame, (messages, frames * messages_per_frame)
     return best / frames * 1e6
 
 
@@ -64,7 +69,7 @@ def measure(fmt: AudioFormat) -> tuple[float, float]:
             "streamSid": STREAM,
             "media": {"track": "inbound", "chunk": "2", "timestamp": "40", "payload": payload},
         }
-    )
+    ).encode()
     delta = json.dumps(
         {
             "type": "response.output_audio.delta",
@@ -74,35 +79,41 @@ def measure(fmt: AudioFormat) -> tuple[float, float]:
             "content_index": 0,
             "delta": base64.b64encode(model_frame(fmt)).decode(),
         }
-    )
+    ).encode()
     assert len(model_frame(fmt)) == 20 * bytes_per_ms(fmt)
+    decode_twilio = twilio.decode
 
     def caller_to_realtime() -> int:
-        call = setup(fmt)
-        forwarded = 0
+        call, codec, _ = setup(fmt)
+        handle, append_audio = call.handle, codec.append_audio
+        written = 0
         for n in range(frames):  # 20 ms apart, as on a real line (the flood limits apply)
-            forwarded += len(call.receive_twilio(caller_frame, n * 0.020))
-        return forwarded
+            for action in handle(decode_twilio(caller_frame), n * 0.020):
+                if type(action) is AppendAudio:
+                    written += len(append_audio(action.payload)) > 0
+        return written
 
     def realtime_to_caller() -> int:
         # Each delta is followed by its mark's echo, as in a call where playback keeps up.
-        call = setup(fmt)
-        forwarded = 0
+        call, codec, writer = setup(fmt)
+        handle, decode = call.handle, codec.decode
+        written = 0
         for n in range(1, frames + 1):
-            forwarded += len(call.receive_realtime(delta, n * 0.020))
-            call.receive_twilio(
-                '{"event":"mark","streamSid":"'
-                + STREAM
-                + f'","mark":{{"name":"item_0:{n * 160}"}}}}',
-                n * 0.020,
-            )
-        return forwarded
+            now = n * 0.020
+            for action in handle(decode(delta), now):  # type: ignore[arg-type]
+                if type(action) is PlayAudio:
+                    written += len(writer.media(action.payload)) > 0
+                    written += len(writer.mark(action.mark)) > 0
+            mark = f'","mark":{{"name":"item_0:{n * 160}"}}}}'
+            echo = '{"event":"mark","streamSid":"' + STREAM + mark
+            handle(decode_twilio(echo.encode()), now)
+        return written
 
     return per_frame_us(caller_to_realtime, frames, 1), per_frame_us(realtime_to_caller, frames, 2)
 
 
 def main() -> None:
-    print("call core, per 20 ms frame (best of 3):")
+    print("call core with its codecs, per 20 ms frame (best of 3):")
     print(f"  {'backend format':34} {'caller->RT':>10} {'RT->caller':>10} {'per call-s':>10}")
     names = {
         AudioFormat.PCMU: "mu-law passthrough",

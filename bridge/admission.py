@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bridge.media_stream import CallRunner
+    from bridge.call_runner import CallRunner
 
 log = logging.getLogger("bridge.admission")
 
@@ -185,12 +185,7 @@ class CallRegistry:
         )
         if not await self._wait_until_idle(grace_s):
             log.warning("grace period over: saying goodbye on %d calls", len(self))
-            await asyncio.gather(
-                *(
-                    runner.say_goodbye(goodbye, "the server is shutting down")
-                    for runner in self.active
-                )
-            )
+            await asyncio.gather(*(runner.say_goodbye(goodbye) for runner in self.active))
             if not await self._wait_until_idle(GOODBYE_WAIT_S):
                 log.error("%d calls did not end after their goodbye", len(self))
         log.warning("drained")

@@ -13,7 +13,7 @@ from bridge.arguments import OneLineErrorParser, listen_problem, port_number
 if TYPE_CHECKING:
     from twilio.http import HttpClient
 
-    from bridge.config import Settings
+    from bridge.settings import Settings
 
 # The exit status of a command that could not do what was asked.
 FAILED = 2
@@ -34,20 +34,23 @@ def _fail(message: str) -> int:
 
 
 def _settings(doing: str, serving: bool = False, **overrides: object) -> Settings | int:
-    """The settings, or the exit status after printing what is wrong with them."""
-    from bridge.config import ConfigError, load_settings
+    """The settings, or the exit status after printing what is wrong with them. `serving`:
+    what only the server needs is checked too (its records file)."""
+    from bridge.records.store import call_db_problems
+    from bridge.settings import ConfigError, load_settings
 
+    checks = [lambda settings: call_db_problems(settings.call_db_path)] if serving else []
     try:
-        return load_settings(serving=serving, **overrides)
+        return load_settings(checks=checks, **overrides)
     except ConfigError as exc:
         return _print_problems(exc.problems, doing)
 
 
 def _serve(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
     from bridge.app import create_app
-    from bridge.config import ConfigError
+    from bridge.draining_server import DrainingServer, server_config
     from bridge.logs import configure_logging
-    from bridge.server import DrainingServer, server_config
+    from bridge.settings import ConfigError
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = _settings("start", serving=True, **overrides)
@@ -69,9 +72,9 @@ def _serve(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
 
 
 def _call(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
-    from bridge.config import ConfigError
     from bridge.outbound import OutboundCallError, place_outbound_call
     from bridge.profiles import load_profiles
+    from bridge.settings import ConfigError
     from twiml.rest import TwilioRest
 
     settings = _settings("place the call")
@@ -115,9 +118,9 @@ def _run_twilio(coroutine, refusal: type[Exception], doing: str):  # type: ignor
 
 
 def _configure_number(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
-    from bridge.outbound import CALL_STATUS_PATH, VOICE_PATH
     from bridge.profiles import E164
     from twiml.rest import NumberSetupError, TwilioRest
+    from twiml.webhooks import CALL_STATUS_PATH, VOICE_PATH
 
     settings = _settings("configure the number")
     if isinstance(settings, int):
@@ -165,7 +168,7 @@ def _configure_number(args: argparse.Namespace, twilio_http: HttpClient | None) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bridge.config import Settings
+    from bridge.settings import Settings
 
     defaults = Settings.model_fields
     parser = OneLineErrorParser(

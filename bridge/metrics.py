@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,64 +23,12 @@ from prometheus_client import (
     generate_latest,
 )
 
+from bridge.core.actions import CallOutcome
+
 PREFIX = "phone_bridge_"
 
 
-class CallOutcome(StrEnum):
-    """How a call ended, as the `outcome` label of phone_bridge_calls_total."""
-
-    CALLER_HUNG_UP = "caller_hung_up"
-    # Twilio's side stopped reading: the call was dropped so as not to hold its line.
-    TWILIO_STALLED = "twilio_stalled"
-    ASSISTANT_ENDED = "assistant_ended"
-    TRANSFERRED = "transferred"
-    TIME_LIMIT = "time_limit"
-    BACKEND_FAILED = "backend_failed"
-    REFUSED = "refused"
-    SHUTDOWN = "shutdown"
-    ERROR = "error"
-    OTHER = "other"
-
-
 _OUTCOMES = frozenset(CallOutcome)
-
-# The end reasons are the bridge's log wording (bridge/call.py, bridge/media_stream.py,
-# bridge/admission.py); a reworded reason lands in "other", which the tests catch.
-_EXACT_REASONS: dict[str, CallOutcome] = {
-    "the caller hung up": CallOutcome.CALLER_HUNG_UP,
-    # Twilio closed the socket without a "stop": the caller's leg went away all the same.
-    "the Twilio stream closed": CallOutcome.CALLER_HUNG_UP,
-    "Twilio's side stopped reading": CallOutcome.TWILIO_STALLED,
-    "the assistant ended the call": CallOutcome.ASSISTANT_ENDED,
-    "time limit reached": CallOutcome.TIME_LIMIT,
-    "flooded with messages": CallOutcome.REFUSED,
-    "no 'start' message arrived": CallOutcome.REFUSED,
-    "the server is shutting down": CallOutcome.SHUTDOWN,
-    "internal error": CallOutcome.ERROR,
-}
-_PREFIX_REASONS: tuple[tuple[str, CallOutcome], ...] = (
-    ("transferred to ", CallOutcome.TRANSFERRED),
-    ("stream token refused", CallOutcome.REFUSED),
-    ("stream refused", CallOutcome.REFUSED),
-)
-
-
-def outcome_of(reason: str | None) -> CallOutcome:
-    """The outcome code for one of the bridge's end reasons ("the caller hung up", ...)."""
-    if not isinstance(reason, str):
-        return CallOutcome.OTHER
-    exact = _EXACT_REASONS.get(reason)
-    if exact is not None:
-        return exact
-    for prefix, outcome in _PREFIX_REASONS:
-        if reason.startswith(prefix):
-            return outcome
-    # "the Realtime session ended (...)", "... was lost and could not be restored",
-    # "... refused its configuration", "the Realtime connection fell too far behind":
-    # whatever the detail, the backend let the call down.
-    if "Realtime session" in reason or "Realtime connection" in reason:
-        return CallOutcome.BACKEND_FAILED
-    return CallOutcome.OTHER
 
 
 # The Realtime API's error codes (its `type` when the code is null), as the local agent
@@ -217,10 +164,12 @@ class Metrics:
         label = code if isinstance(code, str) and code in KNOWN_ERROR_CODES else "other"
         self._errors.labels(code=label).inc()
 
-    def call_ended(self, outcome: str, tokens: Mapping[str, int], cost_usd: float | None) -> None:
-        """Count one ended call. `outcome` is a CallOutcome value (see `outcome_of`);
-        `tokens` maps TOKEN_KINDS to the call's totals; `cost_usd` is None when the
-        call's model has no price."""
+    def call_ended(
+        self, outcome: CallOutcome | None, tokens: Mapping[str, int], cost_usd: float | None
+    ) -> None:
+        """Count one ended call. `outcome`: how it ended (None: it never did, the runner
+        was cancelled); `tokens` maps TOKEN_KINDS to the call's totals; `cost_usd` is None
+        when the call's model has no price."""
         known = isinstance(outcome, str) and outcome in _OUTCOMES
         self._calls.labels(outcome=str(outcome) if known else CallOutcome.OTHER.value).inc()
         for kind, count in tokens.items():

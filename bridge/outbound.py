@@ -12,15 +12,24 @@ import logging
 import re
 from urllib.parse import urlencode
 
-from bridge.config import Settings
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from twilio.base.exceptions import TwilioRestException
+
+from bridge.operator_auth import api_error, bearer_ok
 from bridge.profiles import DEFAULT_PROFILE, E164, Profiles, load_profiles
+from bridge.settings import Settings
 from twiml.answer import MAX_INSTRUCTIONS_CHARS
+from twiml.request_body import RefusalLog, RequestRefused, read_body
 from twiml.rest import TwilioRest
+from twiml.webhooks import CALL_STATUS_PATH, VOICE_PATH
 
 log = logging.getLogger("bridge.outbound")
 
-VOICE_PATH = "/voice"
-CALL_STATUS_PATH = "/call-status"
+_CALL_REQUEST_FIELDS = {"to", "profile", "instructions", "machine_detection"}
+# A POST /calls body is a number, a profile name and instructions of at most ~500 chars.
+MAX_CALL_REQUEST_BYTES = 16 * 1024
 _SIP_ADDRESS = re.compile(r"sips?:[^\s<>\"']+@[^\s<>\"']+")
 
 
@@ -129,3 +138,79 @@ async def place_outbound_call(
         detection or "off",
     )
     return call_sid
+
+
+def outbound_router(
+    settings: Settings, rest: TwilioRest | None, profiles: Profiles, refusals: RefusalLog
+) -> APIRouter:
+    """`POST /calls`: place an outbound call (operators only: Authorization: Bearer
+    OPERATOR_TOKEN)."""
+    router = APIRouter()
+
+    @router.post("/calls")
+    async def place_call(request: Request) -> Response:
+        operator_token = settings.operator_token
+        if operator_token is None:
+            return api_error(
+                404,
+                "placing calls over HTTP is off: set OPERATOR_TOKEN to a long random secret "
+                "to enable POST /calls",
+            )
+        if not bearer_ok(request, operator_token):
+            refusals.refused("/calls: no valid bearer token")
+            response = api_error(
+                401, "a valid 'Authorization: Bearer <OPERATOR_TOKEN>' is required"
+            )
+            response.headers["Connection"] = "close"  # its body is not read
+            return response
+        try:
+            body = orjson.loads(await read_body(request, MAX_CALL_REQUEST_BYTES))
+        except RequestRefused as refused:
+            return refused.response()
+        except orjson.JSONDecodeError:
+            return api_error(422, "the body must be a JSON object")
+        problem = _call_request_problem(body)
+        if problem:
+            return api_error(422, problem)
+        try:
+            call_sid = await place_outbound_call(
+                settings,
+                rest,
+                body["to"],
+                profile=body.get("profile"),
+                instructions=body.get("instructions"),
+                machine_detection=body.get("machine_detection", True),
+                profiles=profiles,
+            )
+        except OutboundCallError as exc:
+            return api_error(422, str(exc))
+        except TwilioRestException as exc:
+            # Not its message: Twilio's often quotes the number called.
+            log.warning("Twilio refused an outbound call: error %s", exc.code)
+            return api_error(502, f"Twilio refused the call: {exc.msg} (error {exc.code})")
+        except (TimeoutError, OSError) as exc:
+            log.warning("could not reach Twilio to place a call: %r", exc)
+            return api_error(502, "could not reach Twilio's API; try again")
+        return JSONResponse({"call_sid": call_sid}, status_code=201)
+
+    return router
+
+
+def _call_request_problem(body: object) -> str | None:
+    """What is wrong with a POST /calls body's shape, if anything (values are checked
+    when the call is placed)."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    unknown = sorted(set(body) - _CALL_REQUEST_FIELDS)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}; the fields are " + ", ".join(
+            sorted(_CALL_REQUEST_FIELDS)
+        )
+    if not isinstance(body.get("to"), str):
+        return "to: required, the number to call (E.164) or a sip: address"
+    for name in ("profile", "instructions"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return f"{name}: must be a string"
+    if not isinstance(body.get("machine_detection", True), bool):
+        return "machine_detection: must be true or false"
+    return None

@@ -371,6 +371,13 @@ class CallUsage:
         """Count the `response` object of a `response.done` event."""
         try:
             usage = response.get("usage") if isinstance(response, Mapping) else None
+        except Exception:  # a hostile Mapping; losing one count beats losing the call
+            return
+        self.add_model_usage(usage)
+
+    def add_model_usage(self, usage: object) -> None:
+        """Count a response's `usage` report."""
+        try:
             counts = counts_from_usage(usage)
         except Exception:  # a hostile Mapping; losing one count beats losing the call
             return

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
-from bridge.call import Phase
+from bridge.core.phases import Phase
 from bridge.usage import is_local_agent
 
 if TYPE_CHECKING:
-    from bridge.records import CallRecord, CallSummary, TurnTiming
+    from bridge.records.model import CallListing, CallRecord, TurnTiming
 
 STATIC = "/console/static"
 
@@ -309,7 +309,7 @@ CALLS_COLUMNS = (
 
 
 def calls_page(
-    summaries: Sequence[CallSummary] | None,
+    summaries: Sequence[CallListing] | None,
     query: str,
     page: int,
     has_next: bool,

@@ -26,8 +26,8 @@ from twiml.stream_token import StreamTokens
 
 if TYPE_CHECKING:
     from bridge.admission import CallRegistry
-    from bridge.config import Settings
-    from bridge.records import CallStore
+    from bridge.records.store import CallStore
+    from bridge.settings import Settings
 
 log = logging.getLogger("bridge.console")
 
@@ -208,20 +208,20 @@ class Console:
         now = time.monotonic()
         live = []
         for runner in list(self.calls.active):
-            call = runner.call
-            parameters = call.custom_parameters
-            clock = getattr(runner, "clock", None)
-            started = getattr(clock, "monotonic", None)
+            summary = runner.summary()
+            if summary is None:
+                continue  # (every call in `active` was admitted: it has one)
+            parameters = summary.parameters
             live.append(
                 pages.LiveCall(
-                    call_sid=call.call_sid or "",
+                    call_sid=summary.call_sid,
                     from_number=parameters.get("From", ""),
                     to_number=parameters.get("To", ""),
                     profile=parameters.get(PROFILE_PARAMETER, ""),
-                    phase=call.phase.value,
-                    duration_s=None if started is None else round(now - started, 1),
-                    turns=len(getattr(call, "turns", ())),
-                    barge_ins=len(getattr(call, "barge_ins", ())),
+                    phase=summary.phase,
+                    duration_s=round(now - runner.clock.monotonic, 1),
+                    turns=len(summary.turns),
+                    barge_ins=len(summary.barge_ins),
                 )
             )
         live.sort(key=lambda c: -(c.duration_s or 0.0))

@@ -30,7 +30,7 @@ from bridge.transcode import AudioFormat
 from bridge.usage import LOCAL_AGENT_MODEL
 
 if TYPE_CHECKING:
-    from bridge.config import Settings
+    from bridge.settings import Settings
 
 OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 # Fields of a call that extra header values may use, as {name}.

@@ -2,6 +2,6 @@
 
 import sys
 
-from bridge.simulator.cli import main
+from bridge.simulator.command import main
 
 sys.exit(main())

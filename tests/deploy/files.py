@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.config import Settings
+from bridge.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

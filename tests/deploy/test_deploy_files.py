@@ -26,8 +26,8 @@ from uvicorn.server import HANDLED_SIGNALS
 
 from bridge.admission import GOODBYE_WAIT_S
 from bridge.app import create_app
-from bridge.config import Settings, load_settings
-from bridge.server import server_config
+from bridge.draining_server import server_config
+from bridge.settings import Settings, load_settings
 from tests.deploy.files import (
     DEPLOY,
     K8S,

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from twilio.http import HttpClient
 
 from bridge.app import create_app
-from bridge.config import Settings, load_settings
+from bridge.draining_server import server_config
 from bridge.local_agent import AgentOptions, LocalAgent
-from bridge.records import CallRecord
-from bridge.server import server_config
+from bridge.records.model import CallRecord
+from bridge.settings import Settings, load_settings
 
 AUTH_TOKEN = "integration-test-auth-token"
 

@@ -18,7 +18,8 @@ from websockets.exceptions import InvalidStatus
 
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions
 from bridge.console.pages import HEARD_HINT
-from bridge.records import CallRecord, TranscriptLine, TurnTiming
+from bridge.core.summary import TranscriptLine
+from bridge.records.model import CallRecord, TurnTiming
 from bridge.usage import LOCAL_AGENT_MODEL
 from tests.integration.harness import RunningBridge, running_bridge, stored_record, wait_until
 

@@ -1,4 +1,4 @@
-"""The media route's direct lane (bridge.media_socket) over real loopback sockets: the
+"""The media route's direct lane (bridge.twilio_socket) over real loopback sockets: the
 plain-ASGI fallback still carries a call, frames that arrive together with (or right
 after) the handshake are not lost, and pings and the close handshake stay uvicorn's."""
 
@@ -16,13 +16,13 @@ import pytest
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
-import bridge.media_stream
-import bridge.server
+import bridge.call_runner
+import bridge.draining_server
 from bridge.app import create_app
-from bridge.config import load_settings
 from bridge.local_agent import AgentSession, LocalAgent
-from bridge.media_socket import AsgiTwilioLink, DirectTwilioLink
+from bridge.settings import load_settings
 from bridge.simulator import SimulatorOptions, simulate_call
+from bridge.twilio_socket import AsgiTwilioLink, DirectTwilioLink
 from bridge.ws_frames import ClientFrames, server_text_frames
 from tests.integration.harness import (
     AUTH_TOKEN,
@@ -58,14 +58,14 @@ def media(chunk: bytes = SILENCE) -> str:
 def links(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """The Twilio link each call's runner was given."""
     chosen: list[object] = []
-    choose = bridge.media_stream.twilio_link
+    choose = bridge.call_runner.twilio_link
 
     def recording(websocket):  # type: ignore[no-untyped-def]
         link = choose(websocket)
         chosen.append(link)
         return link
 
-    monkeypatch.setattr(bridge.media_stream, "twilio_link", recording)
+    monkeypatch.setattr(bridge.call_runner, "twilio_link", recording)
     return chosen
 
 
@@ -86,7 +86,7 @@ async def bridge_under_plain_uvicorn(ws: str) -> AsyncIterator[RunningBridge]:
         _env_file=None,
     )
     app = create_app(config)
-    original = bridge.server.server_config
+    original = bridge.draining_server.server_config
 
     def with_ws(*args, **overrides):  # type: ignore[no-untyped-def]
         return original(*args, **{**overrides, "ws": ws})
@@ -411,23 +411,23 @@ async def test_events_sent_with_the_handshake_reach_a_core_that_listens(
 ) -> None:
     """session.created comes right behind the 101: the core must already be bridging (its
     session.update sent) when it reads it, or it would drop it unread."""
-    import orjson
-
-    from bridge.call import Call
+    from bridge.core import events
+    from bridge.core.call import Call
 
     seen: list[tuple[str, str]] = []
-    receive = Call.receive_realtime
+    handle = Call.handle
 
-    def noting(self: Call, text: bytes, now: float) -> list:
-        seen.append((self.phase.name, orjson.loads(text).get("type")))
-        return receive(self, text, now)
+    def noting(self: Call, event: events.Event, now: float) -> list:
+        if type(event) in (events.SessionCreated, events.SessionUpdated):
+            seen.append((self.phase.name, type(event).__name__))
+        return handle(self, event, now)
 
-    monkeypatch.setattr(Call, "receive_realtime", noting)
+    monkeypatch.setattr(Call, "handle", noting)
     async with running_bridge() as running:
         ws = await open_stream(running)
         try:
             await bridged_session(running)
             await wait_until(lambda: len(seen) >= 2, 2, "the first events")
-            assert seen[0] == ("BRIDGING", "session.created")
+            assert seen[0] == ("BRIDGING", "SessionCreated")
         finally:
             await ws.close()

@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from bridge.call import (
+from bridge.core.call_config import SessionSettings
+from bridge.core.transcript import Transcript as Conversation
+from bridge.realtime.dialects import Dialect
+from tests.legacy.call_api import (
     Call,
     CallConfig,
     EndCall,
@@ -18,9 +21,6 @@ from bridge.call import (
     SendToTwilio,
     decoded_length,
 )
-from bridge.conversation import Conversation
-from bridge.realtime.dialects import Dialect
-from bridge.realtime.session_config import SessionSettings
 
 STREAM = "MZ00000000000000000000000000000001"
 CALL = "CA00000000000000000000000000000001"
@@ -566,7 +566,7 @@ def test_a_goodbye_that_is_not_heard_in_time_still_hangs_up() -> None:
 def test_a_goodbye_before_the_session_is_configured_hangs_up_at_once() -> None:
     h = Harness()
     assert h.call.say_goodbye("Bye", "server shutting down", 1.0) == [
-        HangUp("server shutting down")
+        HangUp("the server is shutting down")
     ]
 
 
@@ -691,8 +691,7 @@ def test_replayed_assistant_turns_are_cut_to_what_the_caller_heard() -> None:
     conversation.assistant_transcript("a1", "We are open from nine to five every weekday.")
     conversation.assistant_cut("a1", heard_ms=500, sent_ms=1000)
     conversation.assistant_spoke("a2")  # no transcript: nothing to replay
-    [item] = conversation.replay(Dialect.GA)
-    assert item["item"]["content"] == [{"type": "output_text", "text": "We are open from nine…"}]
+    assert conversation.replay() == [("assistant", "We are open from nine…")]
 
 
 def test_reconnects_back_off_and_give_up_with_the_apology_after_the_budget() -> None:

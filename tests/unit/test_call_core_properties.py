@@ -17,8 +17,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.call import Call, SendToRealtime, SendToTwilio
 from bridge.simulator.playback import Playback
+from tests.legacy.call_api import Call, SendToRealtime, SendToTwilio
 from tests.unit.test_call_core import start_message
 
 delta_plan = st.lists(

@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from bridge.call import Call, CallConfig, HangUp, RunTool, TransferCall
 from bridge.dtmf import detect_dtmf
 from bridge.realtime.dialects import Dialect
+from tests.legacy.call_api import Call, CallConfig, HangUp, RunTool, TransferCall
 from tests.unit.test_call_core import Harness, start_message, to_realtime, to_twilio, twilio
 
 ALL_BUILTINS = frozenset({"end_call", "transfer_call", "send_dtmf"})

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bridge.audio import float_to_pcm16, synthetic_speech_mulaw
-from bridge.call import Call, CallConfig, EndCall
 from bridge.realtime.dialects import Dialect
 from bridge.transcode import AudioFormat, BackendToCaller
+from tests.legacy.call_api import Call, CallConfig, EndCall
 from tests.unit.test_call_core import (
     DELTA_NAME,
     Harness,

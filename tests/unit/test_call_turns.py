@@ -8,8 +8,8 @@ import base64
 
 import pytest
 
-from bridge.call import Call, CallConfig
-from bridge.realtime.session_config import SessionSettings
+from bridge.core.call_config import SessionSettings
+from tests.legacy.call_api import Call, CallConfig
 from tests.unit.test_call_core import Harness, start_message, twilio
 
 FRAME = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of caller audio

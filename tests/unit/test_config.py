@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config import SECRET_SETTINGS, ConfigError, load_settings
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.providers import endpoint_from_settings
+from bridge.records.store import call_db_problems
+from bridge.settings import SECRET_SETTINGS, ConfigError, load_settings
 from tests.unit.settings_env import problems as problems_with
 
 
@@ -217,7 +218,8 @@ def test_records_files_that_work_and_no_records_at_all_are_accepted(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CALL_DB_PATH", str(tmp_path / "calls.db"))
-    assert load_settings(serving=True).call_db_path == str(tmp_path / "calls.db")
+    checks = [lambda settings: call_db_problems(settings.call_db_path)]
+    assert load_settings(checks=checks).call_db_path == str(tmp_path / "calls.db")
     assert not (tmp_path / "calls.db").exists()  # checking creates nothing
     monkeypatch.setenv("CALL_DB_PATH", "")
     assert load_settings().call_db_path is None

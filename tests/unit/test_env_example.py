@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import Settings, load_settings
+from bridge.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = {name.upper() for name in Settings.model_fields}

@@ -6,13 +6,11 @@ names, labels and values are the ones a dashboard or alert would query.
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import CallOutcome, Metrics, outcome_of
+from bridge.core.actions import CallOutcome, EndReason
+from bridge.metrics import Metrics
 
 
 def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -205,76 +203,74 @@ def test_a_barge_in_before_any_audio_played_is_counted_without_a_cut() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reason", "outcome"),
+    ("reason", "detail", "words", "outcome"),
     [
-        ("the caller hung up", "caller_hung_up"),
-        ("the Twilio stream closed", "caller_hung_up"),
-        ("Twilio's side stopped reading", "twilio_stalled"),
-        ("the assistant ended the call", "assistant_ended"),
-        ("transferred to +15551234567", "transferred"),
-        ("transferred to sip:support@example.com", "transferred"),
-        ("time limit reached", "time_limit"),
-        ("the Realtime session was lost and could not be restored", "backend_failed"),
-        ("the Realtime session ended (closed by the server (code 1011))", "backend_failed"),
-        ("the Realtime session refused its configuration", "backend_failed"),
-        ("the Realtime session did not take the pcmu audio format", "backend_failed"),
-        ("the Realtime connection fell too far behind", "backend_failed"),
-        ("stream token refused (expired)", "refused"),
-        ("stream refused (a stream for this call is already live)", "refused"),
-        ("flooded with messages", "refused"),
-        ("no 'start' message arrived", "refused"),
-        ("the server is shutting down", "shutdown"),
-        ("internal error", "error"),
-        ("cancelled", "other"),
-        ("", "other"),
+        (EndReason.CALLER_HUNG_UP, "", "the caller hung up", "caller_hung_up"),
+        (EndReason.TWILIO_CLOSED, "", "the Twilio stream closed", "caller_hung_up"),
+        (EndReason.TWILIO_STALLED, "", "Twilio's side stopped reading", "twilio_stalled"),
+        (EndReason.ASSISTANT_ENDED, "", "the assistant ended the call", "assistant_ended"),
+        (EndReason.TRANSFERRED, "+15551234567", "transferred to +15551234567", "transferred"),
+        (EndReason.TIME_LIMIT, "", "time limit reached", "time_limit"),
+        (
+            EndReason.BACKEND_LOST,
+            "",
+            "the Realtime session was lost and could not be restored",
+            "backend_failed",
+        ),
+        (
+            EndReason.BACKEND_ENDED,
+            "closed by the server (code 1011)",
+            "the Realtime session ended (closed by the server (code 1011))",
+            "backend_failed",
+        ),
+        (
+            EndReason.BACKEND_REFUSED_CONFIG,
+            "",
+            "the Realtime session refused its configuration",
+            "backend_failed",
+        ),
+        (
+            EndReason.BACKEND_WRONG_FORMAT,
+            "pcmu",
+            "the Realtime session did not take the pcmu audio format",
+            "backend_failed",
+        ),
+        (
+            EndReason.BACKEND_FELL_BEHIND,
+            "",
+            "the Realtime connection fell too far behind",
+            "backend_failed",
+        ),
+        (EndReason.TOKEN_REFUSED, "expired", "stream token refused (expired)", "refused"),
+        (
+            EndReason.STREAM_REFUSED,
+            "all 2 lines are taken",
+            "stream refused (all 2 lines are taken)",
+            "refused",
+        ),
+        (EndReason.FLOODED, "", "flooded with messages", "refused"),
+        (EndReason.NO_START, "", "no 'start' message arrived", "refused"),
+        (EndReason.SHUTDOWN, "", "the server is shutting down", "shutdown"),
+        (EndReason.INTERNAL_ERROR, "", "internal error", "error"),
     ],
 )
-def test_outcome_of_each_end_reason(reason: str, outcome: str) -> None:
-    assert outcome_of(reason) == outcome
+def test_each_end_reason_reads_as_before_and_has_its_outcome(
+    reason: EndReason, detail: str, words: str, outcome: str
+) -> None:
+    """Records keep the words and dashboards the outcome: neither may drift."""
+    assert reason.describe(detail) == words
+    assert reason.outcome == outcome
 
 
-def test_outcome_of_a_reason_counts_under_that_outcome() -> None:
+def test_no_end_reason_falls_under_other() -> None:
+    """A call's end always says why, so no dashboard series is "other" but for a runner
+    cancelled before its call ended."""
+    assert {reason.outcome for reason in EndReason} <= set(CallOutcome) - {CallOutcome.OTHER}
+
+
+def test_an_ending_counts_under_its_outcome() -> None:
     metrics = Metrics(lambda: 0)
-    metrics.call_ended(outcome_of("transferred to +15551234567"), NO_TOKENS, 0.0)
+    metrics.call_ended(EndReason.TRANSFERRED.outcome, NO_TOKENS, 0.0)
+    metrics.call_ended(None, NO_TOKENS, None)  # a runner cancelled before its call ended
     assert value(metrics, "phone_bridge_calls_total", outcome="transferred") == 1
-
-
-# Where the bridge names a call's end, and which argument holds the reason.
-_REASON_ARG = {
-    "_end": 0,
-    "_hang_up": 0,
-    "_finish": 0,
-    "_Goodbye": 0,
-    "EndCall": 0,
-    "HangUp": 0,
-    "say_goodbye": 1,
-    "TransferCall": 1,
-}
-
-
-def _reasons_in_source() -> set[str]:
-    """The literal end reasons in the bridge's code (an f-string up to its first field)."""
-    bridge = Path(__file__).resolve().parents[2] / "bridge"
-    found = set()
-    for name in ("call.py", "media_stream.py", "admission.py"):
-        for node in ast.walk(ast.parse((bridge / name).read_text())):
-            if not isinstance(node, ast.Call):
-                continue
-            func = node.func
-            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-            index = _REASON_ARG.get(called or "")
-            if index is None or len(node.args) <= index:
-                continue
-            arg = node.args[index]
-            if isinstance(arg, ast.JoinedStr) and arg.values:
-                arg = arg.values[0]
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                found.add(arg.value)
-    return found
-
-
-def test_every_end_reason_in_the_bridge_has_an_outcome() -> None:
-    """A reworded reason would silently move its calls to "other" on the dashboard."""
-    reasons = _reasons_in_source()
-    assert "the caller hung up" in reasons  # the scan found the call sites at all
-    assert {r: outcome_of(r) for r in reasons if outcome_of(r) == "other"} == {}
+    assert value(metrics, "phone_bridge_calls_total", outcome="other") == 1

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.app import create_app, profile_call_config, profile_chooser
-from bridge.call import CallConfig
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.app import create_app
+from bridge.call_setup import call_config, call_setup
 from bridge.profiles import Profile, Profiles
 from bridge.realtime.providers import endpoint_from_settings
+from bridge.settings import ConfigError, Settings, load_settings
 from bridge.tools import ToolRegistry, load_tools_module
 
 SETTINGS_INSTRUCTIONS = "You answer the phone for Acme."
@@ -278,7 +278,7 @@ def test_a_profiles_call_config_has_its_voice_words_and_only_its_tools(tmp_path:
     endpoint = endpoint_from_settings(config)
     orders = profiles.get("orders")
     assert orders is not None
-    made = profile_call_config(CallConfig(), orders, config, examples(), endpoint)
+    made = call_config(config, orders, examples(), endpoint)
     assert made.session.instructions == "You track orders."
     assert made.session.voice == "ash"
     assert made.greeting == "Orders desk."
@@ -292,9 +292,7 @@ def test_a_profiles_call_config_has_its_voice_words_and_only_its_tools(tmp_path:
     assert made.keypad_pause_s == 3
 
     # No list in the profile: every enabled tool, but no transfer without targets.
-    everything = profile_call_config(
-        CallConfig(), profiles.default, settings(), examples(), endpoint
-    )
+    everything = call_config(settings(), profiles.default, examples(), endpoint)
     assert [spec["name"] for spec in everything.tools] == ["current_time", "lookup_order"]
     assert everything.builtin_tools == frozenset({"end_call", "send_dtmf"})
 
@@ -310,7 +308,7 @@ def test_the_stream_parameters_alone_rebuild_the_calls_setup(tmp_path: Path) -> 
         """,
     )
     endpoint = endpoint_from_settings(config)
-    choose = profile_chooser(config, profiles, examples(), CallConfig(), endpoint)
+    choose = call_setup(config, profiles, examples(), endpoint)
 
     sales_config, sales_endpoint = choose({"Profile": "sales", "CallSid": "CA1"})
     assert sales_config.session.instructions == "You sell anvils."

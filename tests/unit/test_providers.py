@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from bridge.config import load_settings
-from bridge.media_stream import _describe
+from bridge.call_runner import _describe
 from bridge.realtime.dialects import Dialect
 from bridge.realtime.providers import call_fields, endpoint_from_settings
+from bridge.settings import load_settings
 from bridge.transcode import AudioFormat
 from bridge.usage import LOCAL_AGENT_MODEL
 from tests.unit.settings_env import problems

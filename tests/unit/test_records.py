@@ -13,14 +13,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from bridge import records
-from bridge.records import (
-    CallRecord,
-    SQLiteCallStore,
-    TranscriptLine,
-    TurnTiming,
-    apply_migrations,
-)
+from bridge.core.summary import TranscriptLine
+from bridge.records import store as records
+from bridge.records.model import CallRecord, TurnTiming
+from bridge.records.store import SQLiteCallStore, apply_migrations
 
 T0 = 1_767_000_000.0  # an afternoon in late 2025
 

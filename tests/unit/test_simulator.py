@@ -22,6 +22,7 @@ from twilio.twiml.voice_response import Connect, Say, VoiceResponse
 from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.audio import mulaw_silence, synthetic_speech_mulaw
+from bridge.core.events import KeyPressed
 from bridge.simulator import (
     Playback,
     SimulatorError,
@@ -33,11 +34,11 @@ from bridge.simulator import (
     simulate_call,
 )
 from bridge.simulator.caller import dtmf_message
-from bridge.simulator.cli import build_parser, keypad_entry, options_from_args
+from bridge.simulator.command import build_parser, keypad_entry, options_from_args
 from bridge.simulator.playback import ItemMark, TruncationMark
 from bridge.simulator.script import SILENCE_FRAME, CallerScript, split_utterances
 from bridge.simulator.twiml_client import build_webhook_request, webhook_params
-from bridge.twilio_stream import Dtmf, parse_twilio_message
+from bridge.wire.twilio import decode as decode_twilio
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 
@@ -695,7 +696,7 @@ def test_dtmf_message_is_twilios_and_parses_as_the_bridge_reads_it() -> None:
         "streamSid": "MZ123",
         "dtmf": {"track": "inbound_track", "digit": "#"},
     }
-    assert parse_twilio_message(json.dumps(message)) == Dtmf(stream_sid="MZ123", digit="#")
+    assert decode_twilio(json.dumps(message)) == KeyPressed(stream_sid="MZ123", digit="#")
 
 
 def test_keypad_turn_presses_keys_250_ms_apart_over_a_silent_line() -> None:

@@ -32,8 +32,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.call import Call, CallConfig, EndCall, OpenRealtime, SendToRealtime, SendToTwilio
-from bridge.twilio_stream import (
+from tests.legacy.call_api import (
+    Call,
+    CallConfig,
+    EndCall,
+    OpenRealtime,
+    SendToRealtime,
+    SendToTwilio,
+)
+from tests.legacy.twilio_stream import (
     Connected,
     Dtmf,
     Mark,
@@ -275,9 +282,7 @@ def parsed_or_rejected(data: str | bytes) -> TwilioEvent | None:
         assert all(isinstance(v, str) for v in (event.stream_sid, event.call_sid))
         assert isinstance(event.account_sid, str) and isinstance(event.encoding, str)
         assert type(event.sample_rate) is int
-        assert all(
-            isinstance(k, str) and isinstance(v, str) for k, v in event.custom_parameters.items()
-        )
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in event.parameters.items())
     elif not isinstance(event, Connected):
         assert isinstance(event.stream_sid, str)
     if isinstance(event, Media):

@@ -1,21 +1,17 @@
-"""What is kept of a call once it is over: its record, built from the call core's state."""
+"""A call's record, from the summary the call core gives as it ends."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from bridge.call import KEYPAD_ITEM_PREFIX, Call
-from bridge.records import CallRecord, TranscriptLine, TurnTiming
+from bridge.core.actions import CallOutcome, Ending
+from bridge.core.summary import CallSummary
+from bridge.records.model import CallRecord, TurnTiming
 from bridge.usage import PriceTable, TokenCounts
+from twiml.answer import PROFILE_PARAMETER
 
 BROWSER_CALLER = "browser"  # the console softphone's From
-_KEYS = re.compile(r"[0-9*#A-D]")
-
-
-def call_keys(message: str) -> str:
-    """The keys in a keypad message (what follows its colon)."""
-    return "".join(_KEYS.findall(message.rpartition(":")[2]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +38,7 @@ def token_totals(counts: TokenCounts, transcription: TokenCounts) -> dict[str, i
     }
 
 
-def direction_of(parameters: dict[str, str]) -> str:
+def direction_of(parameters: Mapping[str, str]) -> str:
     if parameters.get("From") == BROWSER_CALLER:
         return "browser"
     if parameters.get("Direction", "").startswith("outbound"):
@@ -50,37 +46,19 @@ def direction_of(parameters: dict[str, str]) -> str:
     return "inbound"
 
 
-def transcript_of(call: Call) -> tuple[TranscriptLine, ...]:
-    """Caller turns as transcribed; assistant turns cut to what the caller heard."""
-    lines = []
-    for turn in call.conversation.turns:
-        text = turn.heard_text()
-        if not text:
-            continue
-        if turn.item_id.startswith(KEYPAD_ITEM_PREFIX):
-            # Keys may be a PIN or a card number: the record says that keys were pressed.
-            text = f"(pressed {len(call_keys(text))} keys)"
-        cut = turn.heard_ms is not None and bool(turn.sent_ms) and turn.heard_ms < turn.sent_ms
-        role = "caller" if turn.role == "user" else "assistant"
-        lines.append(TranscriptLine(role, text, cut))
-    return tuple(lines)
-
-
 def record_of(
-    call: Call,
+    summary: CallSummary,
     *,
     clock: CallClock,
     ended_wall: float,
-    outcome: str,
-    end_reason: str,
+    ending: Ending | None,
     model: str,
     prices: PriceTable,
 ) -> CallRecord:
-    parameters = call.custom_parameters
-    transcriber = call.config.session.transcription_model
+    parameters = summary.parameters
     # Turn times count from the stream's start, as Twilio's media timestamps (and the
     # simulated caller's clock) do, not from the socket's opening a moment before.
-    stream = clock if call.started_at is None else replace(clock, monotonic=call.started_at)
+    stream = clock if summary.started_at is None else replace(clock, monotonic=summary.started_at)
     turns = tuple(
         TurnTiming(
             index=turn.index,
@@ -90,24 +68,25 @@ def record_of(
             barged_in=turn.barged_in,
             truncated_at_ms=turn.truncated_at_ms,
         )
-        for turn in call.turns
+        for turn in summary.turns
     )
+    usage = summary.usage
     return CallRecord(
-        call_sid=call.call_sid or "",
-        stream_sid=call.stream_sid or "",
+        call_sid=summary.call_sid,
+        stream_sid=summary.stream_sid,
         from_number=parameters.get("From", ""),
         to_number=parameters.get("To", ""),
-        profile=parameters.get("Profile"),
+        profile=parameters.get(PROFILE_PARAMETER),
         direction=direction_of(parameters),
         started_at=clock.wall,
         ended_at=ended_wall,
-        outcome=outcome,
-        end_reason=end_reason,
+        outcome=(ending.reason.outcome if ending is not None else CallOutcome.OTHER).value,
+        end_reason=ending.description if ending is not None else "cancelled",
         model=model,
         turns=turns,
-        barge_ins=len(call.barge_ins),
-        reconnects=call.reconnects,
-        tokens=token_totals(call.usage.model, call.usage.transcription),
-        cost_usd=call.usage.cost(prices, model, transcriber),
-        transcript=transcript_of(call),
+        barge_ins=len(summary.barge_ins),
+        reconnects=summary.reconnects,
+        tokens=token_totals(usage.model, usage.transcription),
+        cost_usd=usage.cost(prices, model, summary.transcription_model),
+        transcript=summary.transcript,
     )

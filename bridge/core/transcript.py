@@ -1,20 +1,18 @@
-"""What was said on a call, as text, to carry it into a fresh Realtime session.
+"""What was said on a call, as text: the call's transcript, and what carries it into a
+fresh Realtime session.
 
 A Realtime session cannot be resumed: after a dropped connection, or before the session
-length limit, the bridge opens a new one and replays the conversation as text items. The
-caller's turns come from input transcription; the assistant's from its audio transcripts,
-cut to the share of the audio the caller actually heard when a turn was interrupted.
+length limit, the bridge opens a new one and replays the conversation as text messages.
+The caller's turns come from input transcription; the assistant's from its audio
+transcripts, cut to the share of the audio the caller actually heard when a turn was
+interrupted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from bridge.realtime.dialects import Dialect
-
-# The replay keeps the most recent turns within this many characters (~5k tokens).
-DEFAULT_MAX_REPLAY_CHARS = 20_000
+from bridge.core.call_config import DEFAULT_MAX_REPLAY_CHARS
 
 
 @dataclass(slots=True)
@@ -37,7 +35,7 @@ class Turn:
         return words.rstrip(" ,;:") + "…" if words else ""
 
 
-class Conversation:
+class Transcript:
     """The turns of one call, in the order the server committed them."""
 
     def __init__(self, max_replay_chars: int = DEFAULT_MAX_REPLAY_CHARS) -> None:
@@ -75,8 +73,8 @@ class Conversation:
         """The caller's last turn has no answer yet."""
         return bool(self.turns) and self.turns[-1].role == "user"
 
-    def replay(self, dialect: Dialect) -> list[dict[str, Any]]:
-        """`conversation.item.create` events restoring the most recent turns as text."""
+    def replay(self) -> list[tuple[str, str]]:
+        """The most recent turns as (role, text), oldest first, to restore as messages."""
         texts: list[tuple[str, str]] = []
         budget = self.max_replay_chars
         for turn in reversed(self.turns):
@@ -87,17 +85,4 @@ class Conversation:
             if budget < 0:
                 break
             texts.append((turn.role, text))
-        assistant_type = "text" if dialect is Dialect.BETA else "output_text"
-        return [
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "message",
-                    "role": role,
-                    "content": [
-                        {"type": "input_text" if role == "user" else assistant_type, "text": text}
-                    ],
-                },
-            }
-            for role, text in reversed(texts)
-        ]
+        return texts[::-1]

@@ -11,10 +11,10 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from bridge.config import Settings
-from bridge.media_socket import MediaWebSocketProtocol
+from bridge.settings import Settings
+from bridge.twilio_socket import MediaWebSocketProtocol
 
-log = logging.getLogger("bridge.server")
+log = logging.getLogger("bridge.draining_server")
 
 
 def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
@@ -33,7 +33,7 @@ def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvic
         "ws_ping_timeout": 20.0,
         # Twilio's largest message is a `start` with its parameters, a few KiB.
         "ws_max_size": 64 * 1024,
-        # The media route's direct lane (bridge.media_socket): no queue or task per message.
+        # The media route's direct lane (bridge.twilio_socket): no queue or task per message.
         "ws": MediaWebSocketProtocol,
         "lifespan": "on",
     }

@@ -7,7 +7,7 @@ them all in one go. Secrets are held as `SecretStr` and never printed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
 
@@ -16,10 +16,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bridge.call import DEFAULT_TIME_LIMIT_MESSAGE
+from bridge import defaults
 from bridge.realtime import providers
 from bridge.realtime.dialects import Dialect
-from bridge.records import records_file_problem
 from bridge.tools.builtins import BUILTIN_NAMES
 from bridge.transcode import AudioFormat
 from bridge.usage import PriceTable, parse_price_overrides
@@ -101,11 +100,8 @@ class Settings(BaseSettings):
         description="Price overrides per model (USD per 1M tokens), as JSON or a JSON "
         "file's path, for the per-call cost estimate.",
     )
-    voice: str = "marin"
-    instructions: str = (
-        "You are a helpful voice assistant on a phone call. Keep answers short and "
-        "conversational, and speak in the caller's language."
-    )
+    voice: str = defaults.VOICE
+    instructions: str = defaults.INSTRUCTIONS
     greeting: str | None = Field(None, description="What the assistant says first, if set.")
     fallback_message: str = Field(
         DEFAULT_FALLBACK_MESSAGE,
@@ -117,11 +113,11 @@ class Settings(BaseSettings):
         description="Insecure, for local development only: accept requests without a valid "
         "X-Twilio-Signature when no TWILIO_AUTH_TOKEN is set.",
     )
-    vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    vad_prefix_padding_ms: int = Field(300, ge=0, le=5000)
-    vad_silence_ms: int = Field(500, ge=100, le=10000)
+    vad_threshold: float = Field(defaults.VAD_THRESHOLD, ge=0.0, le=1.0)
+    vad_prefix_padding_ms: int = Field(defaults.VAD_PREFIX_PADDING_MS, ge=0, le=5000)
+    vad_silence_ms: int = Field(defaults.VAD_SILENCE_MS, ge=100, le=10000)
     vad_interrupt_response: bool = Field(
-        True,
+        defaults.VAD_INTERRUPT_RESPONSE,
         description="Let the session cancel its own answer when the caller talks; when "
         "false, the bridge sends response.cancel itself.",
     )
@@ -131,10 +127,12 @@ class Settings(BaseSettings):
         "empty to turn it off.",
     )
     reconnect_budget_s: float = Field(
-        10, ge=0, description="How long a lost Realtime session is retried before the apology."
+        defaults.RECONNECT_BUDGET_S,
+        ge=0,
+        description="How long a lost Realtime session is retried before the apology.",
     )
     session_setup_timeout_s: float = Field(
-        5,
+        defaults.SESSION_SETUP_TIMEOUT_S,
         gt=0,
         le=60,
         description="A new Realtime session that has not sent session.created and "
@@ -156,7 +154,7 @@ class Settings(BaseSettings):
         20, ge=0, description="On SIGTERM, how long calls may go on before the goodbye."
     )
     busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
-    time_limit_message: str = DEFAULT_TIME_LIMIT_MESSAGE
+    time_limit_message: str = defaults.TIME_LIMIT_MESSAGE
     shutdown_message: str = (
         "I'm sorry, I have to end our call now for maintenance. Please call back in a "
         "minute. Goodbye."
@@ -191,14 +189,17 @@ class Settings(BaseSettings):
         description='Where transfer_call may send a call, as JSON: {"sales": "+15551234567", '
         '"support": "sip:help@pbx.example.com"}.',
     )
-    transfer_message: str = "Please hold while I transfer your call."
+    transfer_message: str = defaults.TRANSFER_MESSAGE
     transfer_failed_message: str = Field(
         "Sorry, nobody could take your call right now. Please try again later. Goodbye.",
         description="Said when a transfer's destination is busy or does not answer.",
     )
     tool_timeout_s: float = Field(10, gt=0, le=120, description="A tool call's time limit.")
     keypad_pause_s: float = Field(
-        2.0, gt=0, le=30, description="Keypad entry ends on # or after this long without a key."
+        defaults.KEYPAD_PAUSE_S,
+        gt=0,
+        le=30,
+        description="Keypad entry ends on # or after this long without a key.",
     )
     machine_message: str | None = Field(
         None,
@@ -553,17 +554,22 @@ def _named(problem: str) -> str:
     return problem.partition(":")[0]
 
 
-def load_settings(*, serving: bool = False, **overrides: object) -> Settings:
-    """Read and check the settings; raise ConfigError listing every problem at once.
-    `serving`: also check what only the server uses (the records file), so `serve`
-    reports that with the rest while the other commands do not trip over it."""
+# A check of settings a command needs beyond the settings themselves: its problems, one
+# line each, named by the variable.
+SettingsCheck = Callable[["Settings"], list[str]]
+
+
+def load_settings(*, checks: Iterable[SettingsCheck] = (), **overrides: object) -> Settings:
+    """Read and check the settings; raise ConfigError listing every problem at once,
+    `checks`' included (what only one command needs: `serve`'s records file)."""
+    checks = list(checks)
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         problems = _problems(exc)
         failed = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
     else:
-        problems = _serving_problems(settings) if serving else []
+        problems = [p for check in checks for p in check(settings)]
         if not problems:
             return settings
         raise ConfigError(problems)
@@ -574,25 +580,11 @@ def load_settings(*, serving: bool = False, **overrides: object) -> Settings:
         # they find with a setting already reported is the same problem again.
         fields = Settings.model_fields
         defaults = {name: fields[name].get_default(call_default_factory=True) for name in failed}
+        reported = {name.upper() for name in failed}
         try:
             retried = Settings(**{**overrides, **defaults})
         except ValidationError as again:
-            reported = {name.upper() for name in failed}
             problems += [p for p in _problems(again) if _named(p) not in reported]
         else:
-            if serving and "call_db_path" not in failed:
-                problems += _serving_problems(retried)
+            problems += [p for check in checks for p in check(retried) if _named(p) not in reported]
     raise ConfigError(problems)
-
-
-def _serving_problems(settings: Settings) -> list[str]:
-    """The operator asked for records: a file that cannot hold them stops the start rather
-    than a call going unrecorded with only a log line to say so."""
-    path = settings.call_db_path
-    problem = records_file_problem(path) if path is not None else None
-    if problem is None:
-        return []
-    return [
-        f"CALL_DB_PATH: {problem}; fix that, or set CALL_DB_PATH= (empty) to run without "
-        "call records"
-    ]

@@ -1,4 +1,4 @@
-"""Call records: what happened on every call, kept after the call ends.
+"""Where call records are kept: the store's interface, and the SQLite store.
 
 The bridge hands a finished `CallRecord` to a `CallStore` from the call's teardown; the web
 console lists and reads them back. `CallStore` is deliberately narrow (save, get, search,
@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from bridge.call_status import FINAL_STATUSES
+from bridge.core.summary import TranscriptLine
+from bridge.records.model import CallListing, CallRecord, TurnTiming
+from twiml.call_status import FINAL_STATUSES
 
 _T = TypeVar("_T")
 
@@ -32,73 +33,6 @@ _T = TypeVar("_T")
 # wedged lock surfaces as an error rather than a teardown that never finishes.
 BUSY_TIMEOUT_S = 5.0
 _SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-@dataclass(frozen=True, slots=True)
-class TurnTiming:
-    """One caller turn and its answer; times are ms since the call's stream started (where
-    Twilio's media timestamps count from). Latencies are measured from `caller_stopped_ms`:
-    see `bridge.call.TurnClock`."""
-
-    index: int  # 1-based
-    caller_stopped_ms: float | None  # the end of the caller's speech, or their last key
-    first_audio_sent_ms: float | None  # first assistant audio sent to Twilio after it
-    first_audio_heard_ms: float | None  # when that audio began to play to the caller
-    barged_in: bool = False  # the caller talked over this turn's answer
-    truncated_at_ms: int | None = None  # where its answer was cut (audio_end_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptLine:
-    role: str  # "caller" or "assistant"
-    text: str
-    cut: bool = False  # an assistant turn the caller interrupted: text is what was heard
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    call_sid: str
-    stream_sid: str
-    from_number: str
-    to_number: str
-    profile: str | None
-    direction: str  # "inbound", "outbound" or "browser"
-    started_at: float  # unix time
-    ended_at: float
-    outcome: str  # short code: caller_hung_up, assistant_ended, transferred, time_limit, ...
-    end_reason: str  # the human-readable reason
-    model: str
-    turns: tuple[TurnTiming, ...]
-    barge_ins: int
-    reconnects: int
-    tokens: dict[str, int]  # text_in, text_cached, audio_in, ..., transcription
-    cost_usd: float | None
-    transcript: tuple[TranscriptLine, ...]
-    final_status: str | None = None  # Twilio's status callback (completed, busy, ...)
-    duration_s: int | None = None  # Twilio's CallDuration
-
-    @property
-    def duration_ms(self) -> float:
-        # Wall clocks can step backwards mid-call; a negative length means nothing to a reader.
-        return max(0.0, (self.ended_at - self.started_at) * 1000.0)
-
-
-@dataclass(frozen=True, slots=True)
-class CallSummary:
-    """One row of the console's list of calls."""
-
-    call_sid: str
-    from_number: str
-    to_number: str
-    profile: str | None
-    direction: str
-    started_at: float
-    ended_at: float
-    outcome: str
-    turns: int
-    barge_ins: int
-    cost_usd: float | None
-    model: str = ""  # whose cost it is: the local echo agent's calls cost nothing
 
 
 class CallStore(Protocol):
@@ -113,7 +47,7 @@ class CallStore(Protocol):
 
     async def search(
         self, text: str | None = None, limit: int = 50, offset: int = 0
-    ) -> list[CallSummary]:
+    ) -> list[CallListing]:
         """Newest first. `text` is a case-insensitive substring of the call sid, either
         number, the profile, the outcome or the transcript; None or blank lists all."""
 
@@ -375,6 +309,19 @@ def records_file_problem(path: str) -> str | None:
     return None
 
 
+def call_db_problems(path: str | None) -> list[str]:
+    """`serve`'s check of CALL_DB_PATH: the operator asked for records, so a file that
+    cannot hold them stops the start rather than a call going unrecorded with only a log
+    line to say so."""
+    problem = records_file_problem(path) if path is not None else None
+    if problem is None:
+        return []
+    return [
+        f"CALL_DB_PATH: {problem}; fix that, or set CALL_DB_PATH= (empty) to run without "
+        "call records"
+    ]
+
+
 # ---------------------------------------------------------------------------- store
 
 
@@ -478,7 +425,7 @@ class SQLiteCallStore:
 
     async def search(
         self, text: str | None = None, limit: int = 50, offset: int = 0
-    ) -> list[CallSummary]:
+    ) -> list[CallListing]:
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
         needle = text.strip() if text else ""
@@ -610,7 +557,7 @@ class SQLiteCallStore:
             duration_s=duration_s,
         )
 
-    def _search_sync(self, needle: str, limit: int, offset: int) -> list[CallSummary]:
+    def _search_sync(self, needle: str, limit: int, offset: int) -> list[CallListing]:
         where = f"WHERE {_SEARCH_WHERE}" if needle else ""
         # call_sid breaks ties in started_at so pages neither repeat nor skip a call.
         rows = (
@@ -622,7 +569,7 @@ class SQLiteCallStore:
             )
             .fetchall()
         )
-        return [CallSummary(*row) for row in rows]
+        return [CallListing(*row) for row in rows]
 
     def _record_status_sync(self, call_sid: str, status: str, duration_s: int | None) -> None:
         conn = self._connection()
