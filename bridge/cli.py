@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
 from bridge.arguments import OneLineErrorParser, listen_problem, port_number
@@ -102,7 +103,7 @@ def _call(args: argparse.Namespace, twilio_http: HttpClient | None) -> int:
     return 0
 
 
-def _run_twilio(coroutine, refusal: type[Exception], doing: str):  # type: ignore[no-untyped-def]
+def _run_twilio(coroutine: Coroutine[Any, Any, Any], refusal: type[Exception], doing: str) -> Any:
     """Run a REST coroutine; Twilio's and our refusals become one line each and exit code 2."""
     from twilio.base.exceptions import TwilioRestException
 

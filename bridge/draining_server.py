@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -53,11 +54,11 @@ class DrainingServer(uvicorn.Server):
         self._drain: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets=None) -> None:  # type: ignore[no-untyped-def, override]
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
-    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def, override]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         # What exists once started (the app, its libraries: ~75,000 objects) lives as long
         # as the process. Left to the collector, each full collection walks it all (~30 ms

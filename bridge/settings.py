@@ -564,7 +564,7 @@ def load_settings(*, checks: Iterable[SettingsCheck] = (), **overrides: object) 
     `checks`' included (what only one command needs: `serve`'s records file)."""
     checks = list(checks)
     try:
-        settings = Settings(**overrides)
+        settings = Settings(**overrides)  # type: ignore[arg-type]  # pydantic checks them
     except ValidationError as exc:
         problems = _problems(exc)
         failed = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}

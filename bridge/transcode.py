@@ -131,7 +131,7 @@ class CallerToBackend:
         self._fmt = AudioFormat(fmt)
         # The last 23 input samples (zeros before the call starts): what a 24-tap phase
         # filter needs from before the chunk so chunk boundaries add no discontinuity.
-        self._history = np.zeros(UP_TAPS_PER_PHASE - 1)
+        self._history: np.ndarray = np.zeros(UP_TAPS_PER_PHASE - 1)
 
     def convert(self, mulaw: bytes) -> bytes:
         """Convert a chunk: PCMU unchanged, PCMA 1 byte per byte, PCM16 exactly 6 bytes per byte."""
@@ -168,7 +168,7 @@ class BackendToCaller:
         """Forget history, decimation phase and any carried byte (after a barge-in `clear`)."""
         # 93 zeros stand for the samples before the stream: the first output's 96-sample
         # window then ends at input sample 2, so n input samples always give n // 3 outputs.
-        self._pending = np.zeros(DOWN_TAPS - _RATIO)
+        self._pending: np.ndarray = np.zeros(DOWN_TAPS - _RATIO)
         self._carry = b""
 
     def convert(self, data: bytes) -> bytes:

@@ -143,7 +143,8 @@ class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         if self.response.status_code == 101:
             # The app's task has been created but has not run yet: it sees the lane.
-            self.scope["extensions"][DIRECT_LANE] = DirectLane(self)
+            extensions: Any = self.scope["extensions"]
+            extensions[DIRECT_LANE] = DirectLane(self)
 
     def data_received(self, data: bytes) -> None:
         self._incoming.feed(data)
@@ -165,7 +166,8 @@ class MediaWebSocketProtocol(WebSocketsSansIOProtocol):
     def divert_messages(self, receiver: Receiver) -> None:
         """From now on, data messages go to `receiver` as they are read; messages the app
         has not read yet go first, in order. Disconnects still reach ASGI's receive()."""
-        waiting, others = [], []
+        waiting: list[Any] = []
+        others: list[Any] = []
         while not self.queue.empty():
             message = self.queue.get_nowait()
             (waiting if message["type"] == "websocket.receive" else others).append(message)

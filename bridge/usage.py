@@ -198,7 +198,7 @@ def _parse_entry(raw_name: str, name: str, entry: object, origin: str) -> ModelP
     where = f"{origin}model {raw_name!r}"
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: prices must be a JSON object, got {_kind(entry)}")
-    values: dict[str, float | None] = {}
+    values: dict[str, Any] = {}  # floats, and per_minute may be None
     for key, value in entry.items():
         if key not in _ALL_FIELDS:
             raise ValueError(f"{where}: unknown field {key!r} (allowed: {', '.join(_ALL_FIELDS)})")
@@ -224,7 +224,7 @@ def _parse_entry(raw_name: str, name: str, entry: object, origin: str) -> ModelP
             f"{where}: not a default model, so it needs all six token prices; "
             f"missing {', '.join(missing)}"
         )
-    return ModelPrices(**values)  # type: ignore[arg-type]  # all six present, checked above
+    return ModelPrices(**values)  # all six present, checked above
 
 
 def _kind(value: object) -> str:

@@ -242,11 +242,11 @@ class Console:
             # The browser's urlencoded form; parsed like Twilio's webhooks.
             fields = await parse_form(await read_body(request, MAX_FORM_BYTES))
         except RequestRefused as refused:
-            page = self._page(
+            refusal = self._page(
                 pages.message_page("Log in", "That form is too big or too slow."), refused.status
             )
-            page.headers["Connection"] = "close"  # the rest of it is not received
-            return page
+            refusal.headers["Connection"] = "close"  # the rest of it is not received
+            return refusal
         next_path = self._safe_next(fields.get("next"))
         sessions, password = self.sessions, fields.get("password", "")
         right = await self.throttle.check(client, lambda: sessions.password_matches(password))

@@ -29,6 +29,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from bridge.audio import MULAW_BYTES_PER_MS
 from bridge.core import events as ev
@@ -95,7 +96,8 @@ DTMF_CHUNK_MS = 200
 
 log = logging.getLogger("bridge.call")
 
-Handler = Callable[[ev.Event, float], list[Action]]
+# Each handler takes the one event type it is registered for (dispatch checks the type).
+Handler = Callable[[Any, float], list[Action]]
 
 
 def decoded_length(b64: str) -> int:
@@ -154,35 +156,35 @@ class Call:
             log, {"call_sid": "-"}
         )
         handlers: dict[type, Handler] = {
-            ev.StreamStarted: self._on_start,  # type: ignore[dict-item]
+            ev.StreamStarted: self._on_start,
             ev.StreamConnected: self._on_counted_message,
-            ev.CallerAudio: self._on_caller_audio,  # type: ignore[dict-item]
-            ev.MarkPlayed: self._on_mark,  # type: ignore[dict-item]
-            ev.KeyPressed: self._on_key,  # type: ignore[dict-item]
-            ev.StreamStopped: self._on_stop,  # type: ignore[dict-item]
-            ev.TwilioMessageInvalid: self._on_invalid_twilio_message,  # type: ignore[dict-item]
-            ev.SessionCreated: self._on_session_created,  # type: ignore[dict-item]
-            ev.SessionUpdated: self._on_session_updated,  # type: ignore[dict-item]
+            ev.CallerAudio: self._on_caller_audio,
+            ev.MarkPlayed: self._on_mark,
+            ev.KeyPressed: self._on_key,
+            ev.StreamStopped: self._on_stop,
+            ev.TwilioMessageInvalid: self._on_invalid_twilio_message,
+            ev.SessionCreated: self._on_session_created,
+            ev.SessionUpdated: self._on_session_updated,
             ev.SpeechStarted: self._on_speech_started,
-            ev.SpeechStopped: self._on_speech_stopped,  # type: ignore[dict-item]
-            ev.InputCommitted: self._on_input_committed,  # type: ignore[dict-item]
-            ev.CallerTranscribed: self._on_caller_transcribed,  # type: ignore[dict-item]
-            ev.AssistantTranscribed: self._on_assistant_transcribed,  # type: ignore[dict-item]
-            ev.ResponseCreated: self._on_response_created,  # type: ignore[dict-item]
-            ev.AudioDelta: self._on_audio_delta,  # type: ignore[dict-item]
-            ev.AudioDone: self._on_audio_done,  # type: ignore[dict-item]
-            ev.ResponseDone: self._on_response_done,  # type: ignore[dict-item]
-            ev.FunctionCallRequested: self._on_function_call,  # type: ignore[dict-item]
-            ev.BackendError: self._on_backend_error,  # type: ignore[dict-item]
-            ev.ItemTruncated: self._on_item_truncated,  # type: ignore[dict-item]
-            ev.BackendEventInvalid: self._on_invalid_backend_event,  # type: ignore[dict-item]
-            ev.TwilioClosed: self._on_twilio_closed,  # type: ignore[dict-item]
+            ev.SpeechStopped: self._on_speech_stopped,
+            ev.InputCommitted: self._on_input_committed,
+            ev.CallerTranscribed: self._on_caller_transcribed,
+            ev.AssistantTranscribed: self._on_assistant_transcribed,
+            ev.ResponseCreated: self._on_response_created,
+            ev.AudioDelta: self._on_audio_delta,
+            ev.AudioDone: self._on_audio_done,
+            ev.ResponseDone: self._on_response_done,
+            ev.FunctionCallRequested: self._on_function_call,
+            ev.BackendError: self._on_backend_error,
+            ev.ItemTruncated: self._on_item_truncated,
+            ev.BackendEventInvalid: self._on_invalid_backend_event,
+            ev.TwilioClosed: self._on_twilio_closed,
             ev.BackendOpened: self._on_backend_opened,
-            ev.BackendClosed: self._on_backend_closed,  # type: ignore[dict-item]
+            ev.BackendClosed: self._on_backend_closed,
             ev.BackendFellBehind: self._on_backend_fell_behind,
-            ev.ToolFinished: self._on_tool_finished,  # type: ignore[dict-item]
+            ev.ToolFinished: self._on_tool_finished,
             ev.Tick: self._on_tick,
-            ev.ShutdownRequested: self._on_shutdown,  # type: ignore[dict-item]
+            ev.ShutdownRequested: self._on_shutdown,
         }
         # Per phase, the handlers of the events it hears (the table in bridge.core.phases).
         self._handlers = {phase: {kind: handlers[kind] for kind in HEARS[phase]} for phase in Phase}
@@ -544,6 +546,11 @@ class Call:
             return []
         audio = delta.audio
         if self._to_caller is None:
+            # Spliced into Twilio's message as it came: only base64 may be, or a backend
+            # could write Twilio a message of its own (a `"` ends the payload's string).
+            if not self._guard.valid_audio(audio):
+                self._note_once("bad-delta", "dropped model audio that is not valid base64")
+                return []
             size = decoded_length(audio)
         else:
             try:
@@ -567,7 +574,7 @@ class Call:
         latency = self._turns.answer_sent(response_id, mark, now)
         if latency is not None and self._observer is not None:
             self._observer.turn_answered(latency)
-        # Realtime's base64 alphabet needs no escaping: the codec splices it in as is.
+        # Checked (or made) base64 above, which needs no escaping: the codec splices it in.
         return [PlayAudio(audio, mark)]
 
     def _on_audio_done(self, done: ev.AudioDone, now: float) -> list[Action]:
@@ -790,6 +797,9 @@ class Call:
         if not call_id:
             self._note_once("bad-function-call", "ignored a function call without a call_id")
             return []
+        if call_id in self._tools.seen:
+            return []  # told of twice (its arguments done, then its item done): one call
+        self._tools.seen.add(call_id)
         response_id = call.response_id or self._responses.active
         if self._last_words is not None:
             # The call is ending: nothing more is done, but the model's call is answered.
@@ -912,10 +922,8 @@ class Call:
             if is_keypad_item(turn.item_id):
                 # Keys may be a PIN or a card number: the record says that keys were pressed.
                 text = f"(pressed {len(keys_in(text))} keys)"
-            cut = turn.heard_ms is not None and bool(turn.sent_ms) and turn.heard_ms < turn.sent_ms
-            lines.append(
-                TranscriptLine("caller" if turn.role == "user" else "assistant", text, cut)
-            )
+            role = "caller" if turn.role == "user" else "assistant"
+            lines.append(TranscriptLine(role, text, turn.cut))
         return tuple(lines)
 
     def _note_once(self, key: str, message: str, *args: object) -> None:

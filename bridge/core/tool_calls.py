@@ -49,7 +49,7 @@ def _argument(arguments: str, name: str) -> object:
 
 
 class ToolCalls:
-    __slots__ = ("_builtins", "_operator_tools", "orphaned", "running", "session_tools")
+    __slots__ = ("_builtins", "_operator_tools", "orphaned", "running", "seen", "session_tools")
 
     def __init__(self, config: CallConfig) -> None:
         self._operator_tools = {str(spec.get("name")) for spec in config.tools}
@@ -63,6 +63,7 @@ class ToolCalls:
         self._builtins = {spec["name"] for spec in builtins}
         # What the session is told it may call.
         self.session_tools: tuple[dict[str, Any], ...] = (*builtins, *config.tools)
+        self.seen: set[str] = set()  # every call_id taken: a call is carried out once
         self.running: set[str] = set()  # call_ids of the operator's tools at work
         # ... of tools called by a session since lost: their results reach the new one as
         # messages (it does not know those call_ids).

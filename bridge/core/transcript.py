@@ -23,6 +23,16 @@ class Turn:
     heard_ms: int | None = None  # set when an assistant turn was cut short
     sent_ms: float | None = None
 
+    @property
+    def cut(self) -> bool:
+        """An assistant turn the caller heard only in part."""
+        return (
+            self.heard_ms is not None
+            and self.sent_ms is not None
+            and self.sent_ms > 0
+            and self.heard_ms < self.sent_ms
+        )
+
     def heard_text(self) -> str | None:
         """The text as the caller heard it: an interrupted answer is cut in proportion to
         the audio heard, back to a word boundary."""

@@ -5,7 +5,7 @@ integration tests. It speaks both the GA and the beta dialect of the OpenAI Real
 makes function calls when a test plans them (``AgentOptions.function_calls``).
 """
 
-from .options import AgentOptions, FunctionCallPlan
+from .agent_options import AgentOptions, FunctionCallPlan
 from .responder import AgentResponse
 from .server import LocalAgent, run_agent
 from .session import AgentSession

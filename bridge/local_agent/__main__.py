@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from bridge.arguments import (
     OneLineErrorParser,
@@ -21,7 +22,7 @@ from bridge.arguments import (
     positive_int,
 )
 
-from .options import AgentOptions, FunctionCallPlan
+from .agent_options import AgentOptions, FunctionCallPlan
 from .server import REALTIME_PATH, run_agent
 
 
@@ -44,14 +45,15 @@ def parse_function_call(spec: str, speak_first: bool = True) -> tuple[int, Funct
     parts = spec.split(":", 2)
     if len(parts) < 2 or not parts[0].strip().isdigit() or not parts[1]:
         raise ValueError(f"expected N:NAME or N:NAME:JSON, got {spec!r}")
-    arguments: object = {}
+    arguments: dict[str, Any] = {}
     if len(parts) == 3 and parts[2].strip():
         try:
-            arguments = json.loads(parts[2])
+            parsed = json.loads(parts[2])
         except json.JSONDecodeError as exc:
             raise ValueError(f"arguments of {spec!r} are not JSON: {exc}") from None
-        if not isinstance(arguments, dict):
+        if not isinstance(parsed, dict):
             raise ValueError(f"arguments of {spec!r} must be a JSON object")
+        arguments = parsed
     index = int(parts[0])
     if index < 1:
         raise ValueError(f"response numbers start at 1, got {index}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import formats
-from .events import (
+from .server_events import (
     BETA,
     GA,
     RealtimeError,

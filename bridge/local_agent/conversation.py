@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import formats
-from .events import BETA
+from .server_events import BETA
 
 
 @dataclass
@@ -36,9 +36,9 @@ class Item:
 
     def render(self, dialect: str, *, with_content: bool = True) -> dict[str, Any]:
         if self.client_item is not None:
-            item = copy.deepcopy(self.client_item)
-            item.update(id=self.id, object="realtime.item", status=self.status)
-            return item
+            given = copy.deepcopy(self.client_item)
+            given.update(id=self.id, object="realtime.item", status=self.status)
+            return given
         if self.type == "function_call":
             return {
                 "id": self.id,

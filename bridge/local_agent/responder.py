@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from . import formats
 from .conversation import Item
-from .events import BETA, GA, new_id
+from .server_events import BETA, GA, new_id
 
 if TYPE_CHECKING:
     from .session import AgentSession

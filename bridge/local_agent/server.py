@@ -11,7 +11,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .options import AgentOptions
+from .agent_options import AgentOptions
 from .session import AgentSession
 
 log = logging.getLogger(__name__)

@@ -24,11 +24,10 @@ from websockets.protocol import State
 
 from bridge.audio import synthetic_speech_mulaw
 
-from . import events, formats
+from . import formats, server_events
+from .agent_options import AgentOptions, FunctionCallPlan
 from .config import SessionConfig, VadSettings, function_names
 from .conversation import Conversation, Item
-from .events import BETA, GA, RealtimeError, new_id
-from .options import AgentOptions, FunctionCallPlan
 from .responder import (
     CHARS_PER_TEXT_TOKEN,
     IN_AUDIO_TOKENS_PER_S,
@@ -38,6 +37,7 @@ from .responder import (
     PlannedItem,
     ResponseRun,
 )
+from .server_events import BETA, GA, RealtimeError, new_id
 from .vad import FRAME_MS, EnergyVad
 
 log = logging.getLogger(__name__)
@@ -257,13 +257,13 @@ class AgentSession:
         log.info("local agent session %s hit its maximum duration", self.session_id)
         if self._active is not None:
             await self._active.abort("session_expired")
-        error = events.session_expired(limit_s)
+        error = server_events.session_expired(limit_s)
         await self._send_error(error, None)
         await self._conn.close(1001, error.message)
 
     async def emit(self, name: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """Send one server event under its logical (GA) name; None if the dialect lacks it."""
-        wire = events.wire_name(self.dialect, name)
+        wire = server_events.wire_name(self.dialect, name)
         if wire is None:
             return None
         event = {"type": wire, "event_id": new_id("event"), **fields}
@@ -278,15 +278,15 @@ class AgentSession:
 
     async def _dispatch(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
-            await self._send_error(events.binary_frame(), None)
+            await self._send_error(server_events.binary_frame(), None)
             return
         try:
             event = orjson.loads(message)
         except orjson.JSONDecodeError:
-            await self._send_error(events.invalid_json(), None)
+            await self._send_error(server_events.invalid_json(), None)
             return
         if not isinstance(event, dict):
-            await self._send_error(events.invalid_type("event", "an object"), None)
+            await self._send_error(server_events.invalid_type("event", "an object"), None)
             return
         kind = event.get("type")
         if kind == "input_audio_buffer.append":
@@ -296,10 +296,10 @@ class AgentSession:
         client_event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         try:
             if kind is None:
-                raise events.missing_parameter("type")
+                raise server_events.missing_parameter("type")
             handler = self._handlers.get(kind) if isinstance(kind, str) else None
             if handler is None:
-                raise events.unknown_event(kind)
+                raise server_events.unknown_event(kind)
             await handler(event)
         except RealtimeError as error:
             await self._send_error(error, client_event_id)
@@ -308,7 +308,7 @@ class AgentSession:
         except Exception:
             # A bug here must not take the session (or the server) down with it.
             log.exception("session %s: failed to handle %s", self.session_id, kind)
-            await self._send_error(events.server_error(), client_event_id)
+            await self._send_error(server_events.server_error(), client_event_id)
 
     # --- hooks used by ResponseRun ------------------------------------------------------
 
@@ -348,7 +348,7 @@ class AgentSession:
 
     async def _on_session_update(self, event: dict[str, Any]) -> None:
         if "session" not in event:
-            raise events.missing_parameter("session")
+            raise server_events.missing_parameter("session")
         old = self.config
         self.config = old.updated(self.dialect, event["session"], self._assistant_audio)
         if self.config.input_format != old.input_format:
@@ -366,13 +366,13 @@ class AgentSession:
     async def _on_append(self, event: dict[str, Any]) -> None:
         audio = event.get("audio")
         if audio is None:
-            raise events.missing_parameter("audio")
+            raise server_events.missing_parameter("audio")
         if not isinstance(audio, str):
-            raise events.invalid_type("audio", "a string")
+            raise server_events.invalid_type("audio", "a string")
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
-            raise events.invalid_audio() from None
+            raise server_events.invalid_audio() from None
         self.input_audio += data
         self._buffer += data
         settings = self.config.vad()
@@ -489,7 +489,7 @@ class AgentSession:
     async def _on_commit(self, event: dict[str, Any]) -> None:
         bpm = formats.bytes_per_ms(self.config.input_format)
         if len(self._buffer) < MIN_COMMIT_MS * bpm:
-            raise events.commit_empty(len(self._buffer) / bpm)
+            raise server_events.commit_empty(len(self._buffer) / bpm)
         item_id = self._speech_item_id or new_id("item")
         self._reset_vad()
         await self._commit(0, len(self._buffer), item_id)
@@ -503,23 +503,25 @@ class AgentSession:
     async def _on_item_create(self, event: dict[str, Any]) -> None:
         raw = event.get("item")
         if raw is None:
-            raise events.missing_parameter("item")
+            raise server_events.missing_parameter("item")
         if not isinstance(raw, dict):
-            raise events.invalid_type("item", "an object")
+            raise server_events.invalid_type("item", "an object")
         kind = raw.get("type")
         if kind is None:
-            raise events.missing_parameter("item.type")
+            raise server_events.missing_parameter("item.type")
         kinds = ("message", "function_call", "function_call_output")
         if kind not in kinds:
-            raise events.invalid_value(kind, kinds, "item.type")
+            raise server_events.invalid_value(kind, kinds, "item.type")
         role = raw.get("role")
         if kind == "message":
             if role is None:
-                raise events.missing_parameter("item.role")
+                raise server_events.missing_parameter("item.role")
             if role not in ("user", "assistant", "system"):
-                raise events.invalid_value(role, ("user", "assistant", "system"), "item.role")
+                raise server_events.invalid_value(
+                    role, ("user", "assistant", "system"), "item.role"
+                )
             if not isinstance(raw.get("content"), list):
-                raise events.missing_parameter("item.content")
+                raise server_events.missing_parameter("item.content")
             self._check_content(role, raw["content"])
         call: Item | None = None
         if kind == "function_call":
@@ -539,7 +541,7 @@ class AgentSession:
         if kind == "message":
             texts = [p["text"] for p in raw["content"] if p["type"] in _TEXT_PART_TYPES]
             if texts:
-                self.conversation_texts.append((role, " ".join(texts)))
+                self.conversation_texts.append((str(role), " ".join(texts)))
         if call is not None:
             self.function_outputs.append(
                 {"call_id": call.call_id, "name": call.name, "output": raw["output"]}
@@ -555,27 +557,27 @@ class AgentSession:
     def _check_function_call(raw: dict[str, Any]) -> None:
         """A client-made function_call item (a conversation restored after a reconnect)."""
         if "name" not in raw:
-            raise events.missing_parameter("item.name")
+            raise server_events.missing_parameter("item.name")
         for key in ("name", "call_id", "arguments"):
             if key in raw and not isinstance(raw[key], str):
-                raise events.invalid_type(f"item.{key}", "a string")
+                raise server_events.invalid_type(f"item.{key}", "a string")
 
     def _check_function_call_output(self, raw: dict[str, Any]) -> Item:
         """The function_call item this output answers; the service's errors otherwise."""
         call_id = raw.get("call_id")
         if call_id is None:
-            raise events.missing_parameter("item.call_id")
+            raise server_events.missing_parameter("item.call_id")
         if not isinstance(call_id, str):
-            raise events.invalid_type("item.call_id", "a string")
+            raise server_events.invalid_type("item.call_id", "a string")
         if "output" not in raw:
-            raise events.missing_parameter("item.output")
+            raise server_events.missing_parameter("item.output")
         if not isinstance(raw["output"], str):
-            raise events.invalid_type("item.output", "a string")
+            raise server_events.invalid_type("item.output", "a string")
         # Any function_call item still in the conversation will do, the agent's own or one
         # a client restored, as on the service.
         call = self.conversation.function_call(call_id)
         if call is None:
-            raise events.unknown_call_id(call_id)
+            raise server_events.unknown_call_id(call_id)
         return call
 
     def _check_content(self, role: str, content: list[Any]) -> None:
@@ -583,19 +585,19 @@ class AgentSession:
         for index, part in enumerate(content):
             param = f"item.content[{index}]"
             if not isinstance(part, dict):
-                raise events.invalid_type(param, "an object")
+                raise server_events.invalid_type(param, "an object")
             part_type = part.get("type")
             if part_type is None:
-                raise events.missing_parameter(f"{param}.type")
+                raise server_events.missing_parameter(f"{param}.type")
             if part_type not in accepted:
                 if len(named) == 1:
-                    raise events.content_type_must_be(part_type, named[0], f"{param}.type")
-                raise events.invalid_value(part_type, named, f"{param}.type")
+                    raise server_events.content_type_must_be(part_type, named[0], f"{param}.type")
+                raise server_events.invalid_value(part_type, named, f"{param}.type")
             if part_type in _TEXT_PART_TYPES:
                 if "text" not in part:
-                    raise events.missing_parameter(f"{param}.text")
+                    raise server_events.missing_parameter(f"{param}.text")
                 if not isinstance(part["text"], str):
-                    raise events.invalid_type(f"{param}.text", "a string")
+                    raise server_events.invalid_type(f"{param}.text", "a string")
 
     async def _on_truncate(self, event: dict[str, Any]) -> None:
         item_id = event.get("item_id")
@@ -625,11 +627,11 @@ class AgentSession:
 
     def _check_truncate(self, item_id: object, content_index: object, audio_end_ms: object) -> Item:
         if item_id is None:
-            raise events.missing_parameter("item_id")
+            raise server_events.missing_parameter("item_id")
         if audio_end_ms is None:
-            raise events.missing_parameter("audio_end_ms")
+            raise server_events.missing_parameter("audio_end_ms")
         if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int):
-            raise events.invalid_type("audio_end_ms", "an integer")
+            raise server_events.invalid_type("audio_end_ms", "an integer")
         if audio_end_ms < 0:
             raise RealtimeError(
                 "Invalid 'audio_end_ms': integer below minimum value. Expected a value >= 0, "
@@ -639,9 +641,9 @@ class AgentSession:
             )
         item = self.conversation.get(item_id)
         if item is None:
-            raise events.truncate_item_not_found(item_id)
+            raise server_events.truncate_item_not_found(item_id)
         if not item.is_assistant_audio or not item.audio:
-            raise events.truncate_not_audio()
+            raise server_events.truncate_not_audio()
         if content_index != 0:
             raise RealtimeError(
                 f"Invalid 'content_index': item '{item_id}' has no content part at index "
@@ -650,13 +652,13 @@ class AgentSession:
                 "content_index",
             )
         if audio_end_ms > item.audio_ms:
-            raise events.truncate_too_long(item.audio_ms, audio_end_ms)
+            raise server_events.truncate_too_long(item.audio_ms, audio_end_ms)
         return item
 
     async def _on_item_delete(self, event: dict[str, Any]) -> None:
         item_id = event.get("item_id")
         if item_id not in self.conversation:
-            raise events.item_missing("deleting", item_id, "item_delete_invalid_item_id")
+            raise server_events.item_missing("deleting", item_id, "item_delete_invalid_item_id")
         assert isinstance(item_id, str)
         self.conversation.delete(item_id)
         if self._pending_audio_item == item_id:
@@ -666,7 +668,7 @@ class AgentSession:
     async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
         item = self.conversation.get(event.get("item_id"))
         if item is None:
-            raise events.item_missing(
+            raise server_events.item_missing(
                 "retrieving", event.get("item_id"), "item_retrieve_invalid_item_id"
             )
         await self.emit("conversation.item.retrieved", {"item": item.render(self.dialect)})
@@ -675,10 +677,10 @@ class AgentSession:
 
     async def _on_response_create(self, event: dict[str, Any]) -> None:
         if self._active is not None:
-            raise events.active_response(self._active.response_id)
+            raise server_events.active_response(self._active.response_id)
         params = event.get("response") or {}
         if not isinstance(params, dict):
-            raise events.invalid_type("response", "an object")
+            raise server_events.invalid_type("response", "an object")
         instructions = params.get("instructions")
         metadata = params.get("metadata")
         await self._start_response(
@@ -690,7 +692,7 @@ class AgentSession:
         active = self._active
         wanted = event.get("response_id")
         if active is None or (wanted is not None and wanted != active.response_id):
-            raise events.cancel_not_active()
+            raise server_events.cancel_not_active()
         await active.cancel("client_cancelled")
 
     async def _start_response(

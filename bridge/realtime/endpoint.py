@@ -134,11 +134,11 @@ class RealtimeConnection(ClientConnection):
         if self.response is None or event.opcode not in _DATA_OPCODES:
             super().process_event(event)  # the handshake, and control frames
         elif event.fin and not self._fragments:
-            self._message_checked(event.data, event.opcode is Opcode.TEXT)
+            self._message_checked(bytes(event.data), event.opcode is Opcode.TEXT)
         else:  # a fragmented message (the splitter leaves those to websockets)
             if not self._fragments:
                 self._fragments_text = event.opcode is Opcode.TEXT
-            self._fragments.append(event.data)
+            self._fragments.append(bytes(event.data))
             if event.fin:
                 message, self._fragments = b"".join(self._fragments), []
                 self._message_checked(message, self._fragments_text)

@@ -8,9 +8,9 @@ what the caller heard and when, and who ended the call.
 
 from bridge.simulator.caller import simulate_call
 from bridge.simulator.command import main
-from bridge.simulator.options import SimulatorError, SimulatorOptions
-from bridge.simulator.playback import Playback, parse_mark_name
+from bridge.simulator.playout import Playback, parse_mark_name
 from bridge.simulator.report import CallReport, HeardAudio, TurnReport, format_report
+from bridge.simulator.simulator_options import SimulatorError, SimulatorOptions
 from bridge.simulator.twiml_client import StreamTarget, parse_twiml
 
 __all__ = [

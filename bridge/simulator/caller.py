@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 from collections import Counter
@@ -24,10 +25,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from bridge.audio import write_mulaw_wav
-from bridge.simulator.options import SimulatorError, SimulatorOptions
-from bridge.simulator.playback import Playback
+from bridge.simulator.playout import Playback
 from bridge.simulator.report import CallReport, build_report
 from bridge.simulator.script import FRAME_MS, CallerScript, load_utterances
+from bridge.simulator.simulator_options import SimulatorError, SimulatorOptions
 from bridge.simulator.twiml_client import (
     SIGNATURE_HEADER,
     build_webhook_request,
@@ -201,12 +202,14 @@ class _Stream:
     async def _press_keys(self) -> None:
         # The script hands each key out once, so the line and the player can both ask.
         for digit in self.script.press_due_keys(self.now()):
-            await self._send(lambda seq, d=digit: dtmf_message(seq, self.stream_sid, d))
+            await self._send(
+                functools.partial(dtmf_message, stream_sid=self.stream_sid, digit=digit)
+            )
             self.digits_sent += 1
 
     async def _echo(self, names: list[str]) -> None:
         for name in names:
-            await self._send(lambda seq, name=name: mark_message(seq, self.stream_sid, name))
+            await self._send(functools.partial(mark_message, stream_sid=self.stream_sid, name=name))
             self.marks_echoed += 1
 
     def _end(self, reason: str | None = None) -> None:
@@ -292,8 +295,12 @@ class _Stream:
                     self._end("completed")
                     return
                 await self._send(
-                    lambda seq, k=k, frame=frame: media_message(
-                        seq, self.stream_sid, k + 1, k * FRAME_MS, frame
+                    functools.partial(
+                        media_message,
+                        stream_sid=self.stream_sid,
+                        chunk=k + 1,
+                        timestamp_ms=k * FRAME_MS,
+                        payload=frame,
                     )
                 )
                 self.frames_sent += 1

@@ -10,8 +10,8 @@ import sys
 
 from bridge.arguments import OneLineErrorParser
 from bridge.simulator.caller import simulate_call
-from bridge.simulator.options import SimulatorError, SimulatorOptions
 from bridge.simulator.report import format_report
+from bridge.simulator.simulator_options import SimulatorError, SimulatorOptions
 
 
 def keypad_entry(text: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from bridge.audio import MULAW_BYTES_PER_MS
-from bridge.simulator.playback import Playback, TruncationRecord
+from bridge.simulator.playout import Playback, TruncationRecord
 from bridge.simulator.script import GREETING, CallerScript, TurnState
 
 

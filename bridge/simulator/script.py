@@ -30,8 +30,8 @@ from bridge.audio import (
     rms_dbfs,
     synthetic_speech_mulaw,
 )
-from bridge.simulator.options import SimulatorError, SimulatorOptions
-from bridge.simulator.playback import Playback
+from bridge.simulator.playout import Playback
+from bridge.simulator.simulator_options import SimulatorError, SimulatorOptions
 
 FRAME_MS = TWILIO_FRAME_BYTES // MULAW_BYTES_PER_MS  # 20
 SPLIT_SILENCE_MS = 400

@@ -17,7 +17,7 @@ from http import HTTPStatus
 
 from twilio.request_validator import RequestValidator
 
-from bridge.simulator.options import SimulatorError
+from bridge.simulator.simulator_options import SimulatorError
 
 HTTP_TIMEOUT_S = 10.0
 SIGNATURE_HEADER = "X-Twilio-Signature"

@@ -102,7 +102,7 @@ class RealtimeCodec:
     _assistant_text = "output_text"
 
     def __init__(self) -> None:
-        self._decoders: dict[str, Callable[[dict[str, Any]], BackendEvent]] = {
+        self._decoders: dict[str, Callable[[dict[str, Any]], BackendEvent | None]] = {
             "input_audio_buffer.speech_started": lambda e: SpeechStarted(),
             "input_audio_buffer.speech_stopped": lambda e: SpeechStopped(
                 _number(e.get("audio_end_ms"))
@@ -114,6 +114,7 @@ class RealtimeCodec:
             "response.output_audio.done": lambda e: AudioDone(_text(e.get("item_id"))),
             "response.done": self._response_done,
             "response.function_call_arguments.done": self._function_call,
+            "response.output_item.done": self._finished_function_call,
             "session.created": lambda e: SessionCreated(self._model(e)),
             "session.updated": self._session_updated,
             "error": self._error,
@@ -184,14 +185,23 @@ class RealtimeCodec:
         )
 
     @staticmethod
-    def _function_call(event: dict[str, Any]) -> BackendEvent:
-        arguments = event.get("arguments")
-        return FunctionCallRequested(
-            _optional_text(event.get("call_id")),
-            str(event.get("name") or ""),
-            arguments if isinstance(arguments, str) else "{}",
-            _optional_text(event.get("response_id")),
-        )
+    def _function_call(event: dict[str, Any]) -> BackendEvent | None:
+        """The arguments are complete: the call, if this event names its function (beta's
+        schema has no `name` here, though its servers send one; without it, the call is
+        read from its item's response.output_item.done instead)."""
+        if not event.get("name"):
+            return None
+        return _function_call(event, event)
+
+    @staticmethod
+    def _finished_function_call(event: dict[str, Any]) -> BackendEvent | None:
+        """A response's output item is done: a function call, if it is one that completed
+        (an interrupted response's call is `incomplete`, and is not carried out). The core
+        takes each call_id once, whichever of the two events names it first."""
+        item = _dict(event.get("item"))
+        if item.get("type") != "function_call" or item.get("status", "completed") != "completed":
+            return None
+        return _function_call(item, event)
 
     @staticmethod
     def _error(event: dict[str, Any]) -> BackendEvent:
@@ -340,6 +350,18 @@ def codec_for(dialect: Dialect) -> RealtimeCodec:
 
 def _dumps(message: dict[str, Any]) -> str:
     return orjson.dumps(message).decode()
+
+
+def _function_call(call: dict[str, Any], event: dict[str, Any]) -> FunctionCallRequested:
+    """A function call from where it is described (`call`: call_id, name, arguments) in
+    one of the response's events."""
+    arguments = call.get("arguments")
+    return FunctionCallRequested(
+        _optional_text(call.get("call_id")),
+        str(call.get("name") or ""),
+        arguments if isinstance(arguments, str) else "{}",
+        _optional_text(event.get("response_id")),
+    )
 
 
 def _turn_detection(settings: SessionSettings) -> dict[str, Any]:

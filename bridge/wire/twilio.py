@@ -21,8 +21,9 @@ from bridge.core.events import (
     TwilioMessageInvalid,
 )
 
-# What the simulator and Twilio's debugger read in the marks the bridge sends.
-from bridge.core.playback import (  # noqa: F401  (re-exported: the wire's mark names)
+# What the simulator and Twilio's debugger read in the marks the bridge sends: the call
+# core names its marks (its ledger matches their echoes), the wire carries them.
+from bridge.core.playback import (
     TRUNCATION_MARK_PREFIX,
     ItemMark,
     TruncationMark,
@@ -30,6 +31,17 @@ from bridge.core.playback import (  # noqa: F401  (re-exported: the wire's mark 
     parse_mark_name,
     truncation_mark_name,
 )
+
+__all__ = [
+    "TRUNCATION_MARK_PREFIX",
+    "ItemMark",
+    "StreamWriter",
+    "TruncationMark",
+    "decode",
+    "mark_name",
+    "parse_mark_name",
+    "truncation_mark_name",
+]
 
 
 class _Invalid(ValueError):

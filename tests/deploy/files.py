@@ -25,12 +25,6 @@ K8S = DEPLOY / "k8s"
 RUNTIME_VARIABLES = re.compile(r"PATH|PYTHON[A-Z_]*|PIP_[A-Z_]+")
 
 
-def setting_names() -> set[str]:
-    """Every environment variable the bridge reads, as Settings names them."""
-    prefix = (Settings.model_config.get("env_prefix") or "").upper()
-    return {prefix + (f.alias or name).upper() for name, f in Settings.model_fields.items()}
-
-
 def secret_setting_names() -> set[str]:
     """The settings that hold secrets: those typed SecretStr."""
     return {

@@ -38,8 +38,8 @@ from tests.deploy.files import (
     is_dockerignored,
     parse_dockerfile,
     secret_setting_names,
-    setting_names,
 )
+from tests.helpers.settings_env import setting_names
 
 DEFAULT_PORT: int = Settings.model_fields["port"].default
 # The variables a deployment behind a public URL cannot do without.

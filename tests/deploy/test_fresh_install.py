@@ -34,8 +34,8 @@ from tests.deploy.files import (
     RUNTIME_VARIABLES,
     context_copies,
     parse_dockerfile,
-    setting_names,
 )
+from tests.helpers.settings_env import setting_names
 
 pytestmark = pytest.mark.integration
 

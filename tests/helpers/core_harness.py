@@ -14,7 +14,7 @@ from bridge.core.call import Call
 from bridge.core.call_config import CallConfig
 from bridge.core.last_words import GOODBYE_PURPOSE
 from bridge.core.opening import StreamOpening
-from bridge.core.summary import CallObserver
+from bridge.core.summary import CallObserver, CallSummary
 
 STREAM = "MZ00000000000000000000000000000001"
 CALL = "CA00000000000000000000000000000001"
@@ -83,12 +83,18 @@ class Stream:
 
 class CallHarness:
     """A started call whose first Realtime session has opened (at 0 s, not yet
-    configured: `session_updated` does that), and shorthands for what it hears."""
+    configured: `session_updated` does that), and shorthands for what it hears.
+    `fields`: the CallConfig's, when no `config` is given."""
 
-    def __init__(self, config: CallConfig | None = None, **fields: object) -> None:
+    def __init__(
+        self,
+        config: CallConfig | None = None,
+        observer: CallObserver | None = None,
+        **fields: object,
+    ) -> None:
         if config is None:
             config = CallConfig(**fields)  # type: ignore[arg-type]
-        self.stream = Stream(config)
+        self.stream = Stream(config, observer)
         self.played_marks: list[str] = []  # every mark sent after assistant audio
         assert kinds(self.stream.handle(start(), 0.0)) == ["OpenBackend"]
         self.opened = self.handle(ev.BackendOpened(), 0.0)
@@ -102,31 +108,40 @@ class CallHarness:
         self.played_marks += [a.mark for a in of(act.PlayAudio, actions)]
         return actions
 
+    def summary(self) -> CallSummary:
+        return self.call.summary()
+
     # --- the session ------------------------------------------------------------------------
 
-    def session_updated(self, interrupts_by_itself: bool = True, now: float = 0.0) -> list:
+    def session_updated(
+        self, interrupts_by_itself: bool = True, now: float = 0.0
+    ) -> list[act.Action]:
         return self.handle(ev.SessionUpdated(interrupts_by_itself=interrupts_by_itself), now)
 
-    def response_created(self, response_id: str, now: float, goodbye: bool = False) -> list:
+    def response_created(
+        self, response_id: str, now: float, goodbye: bool = False
+    ) -> list[act.Action]:
         purpose = GOODBYE_PURPOSE if goodbye else None
         return self.handle(ev.ResponseCreated(response_id, purpose), now)
 
-    def delta(self, response_id: str, item_id: str, size: int, now: float) -> list:
+    def delta(self, response_id: str, item_id: str, size: int, now: float) -> list[act.Action]:
         return self.handle(ev.AudioDelta(response_id, item_id, 0, audio(size)), now)
 
-    def audio_done(self, response_id: str, item_id: str, now: float) -> list:
+    def audio_done(self, response_id: str, item_id: str, now: float) -> list[act.Action]:
         return self.handle(ev.AudioDone(item_id), now)
 
-    def response_done(self, response_id: str, now: float, status: str = "completed") -> list:
+    def response_done(
+        self, response_id: str, now: float, status: str = "completed"
+    ) -> list[act.Action]:
         return self.handle(ev.ResponseDone(response_id, status), now)
 
-    def speech_started(self, now: float) -> list:
+    def speech_started(self, now: float) -> list[act.Action]:
         return self.handle(ev.SpeechStarted(), now)
 
-    def speech_stopped(self, now: float, audio_end_ms: float | None = None) -> list:
+    def speech_stopped(self, now: float, audio_end_ms: float | None = None) -> list[act.Action]:
         return self.handle(ev.SpeechStopped(audio_end_ms), now)
 
-    def caller_turn(self, item_id: str, transcript: str, now: float) -> list:
+    def caller_turn(self, item_id: str, transcript: str, now: float) -> list[act.Action]:
         """The caller said something: committed, transcribed."""
         return self.handle(ev.InputCommitted(item_id), now) + self.handle(
             ev.CallerTranscribed(item_id, transcript), now
@@ -134,25 +149,38 @@ class CallHarness:
 
     def function_call(
         self, call_id: str, name: str, arguments: str, response_id: str | None, now: float
-    ) -> list:
+    ) -> list[act.Action]:
         return self.handle(ev.FunctionCallRequested(call_id, name, arguments, response_id), now)
 
-    def backend_closed(self, why: str, now: float) -> list:
+    def backend_closed(self, why: str, now: float) -> list[act.Action]:
         return self.handle(ev.BackendClosed(why), now)
 
-    def backend_opened(self, now: float) -> list:
+    def backend_opened(self, now: float) -> list[act.Action]:
         return self.handle(ev.BackendOpened(), now)
 
     # --- Twilio's side ----------------------------------------------------------------------
 
-    def media(self, payload: str, now: float, stream_sid: str = STREAM) -> list:
+    def media(self, payload: str, now: float, stream_sid: str = STREAM) -> list[act.Action]:
         return self.handle(ev.CallerAudio(stream_sid, payload), now)
 
-    def echo(self, mark: str, now: float) -> list:
+    def echo(self, mark: str, now: float) -> list[act.Action]:
         return self.handle(ev.MarkPlayed(STREAM, mark), now)
 
-    def key(self, digit: str, now: float) -> list:
+    def key(self, digit: str, now: float) -> list[act.Action]:
         return self.handle(ev.KeyPressed(STREAM, digit), now)
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> list[act.Action]:
         return self.handle(ev.TICK, now)
+
+
+def configured_call(
+    config: CallConfig | None = None,
+    observer: CallObserver | None = None,
+    interrupts_by_itself: bool = True,
+    **fields: object,
+) -> CallHarness:
+    """A call whose first session is open and configured (at 0 s): the usual start of a
+    test of what happens once the caller and the assistant talk."""
+    h = CallHarness(config, observer, **fields)
+    h.session_updated(interrupts_by_itself)
+    return h

@@ -21,9 +21,9 @@ from websockets.exceptions import ConnectionClosed
 
 from bridge.local_agent import AgentSession
 from bridge.simulator import SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge, wait_until
-from tests.integration.test_calls import heard_bytes_by_item, model_audio_by_item
-from tests.integration.twilio_side import (
+from tests.helpers.heard_audio import heard_bytes_by_item, model_audio_by_item
+from tests.helpers.running_bridge import AUTH_TOKEN, RunningBridge, running_bridge, wait_until
+from tests.helpers.twilio_side import (
     STREAM_SID,
     answer_call,
     bridged_session,

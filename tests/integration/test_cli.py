@@ -15,16 +15,14 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.integration.harness import AUTH_TOKEN, running_bridge, wait_until
+from tests.helpers.running_bridge import AUTH_TOKEN, running_bridge, wait_until
+from tests.helpers.settings_env import without_settings
 
 pytestmark = pytest.mark.integration
 
-CREDENTIALS = ("OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "REALTIME_URL", "PUBLIC_URL", "PORT")
-
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
-    return {**env, **extra}
+    return without_settings(os.environ, **extra)
 
 
 def free_port() -> int:

@@ -21,7 +21,8 @@ from bridge.console.pages import HEARD_HINT
 from bridge.core.summary import TranscriptLine
 from bridge.records.model import CallRecord, TurnTiming
 from bridge.usage import LOCAL_AGENT_MODEL
-from tests.integration.harness import RunningBridge, running_bridge, stored_record, wait_until
+from tests.helpers.records import record
+from tests.helpers.running_bridge import RunningBridge, running_bridge, stored_record, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,40 +38,6 @@ async def log_in(http: httpx.AsyncClient) -> str:
 def use_cookie(http: httpx.AsyncClient, value: str) -> None:
     http.cookies.clear()
     http.cookies.set(COOKIE_NAME, value)
-
-
-def record(
-    call_sid: str = "CA" + "a" * 32,
-    *,
-    from_number: str = "+15550001111",
-    started_at: float | None = None,
-    transcript: tuple[TranscriptLine, ...] = (),
-    turns: tuple[TurnTiming, ...] = (),
-    model: str = "gpt-realtime",
-    cost_usd: float = 0.1234,
-) -> CallRecord:
-    started = time.time() - 120 if started_at is None else started_at
-    return CallRecord(
-        call_sid=call_sid,
-        stream_sid="MZ" + "b" * 32,
-        from_number=from_number,
-        to_number="+15550002222",
-        profile="support",
-        direction="inbound",
-        started_at=started,
-        ended_at=started + 65.2,
-        outcome="caller_hung_up",
-        end_reason="the caller hung up",
-        model=model,
-        turns=turns,
-        barge_ins=sum(t.barged_in for t in turns),
-        reconnects=0,
-        tokens={"audio_in": 1200, "audio_out": 3400, "text_in": 50, "transcription": 80},
-        cost_usd=cost_usd,
-        transcript=transcript,
-        final_status="completed",
-        duration_s=66,
-    )
 
 
 def visible_text(page: str) -> str:

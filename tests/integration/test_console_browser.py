@@ -25,7 +25,7 @@ import pytest
 
 from bridge.audio import float_to_pcm16, synthetic_speech
 from bridge.console.auth import COOKIE_NAME
-from tests.integration.harness import running_bridge, stored_record
+from tests.helpers.running_bridge import running_bridge, stored_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

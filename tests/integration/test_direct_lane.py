@@ -24,15 +24,15 @@ from bridge.settings import load_settings
 from bridge.simulator import SimulatorOptions, simulate_call
 from bridge.twilio_socket import AsgiTwilioLink, DirectTwilioLink
 from bridge.ws_frames import ClientFrames, server_text_frames
-from tests.integration.harness import (
+from tests.helpers.heard_audio import heard_bytes_by_item, model_audio_by_item
+from tests.helpers.running_bridge import (
     AUTH_TOKEN,
     RunningBridge,
     running_bridge,
     serve_app,
     wait_until,
 )
-from tests.integration.test_calls import heard_bytes_by_item, model_audio_by_item
-from tests.integration.twilio_side import (
+from tests.helpers.twilio_side import (
     STREAM_SID,
     answer_call,
     assert_call_fully_gone,
@@ -93,7 +93,7 @@ async def bridge_under_plain_uvicorn(ws: str) -> AsyncIterator[RunningBridge]:
 
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("tests.integration.harness.server_config", with_ws)
+            patch.setattr("tests.helpers.running_bridge.server_config", with_ws)
             async with serve_app(app, config, sock):
                 yield RunningBridge(base_url, app, config, agent)
     finally:

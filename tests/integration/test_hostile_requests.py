@@ -22,8 +22,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.harness import RunningBridge, running_bridge, stored_record
-from tests.integration.twilio_side import (
+from tests.helpers.running_bridge import RunningBridge, running_bridge, stored_record
+from tests.helpers.twilio_side import (
     CALL_SID,
     STREAM_SID,
     bridged_session,

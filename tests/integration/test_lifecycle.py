@@ -15,8 +15,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bridge.local_agent import LocalAgent
 from bridge.logs import configure_logging
 from bridge.simulator import SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, running_bridge, wait_until
-from tests.integration.twilio_side import (
+from tests.helpers.running_bridge import AUTH_TOKEN, running_bridge, wait_until
+from tests.helpers.twilio_side import (
     CALL_SID,
     STREAM_SID,
     answer_call,

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.local_agent import AgentOptions
 from bridge.records.store import SQLiteCallStore
 from bridge.simulator import SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, running_bridge, stored_record
+from tests.helpers.running_bridge import AUTH_TOKEN, running_bridge, stored_record
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from bridge import twilio_socket as media_socket
-from tests.integration.harness import RunningBridge, running_bridge, stored_record, wait_until
-from tests.integration.twilio_side import CALL_SID, answer_call, signed_headers, start_message
+from tests.helpers.running_bridge import RunningBridge, running_bridge, stored_record, wait_until
+from tests.helpers.twilio_side import CALL_SID, answer_call, signed_headers, start_message
 from twiml.answer import stream_url
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ import pytest
 from bridge.dtmf import detect_dtmf
 from bridge.local_agent import AgentOptions, AgentSession, FunctionCallPlan
 from bridge.simulator import CallReport
-from tests.integration.harness import RunningBridge, running_bridge
-from tests.integration.test_calls import heard_bytes_by_item
-from tests.integration.twilio_side import simulated_call
-from tests.twilio_rest_fake import RecordingTwilio
+from tests.helpers.heard_audio import heard_bytes_by_item
+from tests.helpers.running_bridge import RunningBridge, running_bridge
+from tests.helpers.twilio_rest_fake import RecordingTwilio
+from tests.helpers.twilio_side import simulated_call
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ async def test_a_tool_that_raises_or_times_out_is_an_error_to_the_model_not_the_
         3: FunctionCallPlan("dawdle", {}, speak_first=False),
     }
     async with running_bridge(
-        agent_calling(plans), tools_module="tests.integration.tools_for_tests", tool_timeout_s=5
+        agent_calling(plans), tools_module="tests.helpers.tools_for_tests", tool_timeout_s=5
     ) as bridge:
         report, session = await call(bridge, turns=2)
     assert report.completed and not report.closed_by_bridge
@@ -115,13 +115,13 @@ async def test_a_tool_that_raises_or_times_out_is_an_error_to_the_model_not_the_
 
 
 async def test_a_tool_still_running_when_the_caller_hangs_up_is_cancelled() -> None:
-    from tests.integration import tools_for_tests
+    from tests.helpers import tools_for_tests
 
     tools_for_tests.slow_lookup_started.clear()
     tools_for_tests.slow_lookup_cancelled.clear()
     plans = {1: FunctionCallPlan("slow_lookup", {}, speak_first=False)}
     async with running_bridge(
-        agent_calling(plans), tools_module="tests.integration.tools_for_tests"
+        agent_calling(plans), tools_module="tests.helpers.tools_for_tests"
     ) as bridge:
         # The caller gives up waiting for an answer after 2 s and hangs up.
         report, _ = await call(bridge, turns=1, turn_timeout_s=2)

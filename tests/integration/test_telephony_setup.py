@@ -13,15 +13,20 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from bridge.cli import main as cli_main
-from tests.integration.harness import AUTH_TOKEN, RunningBridge, running_bridge
-from tests.integration.test_console import record
-from tests.integration.twilio_side import (
+from tests.helpers.records import record
+from tests.helpers.running_bridge import AUTH_TOKEN, RunningBridge, running_bridge
+from tests.helpers.twilio_rest_fake import (
+    RecordingTwilio,
+    created_call,
+    incoming_number,
+    number_list,
+)
+from tests.helpers.twilio_side import (
     CALL_SID,
     assert_call_fully_gone,
     bridged_session,
     start_stream,
 )
-from tests.twilio_rest_fake import RecordingTwilio, created_call, incoming_number, number_list
 
 pytestmark = pytest.mark.integration
 
@@ -226,15 +231,8 @@ NUMBER_SID = "PN" + "3f" * 16
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def cli_env(no_settings_in_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The operator's environment for the command; nothing of this machine's leaks in."""
-    monkeypatch.chdir(tmp_path)  # no .env file
-    for name in (
-        "OPENAI_API_KEY", "REALTIME_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY",
-        "AZURE_OPENAI_DEPLOYMENT", "PROFILES_FILE", "TOOLS_MODULE", "MACHINE_MESSAGE",
-        "OPERATOR_TOKEN",
-    ):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
     monkeypatch.setenv("TWILIO_PHONE_NUMBER", OUR_NUMBER)

@@ -3,7 +3,6 @@ setting listed, with its default and a line saying what it is."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -18,14 +17,6 @@ ASSIGNMENT = re.compile(r"# ([A-Z][A-Z0-9_]*)=(.*)")
 
 def example_lines() -> list[str]:
     return (REPO / ".env.example").read_text().splitlines()
-
-
-@pytest.fixture
-def no_settings_in_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no .env; the default records file may be created here
-    for name in os.environ:
-        if name.upper() in SETTINGS:
-            monkeypatch.delenv(name)
 
 
 def test_the_example_lists_every_setting_once_each_with_a_comment_above() -> None:

@@ -8,7 +8,7 @@ stdlib audioop.ratecv (audioop-lts on 3.13+) and python-soxr's ResampleStream wh
 (`.venv/bin/pip install soxr`; it is not a runtime dependency). Quality is measured on the same
 signals for every row. Prints figures only; never asserts on wall-clock time.
 
-Run: .venv/bin/python bench/transcode.py
+Run: .venv/bin/python bench/resamplers.py
 """
 
 from __future__ import annotations

@@ -966,7 +966,7 @@ async def test_max_session_s_expires_like_the_service(make_agent: AgentFactory) 
 
 
 def test_session_expired_wording_for_service_limits() -> None:
-    from bridge.local_agent import events
+    from bridge.local_agent import server_events as events
 
     assert events.session_expired(3600).message == (
         "Your session hit the maximum duration of 60 minutes."
@@ -1193,7 +1193,7 @@ async def test_malformed_tools_are_refused_whole(
 
 def test_malformed_tool_messages_read_like_the_service() -> None:
     from bridge.local_agent.config import SessionConfig
-    from bridge.local_agent.events import RealtimeError
+    from bridge.local_agent.server_events import RealtimeError
 
     config = SessionConfig.initial("sess_1", "gpt-realtime", "ga")
 

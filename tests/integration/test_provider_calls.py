@@ -14,14 +14,14 @@ from websockets.exceptions import InvalidStatus
 from bridge.local_agent import AgentSession, LocalAgent
 from bridge.realtime.endpoint import RealtimeEndpoint, open_realtime
 from bridge.simulator import CallReport
-from tests.integration.harness import RunningBridge, running_bridge
-from tests.integration.test_calls import (
+from tests.helpers.heard_audio import (
     assert_truncations_match_what_was_heard,
     call_with_barge_in,
     heard_bytes_by_item,
     model_audio_by_item,
 )
-from tests.integration.twilio_side import simulated_call
+from tests.helpers.running_bridge import RunningBridge, running_bridge
+from tests.helpers.twilio_side import simulated_call
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

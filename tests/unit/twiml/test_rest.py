@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from tests.twilio_rest_fake import (
+from tests.helpers.twilio_rest_fake import (
     RecordingTwilio,
     created_call,
     incoming_number,

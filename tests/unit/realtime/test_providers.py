@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from bridge.call_runner import _describe
@@ -12,17 +10,11 @@ from bridge.realtime.providers import call_fields, endpoint_from_settings
 from bridge.settings import load_settings
 from bridge.transcode import AudioFormat
 from bridge.usage import LOCAL_AGENT_MODEL
-from tests.unit.settings_env import problems
-
-_PREFIXES = ("OPENAI_", "REALTIME_", "AZURE_OPENAI_", "TWILIO_", "ALLOW_UNSIGNED", "SESSION_")
+from tests.helpers.settings_env import problems
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.chdir(tmp_path)  # no .env file
-    for name in list(os.environ):
-        if name.upper().startswith(_PREFIXES):
-            monkeypatch.delenv(name)
+def clean_env(no_settings_in_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "twilio-token")
 
 

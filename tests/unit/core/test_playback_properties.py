@@ -1,7 +1,7 @@
 """Property: the core's truncation point is what a caller heard, whatever the pacing.
 
 The core is driven against the simulator's exact model of Twilio's playback (`Playback`):
-each mark echo reaches the core `latency` ms after playback reaches it, and the `clear`
+each mark echo reaches the core `latency` ms after playback reaches it, and the clear
 reaches Twilio `latency` ms after the core sends it. With no delay, the core must truncate
 each item at exactly the milliseconds heard (to the ms). With delay, it must never claim
 more than was heard (the server would keep words the caller never got) and lag by at most
@@ -12,14 +12,21 @@ and barge-in moments.
 from __future__ import annotations
 
 import base64
-import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.simulator.playback import Playback
-from tests.legacy.call_api import Call, SendToRealtime, SendToTwilio
-from tests.unit.test_call_core import start_message
+from bridge.core.actions import Action, ClearAudio, PlayAudio, SendMark, TruncateItem
+from bridge.core.events import (
+    AudioDelta,
+    AudioDone,
+    Event,
+    ResponseCreated,
+    ResponseDone,
+    SpeechStarted,
+)
+from bridge.simulator.playout import Playback
+from tests.helpers.core_harness import CallHarness, configured_call, of
 
 delta_plan = st.lists(
     st.tuples(
@@ -38,10 +45,8 @@ class Line:
     def __init__(self, latency: float) -> None:
         self.latency = latency
         self.echoes_in_flight: list[tuple[float, str]] = []
-        self.call = Call()
-        self.call.receive_twilio(start_message(), 0.0)
-        self.call.realtime_connected(0.0)
-        self.call.receive_realtime(json.dumps({"type": "session.updated", "session": {}}), 0.0)
+        # A session that does not cancel answers by itself: the core sends the cancel.
+        self.call: CallHarness = configured_call(interrupts_by_itself=False)
         self.twilio = Playback()
         self.sent: dict[str, int] = {}
 
@@ -54,30 +59,27 @@ class Line:
         self.twilio.advance(t)
         while self.echoes_in_flight and self.echoes_in_flight[0][0] <= t:
             arrival, name = self.echoes_in_flight.pop(0)
-            self.call.receive_twilio(mark_echo(name), arrival / 1000)
+            self.call.echo(name, arrival / 1000)
 
-    def to_twilio(self, actions: list, t: float) -> list[dict]:
-        messages = [json.loads(a.text) for a in actions if isinstance(a, SendToTwilio)]
-        for message in messages:
-            if message["event"] == "media":
-                self.twilio.push_audio(base64.b64decode(message["media"]["payload"]), t)
-            elif message["event"] == "mark":
-                echoed = self.twilio.push_mark(message["mark"]["name"], t)
+    def to_twilio(self, actions: list[Action], t: float) -> None:
+        """What the core sends Twilio's way reaches the Playback at once."""
+        for action in actions:
+            if isinstance(action, PlayAudio):
+                self.twilio.push_audio(base64.b64decode(action.payload), t)
+                echoed = self.twilio.push_mark(action.mark, t)
                 self.echoes_in_flight += [(t + self.latency, name) for name in echoed]
-            elif message["event"] == "clear":
+            elif isinstance(action, SendMark):
+                echoed = self.twilio.push_mark(action.name, t)
+                self.echoes_in_flight += [(t + self.latency, name) for name in echoed]
+            elif isinstance(action, ClearAudio):
                 # The caller hears on until the clear arrives; the echoes it causes are
                 # dropped here, as the core ignores them anyway.
                 self.twilio.clear(t + self.latency)
-        return messages
 
-    def server(self, event: dict, t: float) -> list:
-        actions = self.call.receive_realtime(json.dumps(event), t / 1000)
+    def server(self, event: Event, t: float) -> list[Action]:
+        actions = self.call.handle(event, t / 1000)
         self.to_twilio(actions, t)
         return actions
-
-
-def mark_echo(name: str) -> str:
-    return json.dumps({"event": "mark", "streamSid": "MZ" + "0" * 31 + "1", "mark": {"name": name}})
 
 
 @settings(max_examples=300, deadline=None)
@@ -91,31 +93,25 @@ def test_truncation_is_what_the_caller_heard(
     plan: list[tuple[int, float, bool]], barge_after: float, finish: bool, latency: float
 ) -> None:
     line = Line(latency)
-    line.server({"type": "response.created", "response": {"id": "r1"}}, 0.0)
+    line.server(ResponseCreated("r1"), 0.0)
     t, item = 0.0, 0
     for size, gap, new_item in plan:
         t += gap
         item += new_item
         line.run_until(t)
-        delta = base64.b64encode(bytes(size)).decode()
-        event = {"type": "response.output_audio.delta", "response_id": "r1", "delta": delta}
-        line.server({**event, "item_id": f"i{item}"}, t)
+        line.server(AudioDelta("r1", f"i{item}", 0, base64.b64encode(bytes(size)).decode()), t)
         line.sent[f"i{item}"] = line.sent.get(f"i{item}", 0) + size
     if finish:
         for i in sorted(line.sent):
-            line.server({"type": "response.output_audio.done", "item_id": i}, t)
-        line.server({"type": "response.done", "response": {"id": "r1", "status": "completed"}}, t)
+            line.server(AudioDone(i), t)
+        line.server(ResponseDone("r1", "completed"), t)
 
     barge_at = t + barge_after
     line.run_until(barge_at)
-    actions = line.server({"type": "input_audio_buffer.speech_started"}, barge_at)
+    actions = line.server(SpeechStarted(), barge_at)
     heard = line.twilio.heard_by_item()
 
-    truncated = {
-        e["item_id"]: e["audio_end_ms"]
-        for e in (json.loads(a.text) for a in actions if isinstance(a, SendToRealtime))
-        if e["type"] == "conversation.item.truncate"
-    }
+    truncated = {cut.item_id: cut.audio_end_ms for cut in of(TruncateItem, actions)}
     for item_id, sent in line.sent.items():
         heard_ms = heard.get(item_id, 0) / 8
         if item_id in truncated:
@@ -126,5 +122,4 @@ def test_truncation_is_what_the_caller_heard(
             # Left alone only when the caller heard the whole item and it was complete.
             assert finish and heard.get(item_id, 0) == sent, (item_id, heard_ms, sent)
     if not finish:  # the response was still streaming: nothing more of it may play
-        late = {"type": "response.output_audio.delta", "response_id": "r1", "item_id": "i0"}
-        assert line.server({**late, "delta": "AAAA"}, barge_at + 1) == []
+        assert line.server(AudioDelta("r1", "i0", 0, "AAAA"), barge_at + 1) == []

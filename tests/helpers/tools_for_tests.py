@@ -1,4 +1,4 @@
-"""Operator tools for the integration tests (TOOLS_MODULE=tests.integration.tools_for_tests)."""
+"""Operator tools for the integration tests (TOOLS_MODULE=tests.helpers.tools_for_tests)."""
 
 from __future__ import annotations
 

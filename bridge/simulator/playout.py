@@ -20,41 +20,8 @@ from dataclasses import dataclass, field
 
 from bridge.audio import MULAW_BYTES_PER_MS
 
-TRUNCATED_PREFIX = "truncated:"
-
-
-@dataclass(frozen=True)
-class ItemMark:
-    """A mark named ``{item_id}:{end_byte_offset}``: the audio before it belongs to item_id."""
-
-    item_id: str
-    end_offset: int
-
-
-@dataclass(frozen=True)
-class TruncationMark:
-    """The bridge's informational ``truncated:{item_id}:{audio_end_ms}`` mark after a clear."""
-
-    item_id: str
-    audio_end_ms: float
-
-
-def parse_mark_name(name: str) -> ItemMark | TruncationMark | None:
-    """Read the bridge's mark naming convention; None for any other name."""
-    if name.startswith(TRUNCATED_PREFIX):
-        item_id, sep, ms = name[len(TRUNCATED_PREFIX) :].rpartition(":")
-        if not sep or not item_id:
-            return None
-        try:
-            value = float(ms)
-        except ValueError:
-            return None
-        return TruncationMark(item_id, value) if math.isfinite(value) else None
-    # rpartition: the offset is the last field, so an item id may itself contain colons.
-    item_id, sep, offset = name.rpartition(":")
-    if not sep or not item_id or not offset.isdigit():
-        return None
-    return ItemMark(item_id, int(offset))
+# The bridge's mark names, read as the bridge writes them.
+from bridge.wire.twilio import ItemMark, TruncationMark, parse_mark_name
 
 
 def fallback_item_name(response: int) -> str:
@@ -169,7 +136,7 @@ class Playback:
             if isinstance(parsed, ItemMark):
                 if self._group_has_audio:
                     self._group_item[self._group] = parsed.item_id
-                self.item_end_offsets[parsed.item_id] = parsed.end_offset
+                self.item_end_offsets[parsed.item_id] = parsed.end
             # Any other name closes the group unnamed: its audio falls back to its response.
             self._close_group()
             self._cleared_groups = []

@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.local_agent import AgentSession
 from bridge.simulator import CallReport, SimulatorOptions, simulate_call
-from tests.integration.harness import AUTH_TOKEN, RunningBridge, wait_until
+from tests.helpers.running_bridge import AUTH_TOKEN, RunningBridge, wait_until
 from twiml.answer import stream_url
 
 STREAM_SID = "MZ" + "1" * 32

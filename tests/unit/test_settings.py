@@ -8,24 +8,9 @@ from bridge.realtime.dialects import Dialect
 from bridge.realtime.providers import endpoint_from_settings
 from bridge.records.store import call_db_problems
 from bridge.settings import SECRET_SETTINGS, ConfigError, load_settings
-from tests.unit.settings_env import problems as problems_with
+from tests.helpers.settings_env import problems as problems_with
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """No variable or .env file of the machine leaks into these tests."""
-    monkeypatch.chdir(tmp_path)
-    for name in [
-        "HOST", "PORT", "PUBLIC_URL", "OPENAI_API_KEY", "REALTIME_URL", "REALTIME_DIALECT",
-        "OPENAI_MODEL", "VOICE", "INSTRUCTIONS", "GREETING", "TWILIO_AUTH_TOKEN",
-        "ALLOW_UNSIGNED_TWILIO", "LOG_LEVEL", "REALTIME_PROVIDER", "REALTIME_HEADERS",
-        "REALTIME_KEY_QUERY_PARAM", "REALTIME_AUDIO_FORMAT", "REALTIME_PRICES",
-        "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT",
-        "AZURE_OPENAI_API_VERSION", "BUILTIN_TOOLS", "TRANSFER_TARGETS", "TOOLS_MODULE",
-        "PROFILES_FILE", "OPERATOR_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_PHONE_NUMBER",
-        "CONSOLE_PASSWORD", "METRICS_TOKEN", "CALL_DB_PATH",
-    ]:  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_settings_in_env")
 
 
 def test_defaults_start_on_the_local_agent_without_credentials() -> None:
