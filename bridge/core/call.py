@@ -57,7 +57,7 @@ from bridge.core.actions import (
 )
 from bridge.core.backend_session import BudgetSpent, SessionLifecycle, WaitOut
 from bridge.core.call_config import CallConfig
-from bridge.core.input_guard import InputGuard
+from bridge.core.input_guard import InputGuard, valid_audio
 from bridge.core.keypad import Keypad, is_keypad_item, keys_in
 from bridge.core.last_words import (
     GOODBYE_LEAD,
@@ -237,7 +237,7 @@ class Call:
 
     def _on_start(self, start: ev.StreamStarted, now: float) -> list[Action]:
         if self._phase is not Phase.AWAITING_START:
-            if not self._guard.message_allowed(now):
+            if not self._guard.messages.take(1, now):
                 return self._flooded()
             self._note_once("second-start", "ignored a second 'start' on the same stream")
             return []
@@ -255,12 +255,12 @@ class Call:
         return [OpenBackend()]
 
     def _on_counted_message(self, event: ev.Event, now: float) -> list[Action]:
-        return [] if self._guard.message_allowed(now) else self._flooded()
+        return [] if self._guard.messages.take(1, now) else self._flooded()
 
     def _on_invalid_twilio_message(
         self, event: ev.TwilioMessageInvalid, now: float
     ) -> list[Action]:
-        if not self._guard.message_allowed(now):
+        if not self._guard.messages.take(1, now):
             return self._flooded()
         self._note_once(
             "bad-twilio-message", "dropped a malformed Twilio message: %s", event.problem
@@ -269,7 +269,7 @@ class Call:
 
     def _on_caller_audio(self, media: ev.CallerAudio, now: float) -> list[Action]:
         guard = self._guard
-        if not guard.message_allowed(now):
+        if not guard.messages.take(1, now):
             return self._flooded()
         if media.stream_sid != self.stream_sid:
             self._note_once("wrong-stream", "dropped audio for another stream")
@@ -277,10 +277,10 @@ class Call:
         if self._last_words is not None:
             return []  # the call is ending: nothing the caller says can change that
         payload = media.payload
-        if not guard.valid_audio(payload):
+        if not valid_audio(payload):
             self._note_once("bad-base64", "dropped caller audio that is not valid base64")
             return []
-        if not guard.audio_allowed(payload, now):
+        if not guard.audio.take(len(payload), now):
             self._note_once("audio-flood", "caller audio faster than real time: dropped the excess")
             return []
         if self._to_backend is not None:
@@ -295,7 +295,7 @@ class Call:
     def _on_mark(self, mark: ev.MarkPlayed, now: float) -> list[Action]:
         # An echo of one of our marks does not count towards the message rate: Twilio
         # sends a burst of them after a clear.
-        if not self._ledger.is_ours(mark.name) and not self._guard.message_allowed(now):
+        if not self._ledger.is_ours(mark.name) and not self._guard.messages.take(1, now):
             return self._flooded()
         if mark.stream_sid != self.stream_sid:
             return []
@@ -310,7 +310,7 @@ class Call:
         """Keys are collected until # or a pause, then given to the model as a message.
         Pressing keys while the assistant talks is a barge-in (there is no speech to
         detect). Digits may be PINs or card numbers: never logged."""
-        if not self._guard.message_allowed(now):
+        if not self._guard.messages.take(1, now):
             return self._flooded()
         if key.stream_sid != self.stream_sid or self._last_words is not None:
             return []
@@ -326,7 +326,7 @@ class Call:
         return actions
 
     def _on_stop(self, stop: ev.StreamStopped, now: float) -> list[Action]:
-        if not self._guard.message_allowed(now):
+        if not self._guard.messages.take(1, now):
             return self._flooded()
         if stop.stream_sid != self.stream_sid:
             return []
@@ -548,7 +548,7 @@ class Call:
         if self._to_caller is None:
             # Spliced into Twilio's message as it came: only base64 may be, or a backend
             # could write Twilio a message of its own (a `"` ends the payload's string).
-            if not self._guard.valid_audio(audio):
+            if not valid_audio(audio):
                 self._note_once("bad-delta", "dropped model audio that is not valid base64")
                 return []
             size = decoded_length(audio)

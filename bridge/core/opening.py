@@ -45,7 +45,7 @@ class StreamOpening:
             return self._end(EndReason.TWILIO_CLOSED)
         if kind not in _TWILIO_MESSAGES:
             return []
-        if not self.guard.message_allowed(now):
+        if not self.guard.messages.take(1, now):
             log.error(
                 "more than %.0f messages/s from Twilio's side", self._limits.max_messages_per_s
             )

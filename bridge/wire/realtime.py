@@ -137,13 +137,14 @@ class RealtimeCodec:
         if not isinstance(kind, str):
             return None
         kind = self._names.get(kind, kind)
-        if kind == _DELTA:  # 50 a second: first
-            content_index = event.get("content_index")
+        if kind == _DELTA:  # 50 a second: first, and inline
+            response_id, item_id = event.get("response_id"), event.get("item_id")
+            content_index, delta = event.get("content_index"), event.get("delta")
             return AudioDelta(
-                event.get("response_id") or None,
-                str(event.get("item_id") or ""),
-                content_index if isinstance(content_index, int) else 0,
-                _text(event.get("delta")),
+                response_id if type(response_id) is str and response_id else None,
+                item_id if type(item_id) is str else str(item_id or ""),
+                content_index if type(content_index) is int else 0,
+                delta if type(delta) is str else "",
             )
         decoder = self._decoders.get(kind)
         return decoder(event) if decoder is not None else None
