@@ -236,7 +236,12 @@ class DirectTwilioLink:
 
 class AsgiTwilioLink:
     """The same link over plain ASGI, for servers without the direct lane: one writer task
-    keeps sends in order while an earlier one waits."""
+    keeps sends in order while an earlier one waits.
+
+    A peer that stops reading is noticed as on the direct lane (one send blocked for
+    WRITE_STALL_S, or MAX_UNSENT_BYTES waiting) and its call ends: line, paid session and
+    record are released. Plain ASGI offers no way to drop the connection itself, though:
+    the socket lingers until the server's own ping timeout (or the peer) closes it."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
@@ -246,6 +251,7 @@ class AsgiTwilioLink:
         self._writer: asyncio.Task[None] | None = None
         self._broken = False
         self._stalled = False
+        self._gave_up = asyncio.Event()  # the writer saw the peer stop reading
 
     def start(self, receiver: Receiver) -> None:
         self._receiver = receiver
@@ -266,9 +272,13 @@ class AsgiTwilioLink:
         try:
             while True:
                 text = await self._outbox.get()
-                await self._websocket.send_text(text)
+                async with asyncio.timeout(WRITE_STALL_S):  # the server waits while paused
+                    await self._websocket.send_text(text)
                 self._unsent_chars -= len(text)
                 self._outbox.task_done()
+        except TimeoutError:
+            self._broken = self._stalled = True
+            self._gave_up.set()
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._broken = True
 
@@ -277,7 +287,16 @@ class AsgiTwilioLink:
         return self._stalled
 
     async def wait_closed(self) -> int | None:
-        return await _wait_for_disconnect(self._websocket, self._receiver)
+        """Until Twilio's side is gone, or has stopped reading (then None)."""
+        reading = asyncio.ensure_future(_wait_for_disconnect(self._websocket, self._receiver))
+        gave_up = asyncio.ensure_future(self._gave_up.wait())
+        try:
+            await asyncio.wait((reading, gave_up), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reading, gave_up):
+                task.cancel()
+            await asyncio.gather(reading, gave_up, return_exceptions=True)
+        return reading.result() if not reading.cancelled() else None
 
     def abort(self) -> None:
         pass  # plain ASGI offers no way to drop a connection: the server's own timeouts do

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import uvicorn
@@ -58,8 +58,12 @@ async def wait_until(condition, timeout: float, what: str) -> None:  # type: ign
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: FastAPI, settings: Settings, sock: socket.socket) -> AsyncIterator[None]:
-    server = uvicorn.Server(server_config(app, settings, log_level="warning"))
+async def serve_app(
+    app: FastAPI, settings: Settings, sock: socket.socket, **server_options: object
+) -> AsyncIterator[None]:
+    """`server_options` override uvicorn's (e.g. ws="websockets-sansio": plain ASGI)."""
+    options = {"log_level": "warning", **server_options}
+    server = uvicorn.Server(server_config(app, settings, **options))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await wait_until(lambda: server.started or task.done(), 10, "uvicorn to start")
@@ -78,13 +82,15 @@ async def running_bridge(
     agent: LocalAgent | None = None,
     twilio_http: HttpClient | None = None,
     socket_options: Sequence[tuple[int, int, int]] = (),
+    server_options: Mapping[str, object] | None = None,
     **settings: object,
 ) -> AsyncIterator[RunningBridge]:
     """The bridge app on 127.0.0.1:<free port>, signatures on, talking to a local agent.
 
     `settings` override the bridge's settings (e.g. realtime_dialect="beta"); the agent is
     started here unless one is given. `twilio_http` stands in for Twilio's REST API.
-    `socket_options` are set on the listening socket (accepted ones inherit them).
+    `socket_options` are set on the listening socket (accepted ones inherit them);
+    `server_options` override uvicorn's.
     """
     own_agent = agent is None
     agent = agent or LocalAgent(agent_options)
@@ -107,7 +113,7 @@ async def running_bridge(
     config = load_settings(**values)
     app = create_app(config, twilio_http=twilio_http)
     try:
-        async with serve_app(app, config, sock):
+        async with serve_app(app, config, sock, **(server_options or {})):
             yield RunningBridge(base_url, app, config, agent)
     finally:
         sock.close()

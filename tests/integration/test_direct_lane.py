@@ -9,7 +9,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,9 +17,7 @@ from websockets.protocol import Protocol, Side, State
 
 import bridge.call_runner
 import bridge.draining_server
-from bridge.app import create_app
-from bridge.local_agent import AgentSession, LocalAgent
-from bridge.settings import load_settings
+from bridge.local_agent import AgentSession
 from bridge.simulator import SimulatorOptions, simulate_call
 from bridge.twilio_socket import AsgiTwilioLink, DirectTwilioLink
 from bridge.ws_frames import ClientFrames, server_text_frames
@@ -29,7 +26,6 @@ from tests.helpers.running_bridge import (
     AUTH_TOKEN,
     RunningBridge,
     running_bridge,
-    serve_app,
     wait_until,
 )
 from tests.helpers.twilio_side import (
@@ -69,36 +65,9 @@ def links(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return chosen
 
 
-@contextlib.asynccontextmanager
-async def bridge_under_plain_uvicorn(ws: str) -> AsyncIterator[RunningBridge]:
+def bridge_under_plain_uvicorn(ws: str) -> contextlib.AbstractAsyncContextManager[RunningBridge]:
     """As `running_bridge`, but uvicorn runs its own WebSocket implementation `ws`."""
-    agent = LocalAgent()
-    await agent.start("127.0.0.1", 0)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = load_settings(
-        public_url=base_url,
-        twilio_auth_token=AUTH_TOKEN,
-        realtime_url=agent.url + "?model=gpt-realtime",
-        call_db_path=":memory:",
-        _env_file=None,
-    )
-    app = create_app(config)
-    original = bridge.draining_server.server_config
-
-    def with_ws(*args, **overrides):  # type: ignore[no-untyped-def]
-        return original(*args, **{**overrides, "ws": ws})
-
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("tests.helpers.running_bridge.server_config", with_ws)
-            async with serve_app(app, config, sock):
-                yield RunningBridge(base_url, app, config, agent)
-    finally:
-        sock.close()
-        await agent.stop()
+    return running_bridge(server_options={"ws": ws})
 
 
 async def test_a_call_over_plain_asgi_completes_a_turn(links: list[object]) -> None:

@@ -10,9 +10,10 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from bridge import twilio_socket as media_socket
+from bridge.local_agent import session as agent_session
 from tests.helpers.running_bridge import RunningBridge, running_bridge, stored_record, wait_until
 from tests.helpers.twilio_side import CALL_SID, answer_call, signed_headers, start_message
 from twiml.answer import stream_url
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 GREETING = "Hello, thank you for calling. How can I help you today, please?"
 
 
-async def a_peer_that_stops_reading(bridge: RunningBridge) -> None:
+async def a_peer_that_stops_reading(bridge: RunningBridge) -> ClientConnection:
     """Twilio's side of a call that reads nothing after `start`: its socket's receive
     buffer is small, so the bridge's writes back up within the greeting."""
     parameters = await answer_call(bridge)
@@ -40,6 +41,7 @@ async def a_peer_that_stops_reading(bridge: RunningBridge) -> None:
     await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
     await ws.send(start_message(parameters))
     ws.transport.pause_reading()  # and never again
+    return ws
 
 
 @pytest.mark.parametrize("why", ["paused too long", "too much unsent"])
@@ -87,3 +89,29 @@ async def test_a_drain_is_not_held_up_by_a_peer_that_stopped_reading(
         record = await stored_record(bridge, CALL_SID)
     assert record.outcome == "twilio_stalled"
     assert drained_in < 1.0 + 2.0  # the stall's bound, not the goodbye's 20 s wait
+
+
+async def test_over_plain_asgi_a_peer_that_stops_reading_loses_its_call_not_the_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a server without the direct lane the call still ends once a write cannot
+    complete; only the socket is left to the server (plain ASGI cannot drop it)."""
+    monkeypatch.setattr(media_socket, "WRITE_STALL_S", 0.5)
+    # A greeting long enough to fill the server's own 64 KiB write buffer and the kernel's.
+    monkeypatch.setattr(agent_session, "MAX_SYNTHETIC_MS", 30_000)
+    small_send_buffer = (socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    async with running_bridge(
+        greeting=GREETING * 10,
+        max_concurrent_calls=1,
+        socket_options=[small_send_buffer],
+        server_options={"ws": "websockets-sansio"},
+    ) as bridge:
+        peer = await a_peer_that_stops_reading(bridge)
+        calls = bridge.app.state.calls
+        await wait_until(lambda: len(calls) == 1, 5, "the call to start")
+        await wait_until(lambda: len(calls) == 0, 10, "the stalled call to end")
+        record = await stored_record(bridge, CALL_SID)
+        assert record.outcome == "twilio_stalled"
+        assert await bridge.agent.sessions[0].wait_closed(timeout=1.0)  # no paid session left
+        assert calls.accepting  # the one line is free for the next caller
+        peer.transport.abort()  # (else the server's ping timeout would, much later)
