@@ -118,7 +118,12 @@ class Metrics:
             registry=r,
         )
         self._reconnects = Counter(
-            PREFIX + "reconnects", "Realtime sessions reopened mid-call.", registry=r
+            PREFIX + "reconnects", "Realtime sessions reopened mid-call after a loss.", registry=r
+        )
+        self._rollovers = Counter(
+            PREFIX + "session_rollovers",
+            "Healthy Realtime sessions replaced before the service's length limit.",
+            registry=r,
         )
         self._tokens = Counter(
             PREFIX + "tokens", "Tokens the calls used, by kind.", ["kind"], registry=r
@@ -159,6 +164,9 @@ class Metrics:
 
     def reconnected(self) -> None:
         self._reconnects.inc()
+
+    def rolled_over(self) -> None:
+        self._rollovers.inc()
 
     def backend_error(self, code: str | None) -> None:
         label = code if isinstance(code, str) and code in KNOWN_ERROR_CODES else "other"

@@ -58,7 +58,7 @@ class EndReason(Enum):
     STREAM_REFUSED = ("stream refused ({})", CallOutcome.REFUSED)
     BACKEND_ENDED = ("the Realtime session ended ({})", CallOutcome.BACKEND_FAILED)
     BACKEND_LOST = (
-        "the Realtime session was lost and could not be restored",
+        "the Realtime session was lost and could not be restored ({})",
         CallOutcome.BACKEND_FAILED,
     )
     BACKEND_REFUSED_CONFIG = (

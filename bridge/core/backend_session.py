@@ -38,12 +38,15 @@ class SessionLifecycle:
         "_configured_at",
         "_created",
         "_opened_at",
+        "_rolling_over",
         "configured",
         "interrupts_by_itself",
+        "last_loss",
         "lost_at",
         "model",
         "reconnects",
         "resume_answer",
+        "rollovers",
     )
 
     def __init__(self, config: CallConfig) -> None:
@@ -51,8 +54,10 @@ class SessionLifecycle:
         self.configured = False  # the session in use confirmed its configuration
         self.interrupts_by_itself = True  # as it confirmed it (server VAD interrupt_response)
         self.model: str | None = None  # as the session reports it
-        self.reconnects = 0  # attempts at a new session, over the call
+        self.reconnects = 0  # attempts at a new session after a loss, over the call
+        self.rollovers = 0  # sessions replaced, healthy, before the service's length limit
         self.lost_at: float | None = None  # when the session in use was lost or retired
+        self.last_loss = ""  # why the latest attempt was needed (its log names it)
         # The lost session was mid-answer (or the caller's question was unanswered): the
         # new one is asked to go on. Kept until a new session is configured.
         self.resume_answer = False
@@ -60,6 +65,7 @@ class SessionLifecycle:
         self._created = False
         self._configured_at: float | None = None
         self._attempts = 0  # since the loss: picks the backoff
+        self._rolling_over = False  # the next attempt replaces a healthy session
 
     @property
     def restoring(self) -> bool:
@@ -88,11 +94,15 @@ class SessionLifecycle:
         self.resume_answer = False  # a resume request sent with the config has landed
         return True
 
-    def retire(self, now: float, mid_answer: bool) -> None:
-        """Leave the session in use (lost, or replaced) for a new one. A restore that
-        failed again keeps its budget and its backoff."""
+    def retire(self, now: float, mid_answer: bool, rollover: bool = False) -> None:
+        """Leave the session in use (lost, or replaced by a rollover) for a new one. A
+        restore that failed again keeps its budget and its backoff.
+
+        A rollover's replacement is bound by the same budget (the caller waits on it just
+        the same) but is not a reconnect: only the attempts after it failed count as such."""
         self.resume_answer = self.resume_answer or mid_answer
         self.configured = False
+        self._rolling_over = rollover and self.lost_at is None
         if self.lost_at is None:
             self.lost_at = now
             self._attempts = 0
@@ -100,6 +110,7 @@ class SessionLifecycle:
     def next_attempt(self, reason: str, now: float) -> ReconnectBackend | WaitOut | BudgetSpent:
         """After a loss: another attempt at a session, if one can begin within the budget."""
         assert self.lost_at is not None  # set by retire
+        self.last_loss = reason
         left = self.lost_at + self._config.reconnect_budget_s - now
         if left <= 0:
             return BudgetSpent()
@@ -107,7 +118,11 @@ class SessionLifecycle:
         if delay >= left:
             return WaitOut()
         self._attempts += 1
-        self.reconnects += 1
+        if self._rolling_over:
+            self._rolling_over = False
+            self.rollovers += 1
+        else:
+            self.reconnects += 1
         return ReconnectBackend(delay, reason, left)
 
     def tick(self, now: float) -> BudgetSpent | str | None:

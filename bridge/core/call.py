@@ -410,14 +410,14 @@ class Call:
         self.log.error("the Realtime connection fell too far behind: ending the call")
         return self._end(EndReason.BACKEND_FELL_BEHIND)
 
-    def _retire_session(self, now: float) -> None:
+    def _retire_session(self, now: float, rollover: bool = False) -> None:
         """Leave the session in use (lost, or being replaced) for a new one.
 
         Audio already sent to Twilio plays on, so the caller hears no gap while the new
         session opens. Its items stay tracked, so a barge-in still clears it and records
         what was heard, but they can no longer be truncated on the server."""
         mid_answer = self._responses.active is not None or self._transcript.caller_spoke_last
-        self._session.retire(now, mid_answer)
+        self._session.retire(now, mid_answer, rollover)
         self._ledger.orphan_items()
         self._responses.forget_session()
         self._tools.orphan_running()
@@ -427,23 +427,29 @@ class Call:
     def _reconnect_or_end(self, reason: str, now: float) -> list[Action]:
         """Another attempt at a session if one can begin within the reconnect budget; if
         not, the call waits out the budget (the clock ends it then, with the apology)."""
-        attempt = self._session.next_attempt(reason, now)
+        session = self._session
+        rollovers = session.rollovers
+        attempt = session.next_attempt(reason, now)
         if isinstance(attempt, ReconnectBackend):
             if self._observer is not None:
-                self._observer.reconnected()
+                if session.rollovers > rollovers:
+                    self._observer.rolled_over()
+                else:
+                    self._observer.reconnected()
             return [attempt]
         if isinstance(attempt, WaitOut):
             self.log.warning("Realtime session still lost (%s): no attempt fits the budget", reason)
             return []
         return self._budget_spent(reason)
 
-    def _budget_spent(self, reason: str) -> list[Action]:
+    def _budget_spent(self, last_cause: str) -> list[Action]:
+        """The reconnect budget is spent; `last_cause` is why the last attempt failed."""
         self.log.error(
             "Realtime session could not be restored within %g s: %s",
             self.config.reconnect_budget_s,
-            reason,
+            last_cause,
         )
-        return self._end(EndReason.BACKEND_LOST)
+        return self._end(EndReason.BACKEND_LOST, last_cause)
 
     def _maybe_roll_over(self, now: float) -> list[Action]:
         """Replace a session nearing the service's length limit, at a quiet moment: no
@@ -462,7 +468,7 @@ class Call:
         if age is None:
             return []
         self.log.info("rolling over to a new Realtime session after %.0f s", age)
-        self._retire_session(now)
+        self._retire_session(now, rollover=True)
         return self._reconnect_or_end("session rollover", now)
 
     # --- the Realtime session: what it says --------------------------------------------------
@@ -697,7 +703,7 @@ class Call:
         """Deadlines and time limits: call it a few times a second."""
         session = self._session
         if isinstance(session.tick(now), BudgetSpent):
-            return self._budget_spent("its time is up")
+            return self._budget_spent(session.last_loss)
         if self._phase is Phase.BRIDGING:
             silent = session.silent(now)
             if silent is not None:

@@ -184,3 +184,28 @@ def configured_call(
     h = CallHarness(config, observer, **fields)
     h.session_updated(interrupts_by_itself)
     return h
+
+
+class Recorder:
+    """A CallObserver that keeps what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float | int | None]] = []
+
+    def turn_answered(self, latency_s: float) -> None:
+        self.events.append(("answered", round(latency_s, 3)))
+
+    def turn_heard(self, latency_s: float) -> None:
+        self.events.append(("heard", round(latency_s, 3)))
+
+    def barged_in(self, heard_ms: int | None) -> None:
+        self.events.append(("barged_in", heard_ms))
+
+    def reconnected(self) -> None:
+        self.events.append(("reconnected", 0))
+
+    def rolled_over(self) -> None:
+        self.events.append(("rolled_over", 0))
+
+    def backend_error(self, code: str) -> None:
+        self.events.append(("error:" + code, 0))

@@ -49,6 +49,8 @@ def test_a_sequence_of_calls_adds_up() -> None:
     metrics.turn_heard(1.4)
     metrics.barged_in(800)
     metrics.reconnected()
+    metrics.rolled_over()
+    metrics.rolled_over()
     metrics.backend_error("conversation_already_has_active_response")
     metrics.backend_error("conversation_already_has_active_response")
     metrics.call_ended(
@@ -80,6 +82,7 @@ def test_a_sequence_of_calls_adds_up() -> None:
     assert value(metrics, "phone_bridge_truncation_ms_bucket", le="1000.0") == 1
 
     assert value(metrics, "phone_bridge_reconnects_total") == 1
+    assert value(metrics, "phone_bridge_session_rollovers_total") == 2
     assert (
         value(
             metrics,
@@ -118,6 +121,7 @@ def test_series_exist_at_zero_before_the_first_call() -> None:
     assert value(metrics, "phone_bridge_unpriced_calls_total") == 0
     assert value(metrics, "phone_bridge_barge_ins_total") == 0
     assert value(metrics, "phone_bridge_reconnects_total") == 0
+    assert value(metrics, "phone_bridge_session_rollovers_total") == 0
 
 
 def test_the_active_gauge_reads_the_count_at_scrape_time() -> None:
@@ -213,8 +217,8 @@ def test_a_barge_in_before_any_audio_played_is_counted_without_a_cut() -> None:
         (EndReason.TIME_LIMIT, "", "time limit reached", "time_limit"),
         (
             EndReason.BACKEND_LOST,
-            "",
-            "the Realtime session was lost and could not be restored",
+            "refused (HTTP 503)",
+            "the Realtime session was lost and could not be restored (refused (HTTP 503))",
             "backend_failed",
         ),
         (

@@ -29,6 +29,7 @@ from bridge.core.summary import Truncation
 from bridge.transcode import AudioFormat
 from tests.helpers.core_harness import (
     CallHarness,
+    Recorder,
     Stream,
     configured_call,
     kinds,
@@ -88,7 +89,9 @@ def test_a_completed_answer_plays_out_through_a_reconnect_and_is_not_resumed() -
     assert h.speech_started(2.5) == []  # heard in full: nothing to stop
 
 
-def test_reconnects_back_off_and_give_up_with_the_apology_after_the_budget() -> None:
+def test_reconnects_back_off_and_give_up_with_the_apology_after_the_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     h = configured_call(reconnect_budget_s=10)
     attempts = h.backend_closed("connection lost", 0.0)
     now = 0.0
@@ -106,9 +109,16 @@ def test_reconnects_back_off_and_give_up_with_the_apology_after_the_budget() -> 
     assert [a.give_up_after_s for a in reconnects[-2:]] == [4.0, 3.0]
     assert now == 8.0
     assert h.tick(9.99) == []
-    [end] = h.tick(10.0)  # the budget is a bound: the call ends on it
-    assert end == EndStream(EndReason.BACKEND_LOST)
+    caplog.clear()
+    with caplog.at_level("ERROR", "bridge.call"):
+        [end] = h.tick(10.0)  # the budget is a bound: the call ends on it
+    # The record and the one log line say why the last attempt failed.
+    assert end == EndStream(EndReason.BACKEND_LOST, "refused")
     assert "could not be restored" in end.description
+    assert [r.getMessage() for r in caplog.records] == [
+        "Realtime session could not be restored within 10 s: refused"
+    ]
+    assert h.summary().reconnects == len(reconnects)
 
 
 def test_a_backend_that_never_worked_ends_the_call_at_once() -> None:
@@ -138,6 +148,24 @@ def test_sessions_roll_over_at_a_quiet_moment_before_the_service_limit() -> None
     h.echo("a:8000", 100.5)
     assert h.tick(100.75) == [ReconnectBackend(0.0, "session rollover", 10.0)]
     assert isinstance(h.backend_opened(101.0)[0], ConfigureSession)
+
+
+def test_a_rollover_is_not_a_reconnect_unless_its_replacement_fails() -> None:
+    recorder = Recorder()
+    h = configured_call(rollover_after_s=100, reconnect_budget_s=10, observer=recorder)
+    assert kinds(h.tick(100.0)) == ["ReconnectBackend"]
+    h.backend_opened(100.2)
+    h.session_updated(now=100.3)
+    assert h.summary().reconnects == 0  # routine: nothing went wrong
+    assert recorder.events == [("rolled_over", 0)]
+    # The next one's replacement cannot connect: from then on it is a loss like any other,
+    # bound by the budget counted from when the healthy session was left.
+    assert kinds(h.tick(200.3)) == ["ReconnectBackend"]
+    [retry] = h.backend_closed("refused", 200.5)
+    assert retry == ReconnectBackend(0.25, "refused", pytest.approx(9.8))
+    assert h.summary().reconnects == 1
+    assert recorder.events == [("rolled_over", 0), ("rolled_over", 0), ("reconnected", 0)]
+    assert h.tick(210.3) == [EndStream(EndReason.BACKEND_LOST, "refused")]
 
 
 def test_a_session_that_is_never_quiet_still_rolls_over_after_the_grace() -> None:
@@ -174,7 +202,7 @@ def test_a_backend_that_keeps_dropping_uses_up_one_budget_with_backoff() -> None
     assert delays[:5] == [0.0, 0.25, 0.5, 1.0, 2.0]
     assert actions == []  # no attempt fits what is left: the budget's end ends the call
     assert now < 10 and h.tick(9.99) == []
-    assert h.tick(10.0)[-1] == EndStream(EndReason.BACKEND_LOST)
+    assert h.tick(10.0)[-1] == EndStream(EndReason.BACKEND_LOST, "lost again")
 
 
 def test_a_restored_session_that_drops_before_it_is_configured_is_retried() -> None:
@@ -258,15 +286,14 @@ def test_a_reconnected_session_that_stays_silent_ends_the_call_within_the_budget
     h.backend_opened(13.2)  # silent again
     assert h.tick(13.9) == []
     [end] = h.tick(14.0)  # the budget, to the tick: not one backoff step later
-    assert end == EndStream(EndReason.BACKEND_LOST)
-    assert "could not be restored" in end.description
+    assert end == EndStream(EndReason.BACKEND_LOST, "no session.created within 3 s of connecting")
 
 
 def test_the_budget_ends_the_call_while_a_reconnect_is_still_opening() -> None:
     h = configured_call(reconnect_budget_s=4.0)
     h.backend_closed("connection lost", 10.0)  # the adapter is opening a socket
     assert h.tick(13.99) == []
-    assert h.tick(14.0) == [EndStream(EndReason.BACKEND_LOST)]
+    assert h.tick(14.0) == [EndStream(EndReason.BACKEND_LOST, "connection lost")]
     assert h.backend_closed("timed out", 14.0) == []  # ended once
 
 

@@ -16,31 +16,16 @@ from bridge.core.events import (
     SessionUpdated,
     SpeechStopped,
 )
-from tests.helpers.core_harness import STREAM, CallHarness, Stream, configured_call, start
+from tests.helpers.core_harness import (
+    STREAM,
+    CallHarness,
+    Recorder,
+    Stream,
+    configured_call,
+    start,
+)
 
 FRAME = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of caller audio
-
-
-class Recorder:
-    """A CallObserver that keeps what it was told, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, float | int | None]] = []
-
-    def turn_answered(self, latency_s: float) -> None:
-        self.events.append(("answered", round(latency_s, 3)))
-
-    def turn_heard(self, latency_s: float) -> None:
-        self.events.append(("heard", round(latency_s, 3)))
-
-    def barged_in(self, heard_ms: int | None) -> None:
-        self.events.append(("barged_in", heard_ms))
-
-    def reconnected(self) -> None:
-        self.events.append(("reconnected", 0))
-
-    def backend_error(self, code: str) -> None:
-        self.events.append(("error:" + code, 0))
 
 
 def observed() -> tuple[CallHarness, Recorder]:
