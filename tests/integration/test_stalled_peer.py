@@ -44,6 +44,16 @@ async def a_peer_that_stops_reading(bridge: RunningBridge) -> ClientConnection:
     return ws
 
 
+async def assert_the_call_is_dropped_and_its_line_freed(bridge: RunningBridge) -> None:
+    calls = bridge.app.state.calls
+    await wait_until(lambda: len(calls) == 1, 5, "the call to start")
+    await wait_until(lambda: len(calls) == 0, 10, "the stalled call to end")
+    record = await stored_record(bridge, CALL_SID)
+    assert record.outcome == "twilio_stalled"
+    assert await bridge.agent.sessions[0].wait_closed(timeout=1.0)  # no paid session left
+    assert calls.accepting  # the one line is free for the next caller
+
+
 @pytest.mark.parametrize("why", ["paused too long", "too much unsent"])
 async def test_a_peer_that_stops_reading_loses_its_call_not_the_line(
     monkeypatch: pytest.MonkeyPatch, why: str
@@ -60,13 +70,7 @@ async def test_a_peer_that_stops_reading_loses_its_call_not_the_line(
         greeting=GREETING, max_concurrent_calls=1, socket_options=[small_send_buffer]
     ) as bridge:
         await a_peer_that_stops_reading(bridge)
-        calls = bridge.app.state.calls
-        await wait_until(lambda: len(calls) == 1, 5, "the call to start")
-        await wait_until(lambda: len(calls) == 0, 5, "the stalled call to end")
-        record = await stored_record(bridge, CALL_SID)
-        assert record.outcome == "twilio_stalled"
-        assert await bridge.agent.sessions[0].wait_closed(timeout=1.0)  # no paid session left
-        assert calls.accepting  # the one line is free for the next caller
+        await assert_the_call_is_dropped_and_its_line_freed(bridge)
         leaving = time.monotonic()
     # The server shut down at once: no connection left waiting on a peer that does not read.
     assert time.monotonic() - leaving < 2.0
@@ -107,11 +111,5 @@ async def test_over_plain_asgi_a_peer_that_stops_reading_loses_its_call_not_the_
         server_options={"ws": "websockets-sansio"},
     ) as bridge:
         peer = await a_peer_that_stops_reading(bridge)
-        calls = bridge.app.state.calls
-        await wait_until(lambda: len(calls) == 1, 5, "the call to start")
-        await wait_until(lambda: len(calls) == 0, 10, "the stalled call to end")
-        record = await stored_record(bridge, CALL_SID)
-        assert record.outcome == "twilio_stalled"
-        assert await bridge.agent.sessions[0].wait_closed(timeout=1.0)  # no paid session left
-        assert calls.accepting  # the one line is free for the next caller
+        await assert_the_call_is_dropped_and_its_line_freed(bridge)
         peer.transport.abort()  # (else the server's ping timeout would, much later)
