@@ -57,7 +57,9 @@ class SessionLifecycle:
         self.reconnects = 0  # attempts at a new session after a loss, over the call
         self.rollovers = 0  # sessions replaced, healthy, before the service's length limit
         self.lost_at: float | None = None  # when the session in use was lost or retired
-        self.last_loss = ""  # why the latest attempt was needed (its log names it)
+        # Why the session was lost, or why the latest attempt at a new one failed; empty
+        # while the only attempt replaces a healthy session (a rollover).
+        self.last_loss = ""
         # The lost session was mid-answer (or the caller's question was unanswered): the
         # new one is asked to go on. Kept until a new session is configured.
         self.resume_answer = False
@@ -106,11 +108,13 @@ class SessionLifecycle:
         if self.lost_at is None:
             self.lost_at = now
             self._attempts = 0
+            self.last_loss = ""
 
     def next_attempt(self, reason: str, now: float) -> ReconnectBackend | WaitOut | BudgetSpent:
         """After a loss: another attempt at a session, if one can begin within the budget."""
         assert self.lost_at is not None  # set by retire
-        self.last_loss = reason
+        if not self._rolling_over:
+            self.last_loss = reason
         left = self.lost_at + self._config.reconnect_budget_s - now
         if left <= 0:
             return BudgetSpent()

@@ -443,7 +443,8 @@ class Call:
         return self._budget_spent(reason)
 
     def _budget_spent(self, last_cause: str) -> list[Action]:
-        """The reconnect budget is spent; `last_cause` is why the last attempt failed."""
+        """The reconnect budget is spent; `last_cause` is why the session was lost or the
+        last attempt at a new one failed."""
         self.log.error(
             "Realtime session could not be restored within %g s: %s",
             self.config.reconnect_budget_s,
@@ -703,7 +704,8 @@ class Call:
         """Deadlines and time limits: call it a few times a second."""
         session = self._session
         if isinstance(session.tick(now), BudgetSpent):
-            return self._budget_spent(session.last_loss)
+            # (an attempt is still opening: the budget ends it)
+            return self._budget_spent(session.last_loss or "no new session opened in time")
         if self._phase is Phase.BRIDGING:
             silent = session.silent(now)
             if silent is not None:

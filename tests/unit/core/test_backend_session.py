@@ -168,6 +168,18 @@ def test_a_rollover_is_not_a_reconnect_unless_its_replacement_fails() -> None:
     assert h.tick(210.3) == [EndStream(EndReason.BACKEND_LOST, "refused")]
 
 
+def test_a_rollover_whose_new_session_never_opens_ends_the_call_saying_so() -> None:
+    h = configured_call(rollover_after_s=100, reconnect_budget_s=10)
+    h.backend_closed("connection lost", 50.0)  # an earlier loss, long since restored
+    h.backend_opened(50.1)
+    h.session_updated(now=50.2)
+    h.tick(56.0)
+    assert kinds(h.tick(151.0)) == ["ReconnectBackend"]  # the adapter is opening a socket
+    assert h.tick(160.9) == []
+    [end] = h.tick(161.0)
+    assert end == EndStream(EndReason.BACKEND_LOST, "no new session opened in time")
+
+
 def test_a_session_that_is_never_quiet_still_rolls_over_after_the_grace() -> None:
     h = configured_call(rollover_after_s=100, rollover_grace_s=60)
     h.response_created("r1", 150.0)
