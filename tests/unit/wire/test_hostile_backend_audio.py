@@ -6,6 +6,7 @@ splices its payload in unescaped, so anything else would be written into the JSO
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -34,14 +35,18 @@ def pairs(text: str) -> Any:
     return json.loads(text, object_pairs_hook=list)
 
 
-def what_twilio_gets(fmt: AudioFormat, dialect: Dialect, delta: str) -> list[str]:
-    """The media payloads Twilio receives for a delta, each checked for its shape."""
+def what_twilio_gets(
+    fmt: AudioFormat, dialect: Dialect, delta: str, **odd_fields: object
+) -> list[str]:
+    """The media payloads Twilio receives for a delta, each checked for its shape;
+    `odd_fields` replace the delta's own."""
     h = configured_call(audio_format=fmt)
     codec = codec_for(dialect)
     created = codec.decode(json.dumps({"type": "response.created", "response": {"id": "r1"}}))
     assert created is not None
     h.handle(created, 0.0)
     event = {"type": DELTA[dialect], "response_id": "r1", "item_id": "item_1", "delta": delta}
+    event.update(odd_fields)
     decoded = codec.decode(json.dumps(event))
     assert decoded is not None
     writer, payloads = StreamWriter(STREAM), []
@@ -77,3 +82,22 @@ def test_mulaw_model_audio_that_is_not_base64_never_reaches_twilio_as_it_came(
     delta: str, dialect: Dialect
 ) -> None:
     what_twilio_gets(AudioFormat.PCMU, dialect, delta)
+
+
+@pytest.mark.parametrize("response_id", [None, "", 5, True, ["r1"], {"id": "r1"}])
+@pytest.mark.parametrize("content_index", [0, True, "0", 1.5, None])
+def test_a_delta_with_odd_ids_plays_as_the_answer_in_progress(
+    response_id: object, content_index: object
+) -> None:
+    """A backend that writes an id of the wrong type still gets its audio played (as the
+    answer being generated), and the call goes on."""
+    frame = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of mu-law silence
+    for dialect in Dialect:
+        played = what_twilio_gets(
+            AudioFormat.PCMU,
+            dialect,
+            frame,
+            response_id=response_id,
+            content_index=content_index,
+        )
+        assert played == [frame]
