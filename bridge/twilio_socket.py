@@ -241,7 +241,9 @@ class AsgiTwilioLink:
     A peer that stops reading is noticed as on the direct lane (one send blocked for
     WRITE_STALL_S, or MAX_UNSENT_BYTES waiting) and its call ends: line, paid session and
     record are released. Plain ASGI offers no way to drop the connection itself, though:
-    the socket lingers until the server's own ping timeout (or the peer) closes it."""
+    the socket stays open until the peer leaves or the server force-closes it (a close
+    waits for unsent data a peer that does not read never takes; so may a graceful
+    shutdown, unless the server bounds it, e.g. uvicorn's --timeout-graceful-shutdown)."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
@@ -299,7 +301,7 @@ class AsgiTwilioLink:
         return reading.result() if not reading.cancelled() else None
 
     def abort(self) -> None:
-        pass  # plain ASGI offers no way to drop a connection: the server's own timeouts do
+        pass  # plain ASGI offers no way to drop a connection (see the class's note)
 
     async def finish(self) -> None:
         if self._writer is None:
