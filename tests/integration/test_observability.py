@@ -21,6 +21,7 @@ CHUNK_MS = 100  # the agent's audio per delta: the first mark comes back once it
 # How closely the bridge's figures and the caller's own agree: loopback, one event loop for
 # all three parties, and the VAD's 20 ms frames.
 AGREE_MS = 25
+ANCHOR_MS = 5
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -71,7 +72,9 @@ async def test_metrics_and_the_call_record_agree_with_what_the_caller_measured()
         assert abs(heard_after - caller.response_latency_ms) <= AGREE_MS, (turn, caller)
         assert abs(sent_after - caller.arrival_latency_ms) <= AGREE_MS, (turn, caller)
         # The VAD waited VAD_SILENCE_MS before the agent, which answers at once, could.
-        assert VAD_SILENCE_MS <= sent_after <= VAD_SILENCE_MS + 150, turn
+        # (Less up to ANCHOR_MS: the end of speech is placed on the call's clock from the
+        # caller frames counted when the session opened, each arriving with its jitter.)
+        assert VAD_SILENCE_MS - ANCHOR_MS <= sent_after <= VAD_SILENCE_MS + 150, turn
     caller_lines = [line for line in record.transcript if line.role == "caller"]
     assert len(caller_lines) == 3 and all("caller audio" in line.text for line in caller_lines)
     assert record.tokens["audio_in"] > 0 and record.cost_usd and record.cost_usd > 0
