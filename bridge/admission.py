@@ -93,6 +93,11 @@ class CallRegistry:
         answered = self._answered.get(call_sid)
         return call_sid in self._live or (answered is not None and answered.reserved_until is None)
 
+    def answered_at(self, call_sid: str) -> float | None:
+        """When this instance answered `call_sid`'s voice webhook (monotonic), if it did."""
+        answered = self._answered.get(call_sid)
+        return answered.answered_at if answered is not None else None
+
     def answered_busy(self, call_sid: str, twiml: str) -> None:
         """`call_sid` heard busy: so will a webhook for it sent again, and no stream may
         start for it."""

@@ -202,6 +202,7 @@ def create_app(
             metrics=metrics,
             store=app.state.store,
             admit=calls.admit,
+            answered_at=calls.answered_at,
         )
         try:
             await runner.run()

@@ -112,6 +112,7 @@ class CallRunner:
         metrics: Metrics | None = None,
         store: CallStore | None = None,
         admit: Admission | None = None,
+        answered_at: Callable[[str], float | None] | None = None,
     ) -> None:
         self.twilio = twilio_socket
         self._twilio_link: TwilioLink = twilio_link(twilio_socket)
@@ -124,6 +125,7 @@ class CallRunner:
         self.metrics = metrics
         self.store = store
         self.admit = admit
+        self._answered_at = answered_at
         self.clock = CallClock(time.time(), time.monotonic())
         self._opening = StreamOpening(limits or StreamLimits(), time.monotonic())
         self.core: StreamOpening | Call = self._opening
@@ -300,7 +302,10 @@ class CallRunner:
         config, self.endpoint = self._setup(start.parameters)
         self._codec = codec_for(self.endpoint.dialect)
         self._writer = twilio.StreamWriter(start.stream_sid)
-        self.core = Call(config, observer=self.metrics, guard=self._opening.guard)
+        answered_at = self._answered_at(start.call_sid) if self._answered_at else None
+        self.core = Call(
+            config, observer=self.metrics, guard=self._opening.guard, answered_at=answered_at
+        )
         self._handle(start)
 
     async def _run_realtime(self, open_within_s: float = OPEN_TIMEOUT_S) -> None:

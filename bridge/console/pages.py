@@ -399,8 +399,38 @@ def call_page(record: CallRecord) -> str:
         f'<dl class="facts" id="facts">{_facts(facts)}</dl>'
         f"<h2>Transcript</h2>{transcript_html(r)}"
         f"<h2>Latency per turn</h2>{latency_chart(r.turns)}{turns_table(r.turns)}"
+        f"<h2>Timeline</h2>{timeline_table(r)}"
     )
     return layout(f"Call {r.call_sid}", body, active="calls")
+
+
+TIMELINE_COLUMNS = ("At", "What", "Detail")
+TIMELINE_HINTS = {"At": "seconds since the media stream started (before it: negative)"}
+
+
+def timeline_table(record: CallRecord) -> str:
+    """What happened when on the call, with a link to the same as JSON."""
+    if not record.timeline:
+        return '<p class="notice">No timeline was kept for this call.</p>'
+    rows = [
+        _row(
+            TIMELINE_COLUMNS,
+            (f"{e.at:.3f} s", esc(e.moment.value.replace("_", " ")), esc(e.detail)),
+        )
+        for e in record.timeline
+    ]
+    dropped = record.timeline_dropped
+    note = (
+        f'<p class="notice">{dropped} later moments were not kept (the timeline is bounded).</p>'
+        if dropped
+        else ""
+    )
+    download = f"/console/calls/{quote(record.call_sid, safe='')}/timeline.json"
+    return (
+        f'<p><a href="{esc(download)}" download>Download the timeline (JSON)</a></p>'
+        f'<table id="timeline" class="cards"><thead><tr>{_head(TIMELINE_COLUMNS, TIMELINE_HINTS)}'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
+    )
 
 
 def _no_status(direction: str) -> str:

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
 from bridge.profiles import DEFAULT_PROFILE
+from bridge.records.store import timeline_rows
 from twiml.answer import PROFILE_PARAMETER, stream_url
 from twiml.request_body import RefusalLog, RequestRefused, parse_form, read_body
 from twiml.stream_token import StreamTokens
@@ -137,6 +138,9 @@ class Console:
         r.add_api_route("/console/logout", self._logout, methods=["POST"])
         r.add_api_route("/console/calls", self._calls, methods=["GET"])
         r.add_api_route("/console/calls/{call_sid}", self._call, methods=["GET"])
+        r.add_api_route(
+            "/console/calls/{call_sid}/timeline.json", self._call_timeline, methods=["GET"]
+        )
         r.add_api_route("/console/softphone", self._softphone_page, methods=["GET"])
         r.add_api_route("/console/api/live", self._api_live, methods=["GET"])
         r.add_api_route("/console/api/softphone", self._api_softphone, methods=["POST"])
@@ -313,6 +317,29 @@ class Console:
             page = pages.message_page("Call not found", f"{why} with the sid {call_sid}.")
             return self._page(page, 404)
         return self._page(pages.call_page(record))
+
+    async def _call_timeline(self, request: Request, call_sid: str) -> Response:
+        """The call's timeline as JSON, for a download: {call_sid, started_at, dropped,
+        timeline: [{at, moment, detail}]} (`at` in s since the stream started)."""
+        if not self._logged_in(request):
+            return self._unauthorized()
+        record = await self.store.get(call_sid) if self.store is not None else None
+        if record is None:
+            return JSONResponse({"error": f"no call with the sid {call_sid}"}, status_code=404)
+        body = orjson.dumps(
+            {
+                "call_sid": record.call_sid,
+                "started_at": record.started_at,
+                "dropped": record.timeline_dropped,
+                "timeline": timeline_rows(record.timeline),
+            }
+        )
+        filename = f"{re.sub(r'[^A-Za-z0-9_-]', '', call_sid)}-timeline.json"
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
 
     async def _softphone_page(self, request: Request) -> Response:
         if not self._logged_in(request):

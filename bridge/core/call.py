@@ -69,6 +69,7 @@ from bridge.core.phases import HEARS, MOVES, Phase, PhaseError
 from bridge.core.playback import PlaybackLedger, heard_ms, sent_ms, truncation_mark_name
 from bridge.core.responses import ResponseSequencer
 from bridge.core.summary import BargeIn, CallObserver, CallSummary, TranscriptLine, Truncation
+from bridge.core.timeline import Moment, Timeline
 from bridge.core.tool_calls import (
     BAD_DIGITS,
     CALL_ENDING,
@@ -120,9 +121,15 @@ class Call:
         config: CallConfig,
         observer: CallObserver | None = None,
         guard: InputGuard | None = None,
+        answered_at: float | None = None,
     ) -> None:
+        """`answered_at`: when this call's voice webhook was answered (monotonic), if it
+        was answered here."""
         self.config = config
         self._observer = observer
+        self._timeline = Timeline()
+        if answered_at is not None:
+            self._timeline.note(Moment.WEBHOOK_ANSWERED, answered_at)
         # The stream's limits count from its first message, before the call began.
         self._guard = guard or InputGuard(config.limits)
         self._ledger = PlaybackLedger()
@@ -225,6 +232,8 @@ class Call:
             usage=self._usage,
             transcript=self._transcript_lines(),
             ending=self._ending,
+            timeline=self._timeline.entries(self.started_at),
+            timeline_dropped=self._timeline.dropped,
         )
 
     def _move(self, phase: Phase) -> None:
@@ -238,7 +247,7 @@ class Call:
     def _on_start(self, start: ev.StreamStarted, now: float) -> list[Action]:
         if self._phase is not Phase.AWAITING_START:
             if not self._guard.messages.take(1, now):
-                return self._flooded()
+                return self._flooded(now)
             self._note_once("second-start", "ignored a second 'start' on the same stream")
             return []
         if start.encoding != "audio/x-mulaw" or start.sample_rate != 8000:
@@ -249,19 +258,20 @@ class Call:
         self.account_sid = start.account_sid
         self.parameters = dict(start.parameters)
         self.started_at = now
+        self._timeline.note(Moment.STREAM_STARTED, now)
         self.log = logging.LoggerAdapter(log, {"call_sid": start.call_sid})
         self._move(Phase.CONNECTING)
         self.log.info("stream %s started; opening the Realtime session", start.stream_sid)
         return [OpenBackend()]
 
     def _on_counted_message(self, event: ev.Event, now: float) -> list[Action]:
-        return [] if self._guard.messages.take(1, now) else self._flooded()
+        return [] if self._guard.messages.take(1, now) else self._flooded(now)
 
     def _on_invalid_twilio_message(
         self, event: ev.TwilioMessageInvalid, now: float
     ) -> list[Action]:
         if not self._guard.messages.take(1, now):
-            return self._flooded()
+            return self._flooded(now)
         self._note_once(
             "bad-twilio-message", "dropped a malformed Twilio message: %s", event.problem
         )
@@ -270,7 +280,7 @@ class Call:
     def _on_caller_audio(self, media: ev.CallerAudio, now: float) -> list[Action]:
         guard = self._guard
         if not guard.messages.take(1, now):
-            return self._flooded()
+            return self._flooded(now)
         if media.stream_sid != self.stream_sid:
             self._note_once("wrong-stream", "dropped audio for another stream")
             return []
@@ -296,22 +306,24 @@ class Call:
         # An echo of one of our marks does not count towards the message rate: Twilio
         # sends a burst of them after a clear.
         if not self._ledger.is_ours(mark.name) and not self._guard.messages.take(1, now):
-            return self._flooded()
+            return self._flooded(now)
         if mark.stream_sid != self.stream_sid:
             return []
         chunk = self._ledger.echoed(mark.name, now, self._turns.awaited_mark)
         if chunk is not None:  # the current answer began to be heard
             latency = self._turns.answer_heard(chunk.size, now)
-            if latency is not None and self._observer is not None:
-                self._observer.turn_heard(latency)
-        return self._end_once_last_words_heard()
+            if latency is not None:
+                self._timeline.note(Moment.AUDIO_HEARD, now, f"{latency * 1000:.0f} ms after")
+                if self._observer is not None:
+                    self._observer.turn_heard(latency)
+        return self._end_once_last_words_heard(now)
 
     def _on_key(self, key: ev.KeyPressed, now: float) -> list[Action]:
         """Keys are collected until # or a pause, then given to the model as a message.
         Pressing keys while the assistant talks is a barge-in (there is no speech to
         detect). Digits may be PINs or card numbers: never logged."""
         if not self._guard.messages.take(1, now):
-            return self._flooded()
+            return self._flooded(now)
         if key.stream_sid != self.stream_sid or self._last_words is not None:
             return []
         first_key = not self._keypad.keys
@@ -327,22 +339,22 @@ class Call:
 
     def _on_stop(self, stop: ev.StreamStopped, now: float) -> list[Action]:
         if not self._guard.messages.take(1, now):
-            return self._flooded()
+            return self._flooded(now)
         if stop.stream_sid != self.stream_sid:
             return []
-        return self._end(EndReason.CALLER_HUNG_UP)
+        return self._end(now, EndReason.CALLER_HUNG_UP)
 
     def _on_twilio_closed(self, closed: ev.TwilioClosed, now: float) -> list[Action]:
         if closed.stalled:
             self.log.warning("Twilio's side stopped reading: the call is dropped")
-            return self._end(EndReason.TWILIO_STALLED)
-        return self._end(EndReason.TWILIO_CLOSED)
+            return self._end(now, EndReason.TWILIO_STALLED)
+        return self._end(now, EndReason.TWILIO_CLOSED)
 
-    def _flooded(self) -> list[Action]:
+    def _flooded(self, now: float) -> list[Action]:
         self.log.error(
             "more than %.0f messages/s from Twilio's side", self.config.limits.max_messages_per_s
         )
-        return self._end(EndReason.FLOODED)
+        return self._end(now, EndReason.FLOODED)
 
     # --- the Realtime session: opening, losing, replacing ------------------------------------
 
@@ -354,9 +366,12 @@ class Call:
         session = self._session
         session.opened(now)
         actions: list[Action] = [ConfigureSession(self._session_settings, self.config.audio_format)]
-        if restoring:
+        if not restoring:
+            self._timeline.note(Moment.SESSION_OPENED, now)
+        else:
             assert session.lost_at is not None  # RECONNECTING is entered by _retire_session
             replay = self._transcript.replay()
+            self._timeline.note(Moment.SESSION_OPENED, now, f"restored {len(replay)} turns")
             actions += [AddMessage(role, text) for role, text in replay]
             self.log.info(
                 "new Realtime session after %.1f s: restored %d turns as text",
@@ -393,22 +408,23 @@ class Call:
                 # Being spoken when the session went: what reached Twilio plays out first.
                 last_words.generated = True
                 last_words.deadline = self._after_queued_audio(now)
-                return self._end_once_last_words_heard()
+                return self._end_once_last_words_heard(now)
             # Unsaid, but the call still ends the way it was going to: hung up, or
             # transferred (a caller who asked for a person still gets one).
-            return self._stop(last_words.then)
+            return self._stop(now, last_words.then)
         session = self._session
         if self._phase is Phase.BRIDGING and (session.configured or session.restoring):
             self.log.warning("Realtime session lost (%s): reconnecting", closed.why)
+            self._timeline.note(Moment.SESSION_LOST, now, closed.why)
             self._retire_session(now)
         if self._phase is Phase.RECONNECTING:
             return self._reconnect_or_end(closed.why, now)
         self.log.error("Realtime session ended: %s", closed.why)
-        return self._end(EndReason.BACKEND_ENDED, closed.why)
+        return self._end(now, EndReason.BACKEND_ENDED, closed.why)
 
     def _on_backend_fell_behind(self, event: ev.Event, now: float) -> list[Action]:
         self.log.error("the Realtime connection fell too far behind: ending the call")
-        return self._end(EndReason.BACKEND_FELL_BEHIND)
+        return self._end(now, EndReason.BACKEND_FELL_BEHIND)
 
     def _retire_session(self, now: float, rollover: bool = False) -> None:
         """Leave the session in use (lost, or being replaced) for a new one.
@@ -431,8 +447,11 @@ class Call:
         rollovers = session.rollovers
         attempt = session.next_attempt(reason, now)
         if isinstance(attempt, ReconnectBackend):
+            rolled_over = session.rollovers > rollovers
+            if not rolled_over:
+                self._timeline.note(Moment.RECONNECTING, now, f"in {attempt.delay_s:g} s")
             if self._observer is not None:
-                if session.rollovers > rollovers:
+                if rolled_over:
                     self._observer.rolled_over()
                 else:
                     self._observer.reconnected()
@@ -440,9 +459,9 @@ class Call:
         if isinstance(attempt, WaitOut):
             self.log.warning("Realtime session still lost (%s): no attempt fits the budget", reason)
             return []
-        return self._budget_spent(reason)
+        return self._budget_spent(now, reason)
 
-    def _budget_spent(self, last_cause: str) -> list[Action]:
+    def _budget_spent(self, now: float, last_cause: str) -> list[Action]:
         """The reconnect budget is spent; `last_cause` is why the session was lost or the
         last attempt at a new one failed."""
         self.log.error(
@@ -450,7 +469,7 @@ class Call:
             self.config.reconnect_budget_s,
             last_cause,
         )
-        return self._end(EndReason.BACKEND_LOST, last_cause)
+        return self._end(now, EndReason.BACKEND_LOST, last_cause)
 
     def _maybe_roll_over(self, now: float) -> list[Action]:
         """Replace a session nearing the service's length limit, at a quiet moment: no
@@ -469,6 +488,7 @@ class Call:
         if age is None:
             return []
         self.log.info("rolling over to a new Realtime session after %.0f s", age)
+        self._timeline.note(Moment.ROLLOVER, now, f"after {age:.0f} s")
         self._retire_session(now, rollover=True)
         return self._reconnect_or_end("session rollover", now)
 
@@ -488,9 +508,10 @@ class Call:
                 fmt.value,
                 *stated,
             )
-            return self._end(EndReason.BACKEND_WRONG_FORMAT, fmt.value)
+            return self._end(now, EndReason.BACKEND_WRONG_FORMAT, fmt.value)
         if not self._session.confirmed(updated.model, updated.interrupts_by_itself, now):
             return []
+        self._timeline.note(Moment.SESSION_CONFIGURED, now, self._session.model or "")
         if self.config.greeting and not self._greeted:
             self._greeted = True
             self._responses.request()
@@ -499,6 +520,7 @@ class Call:
 
     def _on_speech_started(self, event: ev.Event, now: float) -> list[Action]:
         self._caller_speaking = True
+        self._timeline.note(Moment.SPEECH_STARTED, now)
         if self._last_words is not None:
             return []  # turn detection is being turned off: nothing interrupts the goodbye
         if self._ledger.playing_local_audio():
@@ -510,7 +532,12 @@ class Call:
     def _on_speech_stopped(self, stopped: ev.SpeechStopped, now: float) -> list[Action]:
         self._caller_speaking = False
         silence_ms = self._session_settings.vad_silence_ms
-        self._turn_begins(self._turns.speech_ended_at(stopped.audio_end_ms, silence_ms, now))
+        ended_at = self._turns.speech_ended_at(stopped.audio_end_ms, silence_ms, now)
+        origin = self.started_at if self.started_at is not None else now
+        self._timeline.note(
+            Moment.SPEECH_STOPPED, now, f"speech ended at {ended_at - origin:.3f} s"
+        )
+        self._turn_begins(ended_at)
         return []
 
     def _on_input_committed(self, committed: ev.InputCommitted, now: float) -> list[Action]:
@@ -530,6 +557,7 @@ class Call:
 
     def _on_response_created(self, created: ev.ResponseCreated, now: float) -> list[Action]:
         self._responses.created(created.response_id)
+        self._timeline.note(Moment.RESPONSE_CREATED, now, created.response_id or "")
         last_words = self._last_words
         # Only ours: a server-VAD answer already on its way may be created first.
         if (
@@ -573,6 +601,7 @@ class Call:
         item = ledger.item(delta.item_id)
         if item is None:
             item = ledger.new_item(delta.item_id, response_id, delta.content_index)
+            self._timeline.note(Moment.AUDIO_SENT, now, delta.item_id)
             if delta.item_id:
                 self._transcript.assistant_spoke(delta.item_id)
             if response_id:  # once per item, not per delta
@@ -609,7 +638,7 @@ class Call:
             last_words.generated = True
             # It may be long, and behind other audio: it gets the time to be heard.
             last_words.deadline = max(last_words.deadline, self._after_queued_audio(now))
-            return self._end_once_last_words_heard()
+            return self._end_once_last_words_heard(now)
         return []
 
     def _on_backend_error(self, error_event: ev.BackendError, now: float) -> list[Action]:
@@ -618,7 +647,7 @@ class Call:
             # The session.update was refused: the session would read mu-law as PCM and
             # play PCM as noise. End the call so the caller hears the TwiML apology.
             self.log.error("Realtime refused the session configuration: %s: %s", code, message)
-            return self._end(EndReason.BACKEND_REFUSED_CONFIG)
+            return self._end(now, EndReason.BACKEND_REFUSED_CONFIG)
         self.log.warning("Realtime error %s: %s", code, message)
         self._backend_errors += 1
         if self._observer is not None:
@@ -650,7 +679,9 @@ class Call:
             self._to_caller.reset()  # no tail of the interrupted answer starts the next one
         ledger = self._ledger
         cleared = ledger.clear(now)
+        timeline = self._timeline
         if cleared:
+            timeline.note(Moment.CLEAR, now)
             actions.append(ClearAudio())
         # Whatever the ledger still holds has audio the caller did not hear in full: a
         # queued item, or one whose audio the model had not finished (it may hold more).
@@ -661,6 +692,7 @@ class Call:
         cancelled = None
         if responses.interrupt({item.response_id for item in items if item.response_id}, cancel):
             cancelled = active
+            timeline.note(Moment.CANCEL, now, active or "")
             actions.append(CancelResponse())
         delay_ms = self._to_caller.delay_ms if self._to_caller is not None else 0.0
         truncations = []
@@ -669,6 +701,7 @@ class Call:
                 continue  # heard in full, or nothing to name in a truncate
             truncation = Truncation(item.item_id, heard_ms(item, delay_ms), sent_ms(item))
             truncations.append(truncation)
+            timeline.note(Moment.TRUNCATE, now, f"{item.item_id} at {truncation.audio_end_ms} ms")
             self._transcript.assistant_cut(
                 item.item_id, truncation.audio_end_ms, truncation.sent_ms
             )
@@ -705,7 +738,7 @@ class Call:
         session = self._session
         if isinstance(session.tick(now), BudgetSpent):
             # (an attempt is still opening: the budget ends it)
-            return self._budget_spent(session.last_loss or "no new session opened in time")
+            return self._budget_spent(now, session.last_loss or "no new session opened in time")
         if self._phase is Phase.BRIDGING:
             silent = session.silent(now)
             if silent is not None:
@@ -718,7 +751,7 @@ class Call:
         if last_words is not None:
             if now >= last_words.deadline:
                 self.log.warning("the goodbye was not heard in time; ending the call regardless")
-                return self._stop(last_words.then)
+                return self._stop(now, last_words.then)
             return []
         limit = self.config.max_duration_s
         if limit and self.started_at is not None and now - self.started_at >= limit:
@@ -738,16 +771,19 @@ class Call:
         if self._last_words is not None:
             return []
         if self._phase is not Phase.BRIDGING or not self._session.configured:
-            return self._stop(HangUp(reason))  # no session to say it with
+            return self._stop(now, HangUp(reason))  # no session to say it with
         self.log.info("ending the call with a goodbye: %s", reason.describe())
         actions = self._interrupt(now, cancel_always=True)
         last_words = LastWords(GOODBYE_LEAD + text, now, HangUp(reason))
-        return actions + self._begin_last_words(last_words, None)
+        return actions + self._begin_last_words(now, last_words, None)
 
-    def _begin_last_words(self, last_words: LastWords, spoken_by: str | None) -> list[Action]:
+    def _begin_last_words(
+        self, now: float, last_words: LastWords, spoken_by: str | None
+    ) -> list[Action]:
         """Make `last_words` the last thing the caller hears. `spoken_by`: the response that
         already says it (the model said goodbye, then called end_call); else it is asked
         for once no response is active."""
+        self._timeline.note(Moment.GOODBYE, now, last_words.then.description)
         last_words.deadline = self._after_queued_audio(last_words.deadline)
         self._last_words = last_words
         self._responses.owed = False
@@ -770,21 +806,22 @@ class Call:
         the goodbye timeout."""
         return now + self._ledger.queued_s() + self.config.goodbye_timeout_s
 
-    def _end_once_last_words_heard(self) -> list[Action]:
+    def _end_once_last_words_heard(self, now: float) -> list[Action]:
         last_words = self._last_words
         if last_words is not None and last_words.generated and not self._ledger.queued:
-            return self._stop(last_words.then)
+            return self._stop(now, last_words.then)
         return []
 
-    def _end(self, reason: EndReason, detail: str = "") -> list[Action]:
-        return self._stop(EndStream(reason, detail))
+    def _end(self, now: float, reason: EndReason, detail: str = "") -> list[Action]:
+        return self._stop(now, EndStream(reason, detail))
 
-    def _stop(self, ending: EndStream | HangUp | Transfer) -> list[Action]:
+    def _stop(self, now: float, ending: EndStream | HangUp | Transfer) -> list[Action]:
         """The call is over: whichever way it ends, it ends once."""
         if self._phase is Phase.ENDED:
             return []
         self._move(Phase.ENDED)
         self._ending = ending
+        self._timeline.note(Moment.ENDED, now, ending.description)
         self._note_unheard_answers()
         return [ending]
 
@@ -823,7 +860,8 @@ class Call:
         if builtin == SEND_DTMF:
             return self._send_dtmf_tool(call_id, call.arguments, now)
         if self._tools.is_operator_tool(call.name):
-            self._tools.running.add(call_id)
+            self._tools.running[call_id] = call.name
+            self._timeline.note(Moment.TOOL_STARTED, now, call.name)
             self.log.info("running tool %s", call.name)  # never its arguments: personal data
             return [RunTool(call_id, call.name, call.arguments)]
         self.log.warning("the model called an unknown tool %r", call.name[:64])
@@ -832,10 +870,14 @@ class Call:
     def _on_tool_finished(self, finished: ev.ToolFinished, now: float) -> list[Action]:
         """An operator's tool returned: its output goes to the model, which goes on."""
         which = self._tools.finished(finished.call_id)
-        if which == "orphaned":
+        if which is None:
+            return []  # answered already
+        state, name = which
+        self._timeline.note(Moment.TOOL_FINISHED, now, name)
+        if state == "orphaned":
             return self._orphaned_tool_output(finished.output)
-        if which is None or self._phase is not Phase.BRIDGING:
-            return []  # answered already, or no session can take it
+        if self._phase is not Phase.BRIDGING:
+            return []  # no session can take it
         return self._tool_output(
             finished.call_id, finished.output, respond=self._last_words is None
         )
@@ -864,7 +906,7 @@ class Call:
         actions = self._tool_output(call_id, OK, respond=False)
         spoke = response_id if self._responses.has_spoken(response_id) else None
         last_words = LastWords(OWN_GOODBYE_INSTRUCTIONS, now, HangUp(EndReason.ASSISTANT_ENDED))
-        return actions + self._begin_last_words(last_words, spoke)
+        return actions + self._begin_last_words(now, last_words, spoke)
 
     def _transfer_tool(self, call_id: str, arguments: str, now: float) -> list[Action]:
         """A cold transfer: the caller hears the handoff line, then Twilio dials the
@@ -879,7 +921,7 @@ class Call:
         twiml = self.config.transfer_twiml[destination]
         then = Transfer(EndReason.TRANSFERRED, destination, twiml=twiml)
         last_words = LastWords(GOODBYE_LEAD + self.config.transfer_message, now, then)
-        return actions + self._begin_last_words(last_words, None)
+        return actions + self._begin_last_words(now, last_words, None)
 
     def _send_dtmf_tool(self, call_id: str, arguments: str, now: float) -> list[Action]:
         """Press keys on the far end's phone menu: DTMF tones played into the call. The
@@ -912,7 +954,9 @@ class Call:
         self._turn_begins(self._keypad.key_at)  # the caller's last key ends their turn
         self._transcript.caller_spoke(item_id)
         self._transcript.caller_transcript(item_id, message)
-        self.log.info("caller entered %d keys", len(keys_in(message)))
+        keys = len(keys_in(message))
+        self._timeline.note(Moment.KEYS, now, f"{keys} keys")  # never the digits
+        self.log.info("caller entered %d keys", keys)
         return [AddMessage("user", message), *self._want_response()]
 
     def _turn_begins(self, caller_stopped_at: float) -> None:

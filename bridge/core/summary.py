@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.core.actions import Ending
+from bridge.core.timeline import TimelineEntry
 from bridge.core.turns import TurnClock
 from bridge.usage import CallUsage
 
@@ -66,3 +67,5 @@ class CallSummary:
     usage: CallUsage
     transcript: tuple[TranscriptLine, ...]
     ending: Ending | None  # None while the call goes on
+    timeline: tuple[TimelineEntry, ...] = ()  # what happened when, on the call's clock
+    timeline_dropped: int = 0  # moments past the timeline's bound, not kept

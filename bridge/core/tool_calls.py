@@ -64,10 +64,10 @@ class ToolCalls:
         # What the session is told it may call.
         self.session_tools: tuple[dict[str, Any], ...] = (*builtins, *config.tools)
         self.seen: set[str] = set()  # every call_id taken: a call is carried out once
-        self.running: set[str] = set()  # call_ids of the operator's tools at work
+        self.running: dict[str, str] = {}  # call_id -> name, of the operator's tools at work
         # ... of tools called by a session since lost: their results reach the new one as
         # messages (it does not know those call_ids).
-        self.orphaned: set[str] = set()
+        self.orphaned: dict[str, str] = {}
 
     def builtin(self, name: str) -> str | None:
         """`name` if it is a built-in this call offers."""
@@ -76,21 +76,20 @@ class ToolCalls:
     def is_operator_tool(self, name: str) -> bool:
         return name in self._operator_tools
 
-    def finished(self, call_id: str) -> str | None:
-        """A tool returned: "running" (its session is still the one in use), "orphaned"
-        (called by a session since lost), or None (answered already, or unknown)."""
+    def finished(self, call_id: str) -> tuple[str, str] | None:
+        """A tool returned: ("running", its name) if its session is still the one in use,
+        ("orphaned", its name) if called by a session since lost, or None (answered
+        already, or unknown)."""
         if call_id in self.orphaned:
-            self.orphaned.discard(call_id)
-            return "orphaned"
+            return "orphaned", self.orphaned.pop(call_id)
         if call_id in self.running:
-            self.running.discard(call_id)
-            return "running"
+            return "running", self.running.pop(call_id)
         return None
 
     def orphan_running(self) -> None:
         """The session in use is gone: its tools' results will be given as messages."""
         self.orphaned |= self.running
-        self.running = set()
+        self.running = {}
 
     @staticmethod
     def destination(arguments: str, destinations: list[str]) -> str | None:

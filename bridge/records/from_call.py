@@ -89,4 +89,6 @@ def record_of(
         tokens=token_totals(usage.model, usage.transcription),
         cost_usd=usage.cost(prices, model, summary.transcription_model),
         transcript=summary.transcript,
+        timeline=summary.timeline,
+        timeline_dropped=summary.timeline_dropped,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.core.summary import TranscriptLine
+from bridge.core.timeline import TimelineEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,9 @@ class CallRecord:
     transcript: tuple[TranscriptLine, ...]
     final_status: str | None = None  # Twilio's status callback (completed, busy, ...)
     duration_s: int | None = None  # Twilio's CallDuration
+    # What happened when, in s since the stream started (bridge.core.timeline).
+    timeline: tuple[TimelineEntry, ...] = ()
+    timeline_dropped: int = 0  # moments past the timeline's bound, not kept
 
     @property
     def duration_ms(self) -> float:

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from bridge.core.summary import TranscriptLine
+from bridge.core.timeline import Moment, TimelineEntry
 from bridge.records.model import CallListing, CallRecord, TurnTiming
 from twiml.call_status import FINAL_STATUSES
 
@@ -119,8 +120,18 @@ def _migration_2(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE calls SET transcript_text = ? WHERE call_sid = ?", (text, call_sid))
 
 
+def _migration_3(conn: sqlite3.Connection) -> None:
+    # The call's timeline (bridge.core.timeline); calls recorded before it have none.
+    conn.execute("ALTER TABLE calls ADD COLUMN timeline_json TEXT NOT NULL DEFAULT '[]'")
+    conn.execute("ALTER TABLE calls ADD COLUMN timeline_dropped INTEGER NOT NULL DEFAULT 0")
+
+
 # Append only: a database at version N has had exactly the first N steps applied.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+)
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
@@ -207,6 +218,22 @@ def _transcript_from_json(text: str) -> tuple[TranscriptLine, ...]:
     )
 
 
+def timeline_rows(timeline: Iterable[TimelineEntry]) -> list[dict[str, Any]]:
+    """The timeline as JSON objects: how it is stored, and how the console serves it."""
+    return [{"at": e.at, "moment": e.moment.value, "detail": e.detail} for e in timeline]
+
+
+def _timeline_from_json(text: str) -> tuple[TimelineEntry, ...]:
+    entries = []
+    for e in json.loads(text):
+        try:
+            moment = Moment(e["moment"])
+        except ValueError:
+            continue  # written by a newer version: this one cannot name it
+        entries.append(TimelineEntry(float(e["at"]), moment, str(e.get("detail", ""))))
+    return tuple(entries)
+
+
 def _merge_status(
     old: tuple[str | None, int | None] | None, status: str | None, duration_s: int | None
 ) -> tuple[str | None, int | None]:
@@ -258,7 +285,7 @@ _SUMMARY_COLUMNS = (
 _RECORD_COLUMNS = (
     "call_sid, stream_sid, from_number, to_number, profile, direction, started_at, ended_at,"
     " outcome, end_reason, model, turns_json, barge_ins, reconnects, tokens_json, cost_usd,"
-    " transcript_json, final_status, duration_s"
+    " transcript_json, final_status, duration_s, timeline_json, timeline_dropped"
 )
 
 
@@ -476,8 +503,8 @@ class SQLiteCallStore:
                     call_sid, stream_sid, from_number, to_number, profile, direction,
                     started_at, ended_at, outcome, end_reason, model, turn_count, barge_ins,
                     reconnects, cost_usd, final_status, duration_s, turns_json, tokens_json,
-                    transcript_json, transcript_text
-                ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    transcript_json, transcript_text, timeline_json, timeline_dropped
+                ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     r.call_sid,
@@ -501,6 +528,8 @@ class SQLiteCallStore:
                     _dumps(dict(r.tokens)),
                     _transcript_to_json(r.transcript),
                     _transcript_text(r.transcript),
+                    _dumps(timeline_rows(r.timeline)),
+                    r.timeline_dropped,
                 ),
             )
             conn.execute("DELETE FROM call_status_pending WHERE call_sid = ?", (r.call_sid,))
@@ -534,6 +563,8 @@ class SQLiteCallStore:
             transcript_json,
             final_status,
             duration_s,
+            timeline_json,
+            timeline_dropped,
         ) = row
         return CallRecord(
             call_sid=sid,
@@ -555,6 +586,8 @@ class SQLiteCallStore:
             transcript=_transcript_from_json(transcript_json),
             final_status=final_status,
             duration_s=duration_s,
+            timeline=_timeline_from_json(timeline_json),
+            timeline_dropped=timeline_dropped,
         )
 
     def _search_sync(self, needle: str, limit: int, offset: int) -> list[CallListing]:

@@ -54,9 +54,11 @@ class Stream:
         observer: CallObserver | None = None,
         opened_at: float = 0.0,
         refuse: ev.StreamRefused | None = None,
+        answered_at: float | None = None,
     ) -> None:
         self.config = config or CallConfig()
         self.observer = observer
+        self.answered_at = answered_at  # when its webhook was answered
         self.opening = StreamOpening(self.config.limits, opened_at)
         self.core: StreamOpening | Call = self.opening
         self._refuse = refuse
@@ -74,7 +76,9 @@ class Stream:
                 if self._refuse is not None:
                     out += self.core.handle(self._refuse, now)
                     continue
-                self.core = Call(self.config, self.observer, self.opening.guard)
+                self.core = Call(
+                    self.config, self.observer, self.opening.guard, answered_at=self.answered_at
+                )
                 out += self.core.handle(action.start, now)
             else:
                 out.append(action)
@@ -90,11 +94,12 @@ class CallHarness:
         self,
         config: CallConfig | None = None,
         observer: CallObserver | None = None,
+        answered_at: float | None = None,
         **fields: object,
     ) -> None:
         if config is None:
             config = CallConfig(**fields)  # type: ignore[arg-type]
-        self.stream = Stream(config, observer)
+        self.stream = Stream(config, observer, answered_at=answered_at)
         self.played_marks: list[str] = []  # every mark sent after assistant audio
         assert kinds(self.stream.handle(start(), 0.0)) == ["OpenBackend"]
         self.opened = self.handle(ev.BackendOpened(), 0.0)

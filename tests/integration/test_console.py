@@ -19,10 +19,17 @@ from websockets.exceptions import InvalidStatus
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions
 from bridge.console.pages import HEARD_HINT
 from bridge.core.summary import TranscriptLine
+from bridge.core.timeline import Moment
 from bridge.records.model import CallRecord, TurnTiming
 from bridge.usage import LOCAL_AGENT_MODEL
 from tests.helpers.records import record
-from tests.helpers.running_bridge import RunningBridge, running_bridge, stored_record, wait_until
+from tests.helpers.running_bridge import (
+    RunningBridge,
+    running_bridge,
+    stored_record,
+    wait_until,
+)
+from tests.helpers.twilio_side import simulated_call
 
 pytestmark = pytest.mark.integration
 
@@ -543,3 +550,50 @@ async def test_a_guesser_cannot_borrow_the_operators_address_through_x_forwarded
     assert operator.status_code == 303
     assert took < bridge.app.state.console.throttle.delay_s
     assert 429 in statuses  # the guesser was throttled, as 198.51.100.66
+
+
+async def test_the_timeline_tells_the_call_as_the_caller_lived_it_behind_the_login() -> None:
+    async with running_bridge(console_password=PASSWORD) as bridge:
+        report, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
+        record = await stored_record(bridge, report.call_sid)
+        async with httpx.AsyncClient(base_url=bridge.base_url) as http:
+            url = f"/console/calls/{report.call_sid}/timeline.json"
+            refused = await http.get(url)
+            use_cookie(http, await log_in(http))
+            downloaded = await http.get(url)
+            page = (await http.get(f"/console/calls/{report.call_sid}")).text
+
+    timeline = record.timeline
+    assert [e.at for e in timeline] == sorted(e.at for e in timeline)
+    assert timeline[0].moment is Moment.WEBHOOK_ANSWERED and timeline[0].at < 0
+    assert (timeline[1].at, timeline[1].moment) == (0.0, Moment.STREAM_STARTED)
+    assert timeline[-1].moment is Moment.ENDED and timeline[-1].detail == record.end_reason
+    # Every cut the caller lived through is on it, where the bridge made it.
+    cuts = [
+        f"{t.truncated_item_id} at {t.truncated_at_ms:.0f} ms"
+        for t in report.turns
+        if t.intentional_barge_in
+    ]
+    assert [e.detail for e in timeline if e.moment is Moment.TRUNCATE] == cuts
+    clears = [e.at for e in timeline if e.moment is Moment.CLEAR]
+    barged = [t for t in report.turns if t.intentional_barge_in]
+    assert len(barged) == 2
+    for turn, cleared_at in zip(barged, clears, strict=True):
+        # The caller's barge-in speech began at speech_start_ms; the VAD is sure ~40 ms on.
+        assert 0 <= cleared_at * 1000 - turn.speech_start_ms <= 200, (turn, cleared_at)
+    heard = [e for e in timeline if e.moment is Moment.AUDIO_HEARD]
+    assert len(heard) == 3
+    for entry, turn in zip(heard, record.turns, strict=True):
+        assert turn.first_audio_heard_ms is not None and turn.caller_stopped_ms is not None
+        latency = turn.first_audio_heard_ms - turn.caller_stopped_ms
+        assert entry.detail == f"{latency:.0f} ms after"
+
+    assert refused.status_code == 401
+    assert downloaded.status_code == 200
+    assert "attachment" in downloaded.headers["content-disposition"]
+    body = downloaded.json()
+    assert body["call_sid"] == report.call_sid and body["dropped"] == 0
+    assert body["timeline"] == [
+        {"at": e.at, "moment": e.moment.value, "detail": e.detail} for e in timeline
+    ]
+    assert 'id="timeline"' in page and "truncate" in visible_text(page)

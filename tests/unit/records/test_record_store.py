@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import pytest
 
 from bridge.core.summary import TranscriptLine
+from bridge.core.timeline import Moment, TimelineEntry
 from bridge.records import store as records
 from bridge.records.model import CallRecord, TurnTiming
 from bridge.records.store import SQLiteCallStore, apply_migrations
@@ -56,6 +57,15 @@ def make_record(call_sid: str = "CA0001", **changes: Any) -> CallRecord:
             TranscriptLine("caller", "A large margherita please"),
             TranscriptLine("assistant", "Sure, that will be", cut=True),
         ),
+        timeline=(
+            TimelineEntry(-0.412, Moment.WEBHOOK_ANSWERED),
+            TimelineEntry(0.0, Moment.STREAM_STARTED),
+            TimelineEntry(9.9, Moment.SPEECH_STARTED),
+            TimelineEntry(9.9, Moment.CLEAR),
+            TimelineEntry(9.9, Moment.TRUNCATE, "item_2 at 1320 ms"),
+            TimelineEntry(93.25, Moment.ENDED, "the caller hung up"),
+        ),
+        timeline_dropped=3,
     )
     return replace(record, **changes)
 
@@ -395,8 +405,9 @@ async def test_a_v1_database_is_upgraded_and_keeps_its_calls(db_path: str) -> No
     finally:
         await s.close()
 
-    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 2
+    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 3
     assert old is not None
+    assert old.timeline == () and old.timeline_dropped == 0  # recorded before timelines
     assert old.transcript == (
         TranscriptLine("caller", "When do you open on Saturday?"),
         TranscriptLine("assistant", "At nine."),
