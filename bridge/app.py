@@ -22,10 +22,11 @@ from bridge.core.call_config import StreamLimits
 from bridge.metrics import Metrics
 from bridge.operator_auth import api_error, bearer_ok
 from bridge.outbound import outbound_router
+from bridge.post_call_webhook import PostCallWebhook
 from bridge.profiles import Profiles, load_profiles
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.realtime.providers import endpoint_from_settings
-from bridge.records.store import SQLiteCallStore
+from bridge.records.store import CallStore, SQLiteCallStore
 from bridge.settings import ConfigError, Settings
 from bridge.tools.builtins import BUILTIN_NAMES
 from bridge.transcode import AudioFormat
@@ -91,6 +92,10 @@ def create_app(
                 log.error("call records are OFF: cannot open %s: %s", settings.call_db_path, exc)
                 records = app.state.store = None
                 console.store = None  # (no call is in progress yet: nothing else holds it)
+        webhook = app.state.webhook = _post_call_webhook(settings, records)
+        if webhook is not None:
+            webhook.start()
+            log.info("post-call webhook: %s", webhook.safe_url)
         try:
             yield
         finally:
@@ -98,6 +103,8 @@ def create_app(
                 await agent.stop()
             if records is not None:
                 await wait_for_records()
+                if webhook is not None:
+                    await webhook.stop()  # what it has not delivered waits in the records
                 await records.close()
 
     # No schema or docs pages: they would tell anyone who asks what the server answers.
@@ -111,6 +118,7 @@ def create_app(
     metrics = app.state.metrics = Metrics(active_calls=lambda: len(calls))
     db_path = settings.call_db_path
     app.state.store = SQLiteCallStore(db_path) if db_path else None
+    app.state.webhook = None  # the post-call webhook, once the records are open
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
@@ -203,6 +211,7 @@ def create_app(
             store=app.state.store,
             admit=calls.admit,
             answered_at=calls.answered_at,
+            webhook=app.state.webhook,
         )
         try:
             await runner.run()
@@ -259,6 +268,18 @@ def _log_setup(settings: Settings, endpoint: RealtimeEndpoint, profiles: Profile
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Anyone who "
             "can reach this server can place calls through it. Local development only."
         )
+
+
+def _post_call_webhook(settings: Settings, records: CallStore | None) -> PostCallWebhook | None:
+    url, secret = settings.post_call_webhook_url, settings.post_call_webhook_secret
+    if url is None or secret is None:
+        return None
+    if records is None:  # (the settings require records; they failed to open)
+        log.error("post-call webhooks are OFF: they wait in the call records, which are off")
+        return None
+    return PostCallWebhook(
+        url, secret.get_secret_value(), records, retry_for_s=settings.post_call_webhook_retry_s
+    )
 
 
 def _create_private(path: str) -> None:

@@ -42,6 +42,7 @@ from bridge.core.call_config import CallConfig, StreamLimits
 from bridge.core.opening import StreamOpening
 from bridge.core.summary import CallSummary
 from bridge.metrics import Metrics
+from bridge.post_call_webhook import PostCallWebhook
 from bridge.realtime.endpoint import (
     OPEN_TIMEOUT_S,
     RealtimeConnection,
@@ -113,6 +114,7 @@ class CallRunner:
         store: CallStore | None = None,
         admit: Admission | None = None,
         answered_at: Callable[[str], float | None] | None = None,
+        webhook: PostCallWebhook | None = None,
     ) -> None:
         self.twilio = twilio_socket
         self._twilio_link: TwilioLink = twilio_link(twilio_socket)
@@ -126,6 +128,7 @@ class CallRunner:
         self.store = store
         self.admit = admit
         self._answered_at = answered_at
+        self.webhook = webhook
         self.clock = CallClock(time.time(), time.monotonic())
         self._opening = StreamOpening(limits or StreamLimits(), time.monotonic())
         self.core: StreamOpening | Call = self._opening
@@ -432,9 +435,13 @@ class CallRunner:
 
     async def _store(self, record: CallRecord) -> None:
         assert self.store is not None
+        webhook = self.webhook
+        delivery = webhook.delivery_for(record) if webhook is not None else None
         try:
-            if not await self.store.save(record):
+            if not await self.store.save(record, delivery):
                 self._log().warning("a record of this call is stored already: kept that one")
+            elif webhook is not None:
+                webhook.wake()
         except Exception as exc:  # a full disk must not take calls down with it
             self._log().error("could not store the call record: %s", exc)
 

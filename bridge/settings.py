@@ -6,6 +6,9 @@ them all in one go. Secrets are held as `SecretStr` and never printed.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, Literal, get_args
@@ -218,6 +221,23 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="If set, GET /metrics needs Authorization: Bearer <it>."
     )
+    post_call_webhook_url: str | None = Field(
+        None,
+        description="When a call's record is complete, it is POSTed here as JSON, signed the "
+        "Standard Webhooks way; unset: off. https (http only to this machine).",
+    )
+    post_call_webhook_secret: SecretStr | None = Field(
+        None,
+        description="The signing secret for POST_CALL_WEBHOOK_URL, whsec_ and base64 "
+        "(at least 24 bytes), as your receiver verifies it.",
+    )
+    post_call_webhook_retry_s: float = Field(
+        86400,
+        gt=0,
+        le=7 * 86400,
+        description="A post-call webhook that keeps failing is retried with backoff for "
+        "this long, then given up (logged).",
+    )
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="auto: JSON lines unless the log goes to a terminal."
     )
@@ -274,6 +294,33 @@ class Settings(BaseSettings):
     @classmethod
     def _password_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         return _at_least(value, 12)  # a person types it; logins are throttled
+
+    @field_validator("post_call_webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an https URL such as https://crm.example.com/calls")
+        # Call records are personal data: only https leaves this machine.
+        if parts.scheme == "http" and not _is_this_machine(parts.hostname):
+            raise ValueError("must be https (http only to localhost or 127.0.0.1)")
+        return value
+
+    @field_validator("post_call_webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().removeprefix("whsec_")
+        try:
+            key = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be whsec_ followed by base64") from None
+        if len(key) < 24:
+            raise ValueError("must hold at least 24 bytes (whsec_ and 32 or more base64)")
+        return value
 
     @field_validator("builtin_tools", mode="before")
     @classmethod
@@ -337,6 +384,8 @@ class Settings(BaseSettings):
         "call_db_path",
         "console_password",
         "metrics_token",
+        "post_call_webhook_url",
+        "post_call_webhook_secret",
         "greeting",
         "session_rollover_s",
         mode="before",
@@ -403,6 +452,17 @@ class Settings(BaseSettings):
                 "your Realtime API key. Set TWILIO_AUTH_TOKEN (Twilio console > Account "
                 "info), or ALLOW_UNSIGNED_TWILIO=true for local development only."
             )
+        if self.post_call_webhook_url and self.post_call_webhook_secret is None:
+            problems.append(
+                "POST_CALL_WEBHOOK_SECRET: required with POST_CALL_WEBHOOK_URL (receivers "
+                "must be able to tell our posts from anyone's); e.g. whsec_ and "
+                "`openssl rand -base64 32`"
+            )
+        if self.post_call_webhook_url and not self.call_db_path:
+            problems.append(
+                "POST_CALL_WEBHOOK_URL: needs call records (CALL_DB_PATH), where deliveries "
+                "wait to be retried, across restarts too"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -444,6 +504,15 @@ class Settings(BaseSettings):
         return self.twilio_auth_token is not None
 
 
+def _is_this_machine(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _at_least(value: SecretStr | None, chars: int) -> SecretStr | None:
     if value is not None and len(value.get_secret_value()) < chars:
         raise ValueError(
@@ -477,7 +546,7 @@ SECRET_SETTINGS = frozenset(
     name.upper() for name, field in Settings.model_fields.items() if _is_secret(field)
 )
 # Shown without user:password@, query or fragment, which may carry a credential.
-_URL_SETTINGS = {"PUBLIC_URL", "AZURE_OPENAI_ENDPOINT"}
+_URL_SETTINGS = {"PUBLIC_URL", "AZURE_OPENAI_ENDPOINT", "POST_CALL_WEBHOOK_URL"}
 # A shorter secret is not looked for in error text: it would blank out ordinary words.
 _MIN_REDACTED_CHARS = 4
 

@@ -69,3 +69,17 @@ class CallListing:
     barge_ins: int
     cost_usd: float | None
     model: str = ""  # whose cost it is: the local echo agent's calls cost nothing
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """A post-call webhook still to be delivered: kept with the records, so a restart
+    resumes it. Times are unix seconds."""
+
+    message_id: str  # the `webhook-id`: the same on every attempt, so a receiver can dedupe
+    call_sid: str
+    body: str  # the JSON posted, signed as it is
+    created_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str = ""

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from bridge.core.summary import TranscriptLine
 from bridge.core.timeline import Moment, TimelineEntry
-from bridge.records.model import CallListing, CallRecord, TurnTiming
+from bridge.records.model import CallListing, CallRecord, TurnTiming, WebhookDelivery
 from twiml.call_status import FINAL_STATUSES
 
 _T = TypeVar("_T")
@@ -37,9 +37,24 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class CallStore(Protocol):
-    async def save(self, record: CallRecord) -> bool:
-        """Insert the record; False if its call_sid has one already, which is kept (a call
-        is recorded once: a second stream for it can only be a replay)."""
+    async def save(self, record: CallRecord, delivery: WebhookDelivery | None = None) -> bool:
+        """Insert the record, and with it (in the same transaction) its post-call webhook
+        delivery if there is one; False if its call_sid has one already, which is kept (a
+        call is recorded once: a second stream for it can only be a replay)."""
+
+    async def due_deliveries(self, now: float, limit: int) -> list[WebhookDelivery]:
+        """Post-call webhooks whose next attempt is due by `now`, soonest first."""
+
+    async def next_delivery_at(self) -> float | None:
+        """When the soonest post-call webhook is due, if any is pending."""
+
+    async def delivery_done(self, message_id: str) -> None:
+        """Delivered, or given up: forget it."""
+
+    async def delivery_failed(
+        self, message_id: str, attempts: int, next_attempt_at: float, error: str
+    ) -> None:
+        """An attempt failed: when to try again, and why it failed."""
 
     async def has(self, call_sid: str) -> bool:
         """A record of `call_sid` is stored."""
@@ -126,11 +141,31 @@ def _migration_3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE calls ADD COLUMN timeline_dropped INTEGER NOT NULL DEFAULT 0")
 
 
+def _migration_4(conn: sqlite3.Connection) -> None:
+    # Post-call webhooks not yet delivered: kept with the records, so none is lost to a
+    # restart, and written with the record they carry.
+    conn.execute(
+        """
+        CREATE TABLE webhook_deliveries (
+            message_id      TEXT PRIMARY KEY,
+            call_sid        TEXT NOT NULL,
+            body            TEXT NOT NULL,
+            created_at      REAL NOT NULL,
+            attempts        INTEGER NOT NULL,
+            next_attempt_at REAL NOT NULL,
+            last_error      TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)")
+
+
 # Append only: a database at version N has had exactly the first N steps applied.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 )
 
 
@@ -177,20 +212,20 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _turns_to_json(turns: Iterable[TurnTiming]) -> str:
-    return _dumps(
-        [
-            {
-                "index": t.index,
-                "caller_stopped_ms": t.caller_stopped_ms,
-                "first_audio_sent_ms": t.first_audio_sent_ms,
-                "first_audio_heard_ms": t.first_audio_heard_ms,
-                "barged_in": t.barged_in,
-                "truncated_at_ms": t.truncated_at_ms,
-            }
-            for t in turns
-        ]
-    )
+def turn_rows(turns: Iterable[TurnTiming]) -> list[dict[str, Any]]:
+    """The turns as JSON objects: how they are stored, and how the post-call webhook
+    sends them."""
+    return [
+        {
+            "index": t.index,
+            "caller_stopped_ms": t.caller_stopped_ms,
+            "first_audio_sent_ms": t.first_audio_sent_ms,
+            "first_audio_heard_ms": t.first_audio_heard_ms,
+            "barged_in": t.barged_in,
+            "truncated_at_ms": t.truncated_at_ms,
+        }
+        for t in turns
+    ]
 
 
 def _turns_from_json(text: str) -> tuple[TurnTiming, ...]:
@@ -439,10 +474,24 @@ class SQLiteCallStore:
 
     # -- the interface
 
-    async def save(self, record: CallRecord) -> bool:
+    async def save(self, record: CallRecord, delivery: WebhookDelivery | None = None) -> bool:
         if not record.call_sid:
             raise ValueError("a call record needs a call_sid")
-        return await self._run(self._save_sync, record)
+        return await self._run(self._save_sync, record, delivery)
+
+    async def due_deliveries(self, now: float, limit: int) -> list[WebhookDelivery]:
+        return await self._run(self._due_deliveries_sync, now, limit)
+
+    async def next_delivery_at(self) -> float | None:
+        return await self._run(self._next_delivery_at_sync)
+
+    async def delivery_done(self, message_id: str) -> None:
+        await self._run(self._delivery_done_sync, message_id)
+
+    async def delivery_failed(
+        self, message_id: str, attempts: int, next_attempt_at: float, error: str
+    ) -> None:
+        await self._run(self._delivery_failed_sync, message_id, attempts, next_attempt_at, error)
 
     async def has(self, call_sid: str) -> bool:
         return await self._run(self._has_sync, call_sid)
@@ -488,7 +537,44 @@ class SQLiteCallStore:
             is not None
         )
 
-    def _save_sync(self, r: CallRecord) -> bool:
+    def _due_deliveries_sync(self, now: float, limit: int) -> list[WebhookDelivery]:
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT message_id, call_sid, body, created_at, attempts, next_attempt_at,"
+                " last_error FROM webhook_deliveries WHERE next_attempt_at <= ?"
+                " ORDER BY next_attempt_at LIMIT ?",
+                (now, limit),
+            )
+            .fetchall()
+        )
+        return [WebhookDelivery(*row) for row in rows]
+
+    def _next_delivery_at_sync(self) -> float | None:
+        row = (
+            self._connection()
+            .execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries")
+            .fetchone()
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    def _delivery_done_sync(self, message_id: str) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            conn.execute("DELETE FROM webhook_deliveries WHERE message_id = ?", (message_id,))
+
+    def _delivery_failed_sync(
+        self, message_id: str, attempts: int, next_attempt_at: float, error: str
+    ) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            conn.execute(
+                "UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ?, last_error = ?"
+                " WHERE message_id = ?",
+                (attempts, next_attempt_at, error[:500], message_id),
+            )
+
+    def _save_sync(self, r: CallRecord, delivery: WebhookDelivery | None = None) -> bool:
         conn = self._connection()
         with _transaction(conn):
             if _status_row(conn, "calls", r.call_sid) is not None:
@@ -524,7 +610,7 @@ class SQLiteCallStore:
                     r.cost_usd,
                     final_status,
                     duration_s,
-                    _turns_to_json(r.turns),
+                    _dumps(turn_rows(r.turns)),
                     _dumps(dict(r.tokens)),
                     _transcript_to_json(r.transcript),
                     _transcript_text(r.transcript),
@@ -533,6 +619,21 @@ class SQLiteCallStore:
                 ),
             )
             conn.execute("DELETE FROM call_status_pending WHERE call_sid = ?", (r.call_sid,))
+            if delivery is not None:
+                d = delivery
+                conn.execute(
+                    "INSERT INTO webhook_deliveries (message_id, call_sid, body, created_at,"
+                    " attempts, next_attempt_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        d.message_id,
+                        d.call_sid,
+                        d.body,
+                        d.created_at,
+                        d.attempts,
+                        d.next_attempt_at,
+                        d.last_error,
+                    ),
+                )
         return True
 
     def _get_sync(self, call_sid: str) -> CallRecord | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from bridge.realtime.dialects import Dialect
@@ -129,6 +131,7 @@ SECRET_VALUES = {
     "OPERATOR_TOKEN": "op-marker",
     "METRICS_TOKEN": "mt-marker",
     "CONSOLE_PASSWORD": "cp-marker",
+    "POST_CALL_WEBHOOK_SECRET": "whsec_marker!",
     "REALTIME_URL": "https://marker-host.example/realtime?token=marker-token",
     "REALTIME_HEADERS": '{"X-Gateway-Key": "marker-header-value", "bad name": "marker-2"}',
 }
@@ -208,3 +211,37 @@ def test_records_files_that_work_and_no_records_at_all_are_accepted(
     assert not (tmp_path / "calls.db").exists()  # checking creates nothing
     monkeypatch.setenv("CALL_DB_PATH", "")
     assert load_settings().call_db_path is None
+
+
+def test_a_post_call_webhook_needs_https_a_real_secret_and_the_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    problems = problems_with(
+        monkeypatch,
+        POST_CALL_WEBHOOK_URL="http://crm.example.com/calls?key=marker-key",
+        CALL_DB_PATH="",
+    )
+    assert problems == [
+        "POST_CALL_WEBHOOK_URL: must be https (http only to localhost or 127.0.0.1) "
+        "(got http://crm.example.com/calls)",
+    ]
+    problems = problems_with(
+        monkeypatch, POST_CALL_WEBHOOK_URL="https://crm.example.com/calls", CALL_DB_PATH=""
+    )
+    assert [p.split(":")[0] for p in problems] == [
+        "POST_CALL_WEBHOOK_SECRET",
+        "POST_CALL_WEBHOOK_URL",
+    ]
+    short = "whsec_" + base64.b64encode(b"x" * 16).decode()
+    assert problems_with(
+        monkeypatch,
+        POST_CALL_WEBHOOK_URL="https://crm.example.com/calls",
+        POST_CALL_WEBHOOK_SECRET=short,
+        CALL_DB_PATH="calls.db",
+    ) == ["POST_CALL_WEBHOOK_SECRET: must hold at least 24 bytes (whsec_ and 32 or more base64)"]
+    good = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    for url in ("https://crm.example.com/calls", "http://127.0.0.1:9000/calls"):
+        settings = load_settings(
+            _env_file=None, post_call_webhook_url=url, post_call_webhook_secret=good
+        )
+        assert settings.post_call_webhook_url == url

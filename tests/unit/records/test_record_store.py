@@ -405,7 +405,7 @@ async def test_a_v1_database_is_upgraded_and_keeps_its_calls(db_path: str) -> No
     finally:
         await s.close()
 
-    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 3
+    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 4
     assert old is not None
     assert old.timeline == () and old.timeline_dropped == 0  # recorded before timelines
     assert old.transcript == (

@@ -1,0 +1,197 @@
+"""The post-call webhook: each call's record, POSTed as JSON once it is complete, signed the
+Standard Webhooks way (https://www.standardwebhooks.com: `webhook-id`, `webhook-timestamp`,
+`webhook-signature`, HMAC-SHA256), retried with backoff for a bounded time.
+
+Never on a call's path: the delivery is written with the record (one transaction), and a
+single task delivers what is due, so a slow or failing receiver costs no call anything and
+holds up no drain. Deliveries wait in the records database, so a restart resumes them;
+one cut short by a shutdown is tried again, with the same `webhook-id`, so a receiver
+that saw it already can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from standardwebhooks import Webhook
+
+from bridge.records.model import CallRecord, WebhookDelivery
+from bridge.records.store import CallStore, timeline_rows, turn_rows
+
+log = logging.getLogger("bridge.post_call_webhook")
+
+EVENT_TYPE = "call.completed"
+# After the first attempt fails: then, every hour until the retry window closes.
+RETRY_DELAYS_S = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+ATTEMPT_TIMEOUT_S = 10.0  # a receiver should answer at once and work afterwards
+# How many due deliveries are read per pass, and how long an idle worker sleeps before
+# looking again (a new call's record wakes it at once).
+BATCH = 20
+IDLE_CHECK_S = 60.0
+
+
+def payload_of(record: CallRecord) -> dict[str, object]:
+    """What the receiver gets: the Standard Webhooks envelope around the call's record."""
+    return {
+        "type": EVENT_TYPE,
+        "timestamp": _iso(record.ended_at),
+        "data": {
+            "call_sid": record.call_sid,
+            "stream_sid": record.stream_sid,
+            "from": record.from_number,
+            "to": record.to_number,
+            "profile": record.profile,
+            "direction": record.direction,
+            "started_at": _iso(record.started_at),
+            "ended_at": _iso(record.ended_at),
+            "duration_ms": round(record.duration_ms),
+            "outcome": record.outcome,
+            "end_reason": record.end_reason,
+            "model": record.model,
+            "turns": turn_rows(record.turns),
+            "barge_ins": record.barge_ins,
+            "reconnects": record.reconnects,
+            "tokens": dict(record.tokens),
+            "cost_usd": record.cost_usd,
+            "transcript": [
+                {"role": line.role, "text": line.text, "cut": line.cut}
+                for line in record.transcript
+            ],
+            "timeline": timeline_rows(record.timeline),
+            "recording": None,  # (no recording yet)
+        },
+    }
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds")
+
+
+def next_attempt_at(
+    created_at: float, attempts: int, now: float, retry_for_s: float
+) -> float | None:
+    """When to try again after `attempts` failed ones, or None: the window has closed."""
+    delay = RETRY_DELAYS_S[min(attempts - 1, len(RETRY_DELAYS_S) - 1)]
+    at = now + delay
+    return at if at <= created_at + retry_for_s else None
+
+
+class PostCallWebhook:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        store: CallStore,
+        *,
+        retry_for_s: float = 86400.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = url
+        # What logs may show of it: a receiver's URL may carry a token in its query.
+        self.safe_url = urlsplit(url)._replace(query="", fragment="").geturl()
+        self._signer = Webhook(secret)
+        self._store = store
+        self._retry_for_s = retry_for_s
+        self._http = http or httpx.AsyncClient(
+            timeout=ATTEMPT_TIMEOUT_S,
+            follow_redirects=False,
+            headers={"user-agent": "phone-bridge"},
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def delivery_for(self, record: CallRecord) -> WebhookDelivery:
+        """The delivery of `record`, to be saved with it."""
+        now = time.time()
+        return WebhookDelivery(
+            message_id="msg_" + secrets.token_hex(12),
+            call_sid=record.call_sid,
+            body=orjson.dumps(payload_of(record)).decode(),
+            created_at=now,
+            next_attempt_at=now,
+        )
+
+    def wake(self) -> None:
+        """A delivery was saved: deliver it now rather than at the next check."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="post-call-webhook")
+
+    async def stop(self) -> None:
+        """At shutdown: an attempt under way is cut short (it stays pending, and is tried
+        again at the next start); nothing waits on the receiver."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._http.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                due = await self._store.due_deliveries(time.time(), BATCH)
+                for delivery in due:
+                    await self._attempt(delivery)
+                if len(due) == BATCH:
+                    continue  # more are due
+                next_at = await self._store.next_delivery_at()
+            except Exception as exc:  # the records database is away: try again later
+                log.error("post-call webhooks: cannot read the pending deliveries: %s", exc)
+                next_at = None
+            wait = IDLE_CHECK_S if next_at is None else max(0.0, next_at - time.time())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_CHECK_S))
+
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
+        signed_at = datetime.now(UTC)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(int(signed_at.timestamp())),
+            "webhook-signature": self._signer.sign(delivery.message_id, signed_at, delivery.body),
+        }
+        try:
+            answer = await self._http.post(self.url, content=delivery.body, headers=headers)
+            error = None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+            error = error.replace(self.url, self.safe_url)
+        if error is None:
+            await self._store.delivery_done(delivery.message_id)
+            log.info(
+                "post-call webhook for %s delivered after %d attempts",
+                delivery.call_sid,
+                delivery.attempts + 1,
+            )
+            return
+        attempts = delivery.attempts + 1
+        now = time.time()
+        retry_at = next_attempt_at(delivery.created_at, attempts, now, self._retry_for_s)
+        if retry_at is None:
+            await self._store.delivery_done(delivery.message_id)
+            log.error(
+                "post-call webhook for %s given up after %d attempts over %.0f s: %s",
+                delivery.call_sid,
+                attempts,
+                now - delivery.created_at,
+                error,
+            )
+            return
+        await self._store.delivery_failed(delivery.message_id, attempts, retry_at, error)
+        log.warning(
+            "post-call webhook for %s failed (%s): attempt %d, next in %.0f s",
+            delivery.call_sid,
+            error,
+            attempts,
+            retry_at - now,
+        )
