@@ -149,9 +149,9 @@ class CallRunner:
         """The call, once its stream was admitted."""
         return self.core if isinstance(self.core, Call) else None
 
-    def summary(self) -> CallSummary | None:
+    def summary(self, timeline: bool = True) -> CallSummary | None:
         call = self.call
-        return call.summary() if call is not None else None
+        return call.summary(timeline) if call is not None else None
 
     async def run(self) -> None:
         self._spawn(self._read_twilio(), "twilio-reader")
@@ -378,6 +378,9 @@ class CallRunner:
     def _finish(self, ending: Ending) -> None:
         if self.ending is None:
             self.ending = ending
+            call = self.call
+            if call is not None:  # (when the core ended it, it noted that already)
+                call.ended_outside(ending, time.monotonic())
         self._ended.set()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:

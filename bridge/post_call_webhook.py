@@ -32,6 +32,11 @@ EVENT_TYPE = "call.completed"
 # After the first attempt fails: then, every hour until the retry window closes.
 RETRY_DELAYS_S = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
 ATTEMPT_TIMEOUT_S = 10.0  # a receiver should answer at once and work afterwards
+# While the receiver fails, no delivery is tried more often than this, after 1, 2, ...
+# failures in a row: a backlog costs one attempt per pause, not one per call.
+ENDPOINT_PAUSES_S = (5.0, 30.0, 120.0, 600.0)
+# Past this many waiting, a new call's record is kept without its webhook (logged).
+MAX_PENDING = 10_000
 # How many due deliveries are read per pass, and how long an idle worker sleeps before
 # looking again (a new call's record wakes it at once).
 BATCH = 20
@@ -95,8 +100,11 @@ class PostCallWebhook:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url
-        # What logs may show of it: a receiver's URL may carry a token in its query.
-        self.safe_url = urlsplit(url)._replace(query="", fragment="").geturl()
+        # What logs may show of it: a receiver's URL may carry a credential in its
+        # user:password@ or its query.
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+        self.safe_url = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
         self._signer = Webhook(secret)
         self._store = store
         self._retry_for_s = retry_for_s
@@ -107,9 +115,19 @@ class PostCallWebhook:
         )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._pending = 0  # deliveries waiting, as last read
 
-    def delivery_for(self, record: CallRecord) -> WebhookDelivery:
-        """The delivery of `record`, to be saved with it."""
+    def delivery_for(self, record: CallRecord) -> WebhookDelivery | None:
+        """The delivery of `record`, to be saved with it; None while MAX_PENDING wait
+        already (the receiver has been down long: the record is kept all the same)."""
+        if self._pending >= MAX_PENDING:
+            log.error(
+                "post-call webhook for %s not queued: %d deliveries wait already",
+                record.call_sid,
+                self._pending,
+            )
+            return None
+        self._pending += 1
         now = time.time()
         return WebhookDelivery(
             message_id="msg_" + secrets.token_hex(12),
@@ -136,23 +154,74 @@ class PostCallWebhook:
         await self._http.aclose()
 
     async def _run(self) -> None:
+        failures = 0  # attempts failed in a row, whichever delivery: the receiver is down
         while True:
+            self._wake.clear()  # (before reading: a record saved from here on wakes it)
+            wait = IDLE_CHECK_S
             try:
+                self._pending = await self._store.pending_deliveries()
                 due = await self._store.due_deliveries(time.time(), BATCH)
+                delivered_all = True
                 for delivery in due:
-                    await self._attempt(delivery)
-                if len(due) == BATCH:
+                    taken = await self._deliver(delivery)
+                    if taken is False:
+                        failures, delivered_all = failures + 1, False
+                        break
+                    if taken:
+                        failures = 0
+                if delivered_all and len(due) == BATCH:
                     continue  # more are due
-                next_at = await self._store.next_delivery_at()
+                if failures:
+                    # One attempt per pause while the receiver is down, whatever the
+                    # backlog: the rest wait their turn (in the database).
+                    wait = ENDPOINT_PAUSES_S[min(failures, len(ENDPOINT_PAUSES_S)) - 1]
+                else:
+                    next_at = await self._store.next_delivery_at()
+                    if next_at is not None:
+                        wait = max(0.0, next_at - time.time())
             except Exception as exc:  # the records database is away: try again later
-                log.error("post-call webhooks: cannot read the pending deliveries: %s", exc)
-                next_at = None
-            wait = IDLE_CHECK_S if next_at is None else max(0.0, next_at - time.time())
-            self._wake.clear()
+                log.error("post-call webhooks: the call records failed: %s", exc)
+            if failures:
+                await asyncio.sleep(wait)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_CHECK_S))
 
-    async def _attempt(self, delivery: WebhookDelivery) -> None:
+    async def _deliver(self, delivery: WebhookDelivery) -> bool | None:
+        """One attempt at `delivery`: whether the receiver took it; None if it was not
+        asked (the delivery's window had closed: given up)."""
+        now = time.time()
+        if now > delivery.created_at + self._retry_for_s:
+            await self._give_up(delivery, delivery.attempts, now, delivery.last_error)
+            return None
+        error = await self._post(delivery)
+        if error is None:
+            await self._store.delivery_done(delivery.message_id)
+            log.info(
+                "post-call webhook for %s delivered after %d attempts",
+                delivery.call_sid,
+                delivery.attempts + 1,
+            )
+            return True
+        attempts = delivery.attempts + 1
+        now = time.time()
+        retry_at = next_attempt_at(delivery.created_at, attempts, now, self._retry_for_s)
+        if retry_at is None:
+            await self._give_up(delivery, attempts, now, error)
+            return False
+        await self._store.delivery_failed(delivery.message_id, attempts, retry_at, error)
+        log.warning(
+            "post-call webhook for %s failed (%s): attempt %d, next in %.0f s",
+            delivery.call_sid,
+            error,
+            attempts,
+            retry_at - now,
+        )
+        return False
+
+    async def _post(self, delivery: WebhookDelivery) -> str | None:
+        """POST it, signed now; None if the receiver took it (2xx), else why not. The
+        answer's body is never read, and the whole attempt has a deadline."""
         signed_at = datetime.now(UTC)
         headers = {
             "content-type": "application/json",
@@ -161,37 +230,27 @@ class PostCallWebhook:
             "webhook-signature": self._signer.sign(delivery.message_id, signed_at, delivery.body),
         }
         try:
-            answer = await self._http.post(self.url, content=delivery.body, headers=headers)
-            error = None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
+                request = self._http.stream(
+                    "POST", self.url, content=delivery.body, headers=headers
+                )
+                async with request as answer:
+                    status = answer.status_code
+        except TimeoutError:
+            return f"no answer within {ATTEMPT_TIMEOUT_S:g} s"
+        except Exception as exc:  # refused, reset, a bad TLS certificate, ...
             error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-            error = error.replace(self.url, self.safe_url)
-        if error is None:
-            await self._store.delivery_done(delivery.message_id)
-            log.info(
-                "post-call webhook for %s delivered after %d attempts",
-                delivery.call_sid,
-                delivery.attempts + 1,
-            )
-            return
-        attempts = delivery.attempts + 1
-        now = time.time()
-        retry_at = next_attempt_at(delivery.created_at, attempts, now, self._retry_for_s)
-        if retry_at is None:
-            await self._store.delivery_done(delivery.message_id)
-            log.error(
-                "post-call webhook for %s given up after %d attempts over %.0f s: %s",
-                delivery.call_sid,
-                attempts,
-                now - delivery.created_at,
-                error,
-            )
-            return
-        await self._store.delivery_failed(delivery.message_id, attempts, retry_at, error)
-        log.warning(
-            "post-call webhook for %s failed (%s): attempt %d, next in %.0f s",
+            return error.replace(self.url, self.safe_url)
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    async def _give_up(
+        self, delivery: WebhookDelivery, attempts: int, now: float, error: str
+    ) -> None:
+        await self._store.delivery_done(delivery.message_id)
+        log.error(
+            "post-call webhook for %s given up after %d attempts over %.0f s: %s",
             delivery.call_sid,
-            error,
             attempts,
-            retry_at - now,
+            now - delivery.created_at,
+            error or "not tried",
         )

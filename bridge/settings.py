@@ -223,6 +223,7 @@ class Settings(BaseSettings):
     )
     post_call_webhook_url: str | None = Field(
         None,
+        repr=False,  # its query or user:password@ may hold a credential
         description="When a call's record is complete, it is POSTed here as JSON, signed the "
         "Standard Webhooks way; unset: off. https (http only to this machine).",
     )
@@ -546,7 +547,7 @@ SECRET_SETTINGS = frozenset(
     name.upper() for name, field in Settings.model_fields.items() if _is_secret(field)
 )
 # Shown without user:password@, query or fragment, which may carry a credential.
-_URL_SETTINGS = {"PUBLIC_URL", "AZURE_OPENAI_ENDPOINT", "POST_CALL_WEBHOOK_URL"}
+_URL_SETTINGS = {"PUBLIC_URL", "AZURE_OPENAI_ENDPOINT"}
 # A shorter secret is not looked for in error text: it would blank out ordinary words.
 _MIN_REDACTED_CHARS = 4
 

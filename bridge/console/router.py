@@ -212,7 +212,7 @@ class Console:
         now = time.monotonic()
         live = []
         for runner in list(self.calls.active):
-            summary = runner.summary()
+            summary = runner.summary(timeline=False)
             if summary is None:
                 continue  # (every call in `active` was admitted: it has one)
             parameters = summary.parameters
@@ -338,7 +338,10 @@ class Console:
         return Response(
             body,
             media_type="application/json",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+            headers={
+                **_SECURITY_HEADERS,
+                "Content-Disposition": f'attachment; filename="{filename}"',
+            },
         )
 
     async def _softphone_page(self, request: Request) -> Response:

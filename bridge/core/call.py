@@ -214,8 +214,15 @@ class Call:
     def ended(self) -> bool:
         return self._phase is Phase.ENDED
 
-    def summary(self) -> CallSummary:
-        """The call as it stands, or as it ended."""
+    def ended_outside(self, ending: Ending, now: float) -> None:
+        """The runner ended the call itself (a bug in a handler, a failed task, the
+        runner cancelled): the timeline still says how and when, once."""
+        if self._phase is not Phase.ENDED:
+            self._timeline.note(Moment.ENDED, now, ending.description)
+
+    def summary(self, timeline: bool = True) -> CallSummary:
+        """The call as it stands, or as it ended; `timeline=False` leaves the timeline
+        out (it is copied whole: the live console asks often)."""
         return CallSummary(
             call_sid=self.call_sid,
             stream_sid=self.stream_sid,
@@ -232,7 +239,7 @@ class Call:
             usage=self._usage,
             transcript=self._transcript_lines(),
             ending=self._ending,
-            timeline=self._timeline.entries(self.started_at),
+            timeline=self._timeline.entries(self.started_at) if timeline else (),
             timeline_dropped=self._timeline.dropped,
         )
 

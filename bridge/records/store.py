@@ -48,6 +48,9 @@ class CallStore(Protocol):
     async def next_delivery_at(self) -> float | None:
         """When the soonest post-call webhook is due, if any is pending."""
 
+    async def pending_deliveries(self) -> int:
+        """How many post-call webhooks wait to be delivered."""
+
     async def delivery_done(self, message_id: str) -> None:
         """Delivered, or given up: forget it."""
 
@@ -485,6 +488,9 @@ class SQLiteCallStore:
     async def next_delivery_at(self) -> float | None:
         return await self._run(self._next_delivery_at_sync)
 
+    async def pending_deliveries(self) -> int:
+        return await self._run(self._pending_deliveries_sync)
+
     async def delivery_done(self, message_id: str) -> None:
         await self._run(self._delivery_done_sync, message_id)
 
@@ -557,6 +563,10 @@ class SQLiteCallStore:
             .fetchone()
         )
         return None if row is None or row[0] is None else float(row[0])
+
+    def _pending_deliveries_sync(self) -> int:
+        row = self._connection().execute("SELECT COUNT(*) FROM webhook_deliveries").fetchone()
+        return int(row[0])
 
     def _delivery_done_sync(self, message_id: str) -> None:
         conn = self._connection()

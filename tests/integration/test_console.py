@@ -580,7 +580,7 @@ async def test_the_timeline_tells_the_call_as_the_caller_lived_it_behind_the_log
     assert len(barged) == 2
     for turn, cleared_at in zip(barged, clears, strict=True):
         # The caller's barge-in speech began at speech_start_ms; the VAD is sure ~40 ms on.
-        assert 0 <= cleared_at * 1000 - turn.speech_start_ms <= 200, (turn, cleared_at)
+        assert 0 <= cleared_at * 1000 - turn.speech_start_ms <= 500, (turn, cleared_at)
     heard = [e for e in timeline if e.moment is Moment.AUDIO_HEARD]
     assert len(heard) == 3
     for entry, turn in zip(heard, record.turns, strict=True):

@@ -5,6 +5,8 @@ shutdown."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import sqlite3
 import time
 from pathlib import Path
@@ -12,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from bridge import post_call_webhook
+from bridge.post_call_webhook import PostCallWebhook
+from bridge.records.store import SQLiteCallStore
+from tests.helpers.records import record
 from tests.helpers.running_bridge import running_bridge, stored_record, wait_until
 from tests.helpers.twilio_side import simulated_call
 from tests.helpers.webhook_receiver import SECRET, webhook_receiver
@@ -22,6 +27,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(post_call_webhook, "RETRY_DELAYS_S", (0.1,))
+    monkeypatch.setattr(post_call_webhook, "ENDPOINT_PAUSES_S", (0.1,))
 
 
 def pending(db: Path) -> list[tuple[str, int, str]]:
@@ -98,10 +104,56 @@ async def test_a_receiver_that_never_answers_holds_up_no_call_and_no_shutdown(
             post_call_webhook_secret=SECRET,
         ) as bridge:
             first, _ = await simulated_call(bridge, turns=1)
-            await receiver.arrived.wait()  # the post is under way, and will never be answered
+            # The post is under way, and will never be answered.
+            await asyncio.wait_for(receiver.arrived.wait(), 10)
             second, _ = await simulated_call(bridge, turns=1)  # another call goes ahead
             assert second.completed and second.heard_audio
             leaving = time.monotonic()
-        assert time.monotonic() - leaving < 2.0
+        assert time.monotonic() - leaving < 3.0
     # Both wait for the next start: the one cut short, and the one queued behind it.
     assert sorted(sid for sid, _, _ in pending(db)) == sorted([first.call_sid, second.call_sid])
+
+
+async def test_while_the_receiver_fails_a_backlog_costs_one_attempt_per_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(post_call_webhook, "ENDPOINT_PAUSES_S", (0.3,))
+    monkeypatch.setattr(post_call_webhook, "RETRY_DELAYS_S", (0.0,))  # all due at once
+    store = SQLiteCallStore(":memory:")
+    await store.open()
+    async with webhook_receiver(fail_first=1000) as receiver:
+        webhook = PostCallWebhook(receiver.url, SECRET, store)
+        for k in range(5):
+            sid = f"CA{k:032d}"
+            await store.save(record(sid), webhook.delivery_for(record(sid)))
+        seen: list[float] = []
+
+        def attempted() -> bool:
+            if len(receiver.attempts) > len(seen):
+                seen.append(time.monotonic())
+            return len(seen) >= 3
+
+        webhook.start()
+        try:
+            await wait_until(attempted, 10, "three attempts")
+        finally:
+            await webhook.stop()
+    await store.close()
+    # Not five posts at once: one, then one per pause.
+    assert all(b - a >= 0.3 for a, b in itertools.pairwise(seen)), seen
+
+
+async def test_past_its_bound_a_new_record_is_kept_without_its_webhook(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(post_call_webhook, "MAX_PENDING", 2)
+    store = SQLiteCallStore(":memory:")
+    await store.open()
+    webhook = PostCallWebhook("https://crm.example.com/calls", SECRET, store)
+    try:
+        deliveries = [webhook.delivery_for(record(f"CA{k:032d}")) for k in range(3)]
+    finally:
+        await webhook.stop()
+        await store.close()
+    assert [d is not None for d in deliveries] == [True, True, False]
+    assert "not queued: 2 deliveries wait already" in caplog.text

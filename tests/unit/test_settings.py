@@ -132,6 +132,7 @@ SECRET_VALUES = {
     "METRICS_TOKEN": "mt-marker",
     "CONSOLE_PASSWORD": "cp-marker",
     "POST_CALL_WEBHOOK_SECRET": "whsec_marker!",
+    "POST_CALL_WEBHOOK_URL": "http://marker-host.example/calls?token=marker-token",
     "REALTIME_URL": "https://marker-host.example/realtime?token=marker-token",
     "REALTIME_HEADERS": '{"X-Gateway-Key": "marker-header-value", "bad name": "marker-2"}',
 }
@@ -221,9 +222,8 @@ def test_a_post_call_webhook_needs_https_a_real_secret_and_the_records(
         POST_CALL_WEBHOOK_URL="http://crm.example.com/calls?key=marker-key",
         CALL_DB_PATH="",
     )
-    assert problems == [
-        "POST_CALL_WEBHOOK_URL: must be https (http only to localhost or 127.0.0.1) "
-        "(got http://crm.example.com/calls)",
+    assert problems == [  # (the URL not echoed: it may hold a key)
+        "POST_CALL_WEBHOOK_URL: must be https (http only to localhost or 127.0.0.1)",
     ]
     problems = problems_with(
         monkeypatch, POST_CALL_WEBHOOK_URL="https://crm.example.com/calls", CALL_DB_PATH=""

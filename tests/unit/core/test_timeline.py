@@ -9,7 +9,7 @@ import json
 import pytest
 
 from bridge.core import timeline as timeline_module
-from bridge.core.actions import ReconnectBackend
+from bridge.core.actions import EndReason, EndStream, ReconnectBackend
 from bridge.core.call_config import CallConfig
 from bridge.core.events import ShutdownRequested, StreamStopped, ToolFinished
 from bridge.core.timeline import Moment, TimelineEntry
@@ -111,3 +111,20 @@ def test_the_timeline_is_bounded_and_always_keeps_the_end(monkeypatch: pytest.Mo
     assert len(summary.timeline) == 11  # the first ten, and the end
     assert summary.timeline[-1] == TimelineEntry(60.0, Moment.ENDED, "the caller hung up")
     assert summary.timeline_dropped == 100 + 3 - 10
+
+
+def test_a_call_the_runner_ends_itself_still_ends_its_timeline_once() -> None:
+    h = CallHarness()
+    h.session_updated(now=0.1)
+    h.call.ended_outside(EndStream(EndReason.INTERNAL_ERROR), 2.0)  # a failed task
+    assert h.summary().timeline[-1] == TimelineEntry(2.0, Moment.ENDED, "internal error")
+    ended = CallHarness()
+    ended.handle(StreamStopped(STREAM), 1.0)
+    ended.call.ended_outside(EndStream(EndReason.INTERNAL_ERROR), 1.5)  # after the core did
+    assert [e.moment for e in ended.summary().timeline].count(Moment.ENDED) == 1
+
+
+def test_the_live_console_gets_a_summary_without_copying_the_timeline() -> None:
+    h = CallHarness()
+    assert h.call.summary(timeline=False).timeline == ()
+    assert h.call.summary().timeline
