@@ -148,6 +148,10 @@ def create_app(
         except Exception as exc:  # Twilio gets its 204 regardless: the call is over
             log.error("could not store the status of call %s: %s", status.call_sid, exc)
 
+    def notice_of_profile(name: str) -> str | None:
+        profile = profiles.get(name)
+        return profile.recording_notice if profile is not None else None
+
     def profile_of_call(request: Request, params: Mapping[str, str]) -> str:
         """An outbound call names its profile in the webhook URL; any other call gets the
         profile of the number it called."""
@@ -177,6 +181,7 @@ def create_app(
                 busy_message=settings.busy_message,
                 fallback_message=settings.fallback_message,
                 machine_message=settings.machine_message,
+                notice_of_profile=notice_of_profile,
             )
         )
     )

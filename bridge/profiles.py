@@ -42,7 +42,7 @@ E164 = re.compile(r"\+[1-9]\d{6,14}")
 # A name travels in a query string and a TwiML <Parameter>: plain characters keep it
 # readable in both, with no escaping to get wrong.
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_SETTINGS_KEYS = ("instructions", "voice", "greeting", "tools", "model")
+_SETTINGS_KEYS = ("instructions", "voice", "greeting", "tools", "model", "recording_notice")
 _PROFILE_KEYS = ("numbers", *_SETTINGS_KEYS)
 
 
@@ -57,6 +57,8 @@ class Profile:
     # None: the configured model (OPENAI_MODEL, or the Azure deployment).
     model: str | None = None
     numbers: tuple[str, ...] = ()
+    # Said by Twilio before the stream connects (consent laws); None: nothing.
+    recording_notice: str | None = None
 
 
 class Profiles:
@@ -149,6 +151,7 @@ def _settings_default(settings: Settings) -> Profile:
         instructions=settings.instructions,
         voice=settings.voice,
         greeting=settings.greeting,
+        recording_notice=settings.recording_notice,
     )
 
 
@@ -253,6 +256,9 @@ def _profile(
     if greeting is not None:
         # TOML has no null: an empty greeting turns off the one the profile inherits.
         changes["greeting"] = greeting.strip() or None
+    notice = text("recording_notice")
+    if notice is not None:
+        changes["recording_notice"] = notice.strip() or None  # empty: none, as the greeting
     model = text("model")
     if model is not None:
         if not model.strip():

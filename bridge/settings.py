@@ -221,6 +221,11 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="If set, GET /metrics needs Authorization: Bearer <it>."
     )
+    recording_notice: str | None = Field(
+        None,
+        description="Said to every caller before the assistant answers, e.g. that calls "
+        "are recorded (consent laws); per profile too. Unset: nothing.",
+    )
     post_call_webhook_url: str | None = Field(
         None,
         repr=False,  # its query or user:password@ may hold a credential
@@ -387,6 +392,7 @@ class Settings(BaseSettings):
         "metrics_token",
         "post_call_webhook_url",
         "post_call_webhook_secret",
+        "recording_notice",
         "greeting",
         "session_rollover_s",
         mode="before",

@@ -54,13 +54,22 @@ def stream_url(public_base: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def connect_stream(url: str, parameters: dict[str, str], fallback_message: str | None) -> str:
+def connect_stream(
+    url: str,
+    parameters: dict[str, str],
+    fallback_message: str | None,
+    notice: str | None = None,
+) -> str:
     """`<Connect><Stream>` to the bridge, per-call data as `<Parameter>`s (never in the URL).
 
-    The `<Say>` after `<Connect>` runs only when the bridge closes the stream itself, which
-    it does when the AI backend fails: the caller hears an apology, not dead air.
+    `notice` (e.g. that the call is recorded) is said first, before anything reaches the
+    assistant. The `<Say>` after `<Connect>` runs only when the bridge closes the stream
+    itself, which it does when the AI backend fails: the caller hears an apology, not dead
+    air.
     """
     response = VoiceResponse()
+    if notice:
+        response.say(notice)
     connect = Connect()
     stream = connect.stream(url=url, name=STREAM_NAME)
     for name, value in parameters.items():

@@ -98,6 +98,8 @@ class WebhookConfig:
     busy_message: str = "All lines are busy."
     fallback_message: str | None = None
     machine_message: str | None = None
+    # What a profile's callers hear before the stream connects (a recording notice).
+    notice_of_profile: Callable[[str], str | None] = lambda profile: None
 
 
 def webhook_router(config: WebhookConfig) -> APIRouter:
@@ -189,7 +191,8 @@ def webhook_router(config: WebhookConfig) -> APIRouter:
         instructions = request.query_params.get("instructions")
         if instructions:
             parameters[INSTRUCTIONS_PARAMETER] = instructions
-        twiml = connect_stream(url, parameters, config.fallback_message)
+        notice = config.notice_of_profile(profile)
+        twiml = connect_stream(url, parameters, config.fallback_message, notice)
         if call_sid:
             lines.reserve(call_sid, twiml)
         log.info(

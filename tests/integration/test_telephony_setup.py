@@ -224,6 +224,31 @@ async def test_the_called_number_picks_the_profile_and_call_status_is_recorded_i
         assert (kept.final_status, kept.duration_s) == ("completed", 42)
 
 
+async def test_a_recording_notice_is_said_before_the_stream_connects_per_profile(
+    tmp_path: Path,
+) -> None:
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(
+        f"""
+        [profiles.sales]
+        numbers = ["{OUR_NUMBER}"]
+        recording_notice = ""
+        """
+    )
+    notice = "This call is recorded & may be reviewed."
+    async with running_bridge(profiles_file=str(profiles), recording_notice=notice) as bridge:
+        default = await twilio_webhook(
+            bridge.webhook_url, webhook_form("CA" + "1" * 32, "+15559990000")
+        )
+        sales = await twilio_webhook(bridge.webhook_url, webhook_form("CA" + "2" * 32, OUR_NUMBER))
+    # Said first, before any audio reaches the assistant; the sales line turned it off.
+    assert [(e.tag, e.text) for e in ET.fromstring(default.text)][:2] == [
+        ("Say", notice),
+        ("Connect", None),
+    ]
+    assert ET.fromstring(sales.text)[0].tag == "Connect"
+
+
 # --- the command line: configure-number, call ----------------------------------------------
 
 PUBLIC_URL = "https://bridge.example.com"

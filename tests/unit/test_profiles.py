@@ -153,12 +153,12 @@ def test_unknown_tool_names_are_reported_per_profile(tmp_path: Path) -> None:
         (
             "[default]\nnumbers = ['+15551230000']",
             "[default]: unknown field 'numbers'; the fields are instructions, voice, greeting, "
-            "tools, model",
+            "tools, model, recording_notice",
         ),
         (
             "[profiles.sales]\ninstruction = 'Sell.'",
             "[profiles.sales]: unknown field 'instruction'; the fields are numbers, "
-            "instructions, voice, greeting, tools, model",
+            "instructions, voice, greeting, tools, model, recording_notice",
         ),
         ("[profiles.sales]\nvoice = 3", "[profiles.sales] voice: must be a string, not a number"),
         (
