@@ -26,17 +26,18 @@ from bridge.post_call_webhook import PostCallWebhook
 from bridge.profiles import Profiles, load_profiles
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.realtime.providers import endpoint_from_settings
+from bridge.records.model import Recording
 from bridge.records.store import CallStore, SQLiteCallStore
 from bridge.settings import ConfigError, Settings
 from bridge.tools.builtins import BUILTIN_NAMES
 from bridge.transcode import AudioFormat
 from twiml.answer import MEDIA_STREAM_PATH, stream_url
-from twiml.call_status import CallStatus
+from twiml.call_status import CallStatus, RecordingStatus
 from twiml.request_body import RefusalLog
 from twiml.rest import TwilioRest
 from twiml.signature import SIGNATURE_HEADER, SignatureChecker
 from twiml.stream_token import StreamTokens
-from twiml.webhooks import PublicBase, WebhookConfig, webhook_router
+from twiml.webhooks import RECORDING_STATUS_PATH, PublicBase, WebhookConfig, webhook_router
 
 log = logging.getLogger("bridge.app")
 
@@ -122,6 +123,12 @@ def create_app(
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
+    # Where Twilio posts a recording's status (RECORDING=twilio): signed like every webhook.
+    recording_callback = (
+        settings.public_url + RECORDING_STATUS_PATH
+        if settings.recording == "twilio" and settings.public_url
+        else None
+    )
     # Same secret on every replica (derived from the auth token): any instance admits a
     # stream whose TwiML another one answered.
     tokens = StreamTokens.from_auth_token(token.get_secret_value()) if token is not None else None
@@ -147,6 +154,18 @@ def create_app(
             await records.record_status(status.call_sid, status.status, status.duration_s)
         except Exception as exc:  # Twilio gets its 204 regardless: the call is over
             log.error("could not store the status of call %s: %s", status.call_sid, exc)
+
+    async def on_recording_status(status: RecordingStatus) -> None:
+        records = app.state.store
+        if records is None:
+            return
+        update = Recording(
+            "twilio", status.status, status.recording_sid, status.url, status.duration_s
+        )
+        try:
+            await records.record_recording(status.call_sid, update)
+        except Exception as exc:  # Twilio gets its 204 regardless
+            log.error("could not store the recording of call %s: %s", status.call_sid, exc)
 
     def notice_of_profile(name: str) -> str | None:
         profile = profiles.get(name)
@@ -182,6 +201,7 @@ def create_app(
                 fallback_message=settings.fallback_message,
                 machine_message=settings.machine_message,
                 notice_of_profile=notice_of_profile,
+                on_recording_status=on_recording_status,
             )
         )
     )
@@ -217,6 +237,7 @@ def create_app(
             admit=calls.admit,
             answered_at=calls.answered_at,
             webhook=app.state.webhook,
+            recording_callback=recording_callback,
         )
         try:
             await runner.run()

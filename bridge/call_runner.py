@@ -51,7 +51,7 @@ from bridge.realtime.endpoint import (
 )
 from bridge.realtime.providers import call_fields
 from bridge.records.from_call import CallClock, record_of
-from bridge.records.model import CallRecord
+from bridge.records.model import CallRecord, Recording
 from bridge.records.store import CallStore
 from bridge.tools import ToolContext, ToolRegistry, run_tool
 from bridge.twilio_socket import TwilioLink, twilio_link
@@ -75,6 +75,8 @@ TWILIO_CLOSE_DEADLINE_S = 1.0
 # Messages waiting for a Realtime session to open (~30 s of caller frames): past this the
 # call ends rather than grow without bound. (An open socket bounds its own send buffer.)
 MAX_REALTIME_BACKLOG = 1500
+# Where a Twilio recording lives (its audio: add .wav or .mp3; Twilio's credentials needed).
+TWILIO_API = "https://api.twilio.com/2010-04-01"
 # How often the call's clock ticks (time limits, goodbye deadlines, the start timeout).
 TICK_INTERVAL_S = 0.25
 
@@ -115,7 +117,10 @@ class CallRunner:
         admit: Admission | None = None,
         answered_at: Callable[[str], float | None] | None = None,
         webhook: PostCallWebhook | None = None,
+        recording_callback: str | None = None,
     ) -> None:
+        """`recording_callback`: where Twilio posts the recording's status; set, each
+        admitted call is recorded by Twilio (RECORDING=twilio)."""
         self.twilio = twilio_socket
         self._twilio_link: TwilioLink = twilio_link(twilio_socket)
         self._setup = setup
@@ -129,6 +134,8 @@ class CallRunner:
         self.admit = admit
         self._answered_at = answered_at
         self.webhook = webhook
+        self._recording_callback = recording_callback
+        self.recording: Recording | None = None
         self.clock = CallClock(time.time(), time.monotonic())
         self._opening = StreamOpening(limits or StreamLimits(), time.monotonic())
         self.core: StreamOpening | Call = self._opening
@@ -310,6 +317,23 @@ class CallRunner:
             config, observer=self.metrics, guard=self._opening.guard, answered_at=answered_at
         )
         self._handle(start)
+        if self._recording_callback is not None and self.rest is not None:
+            self._spawn(self._start_recording(start, self._recording_callback), "recording")
+
+    async def _start_recording(self, start: ev.StreamStarted, callback: str) -> None:
+        """Ask Twilio to record the call (off the audio path: the call goes on meanwhile,
+        and whatever happens to the request, the call is not touched by it)."""
+        assert self.rest is not None
+        try:
+            sid = await self.rest.start_recording(start.account_sid, start.call_sid, callback)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._log().error("Twilio did not start the recording: %s", why)
+            self.recording = Recording("twilio", "failed", error=why[:300])
+            return
+        url = f"{TWILIO_API}/Accounts/{start.account_sid}/Recordings/{sid}"
+        self.recording = Recording("twilio", "in-progress", sid, url)
+        self._log().info("Twilio is recording the call: %s", sid)
 
     async def _run_realtime(self, open_within_s: float = OPEN_TIMEOUT_S) -> None:
         generation = self._generation
@@ -423,6 +447,7 @@ class CallRunner:
             ending=ending,
             model=model,
             prices=self.prices,
+            recording=self.recording,
         )
         if self.metrics is not None:
             self.metrics.call_ended(

@@ -71,8 +71,22 @@ def payload_of(record: CallRecord) -> dict[str, object]:
                 for line in record.transcript
             ],
             "timeline": timeline_rows(record.timeline),
-            "recording": None,  # (no recording yet)
+            "recording": _recording_of(record),
         },
+    }
+
+
+def _recording_of(record: CallRecord) -> dict[str, object] | None:
+    r = record.recording
+    if r is None:
+        return None
+    return {
+        "kind": r.kind,
+        "status": r.status,
+        "sid": r.sid,
+        "url": r.url,
+        "duration_s": r.duration_s,
+        "error": r.error or None,
     }
 
 

@@ -221,6 +221,13 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="If set, GET /metrics needs Authorization: Bearer <it>."
     )
+    recording: Literal["off", "twilio"] = Field(
+        "off",
+        description="twilio: Twilio records each call, caller and assistant on their own "
+        "channels, and its Recording SID and URL go in the call's record (needs "
+        "TWILIO_AUTH_TOKEN and PUBLIC_URL). The operator is responsible for consent: see "
+        "RECORDING_NOTICE.",
+    )
     recording_notice: str | None = Field(
         None,
         description="Said to every caller before the assistant answers, e.g. that calls "
@@ -406,7 +413,7 @@ class Settings(BaseSettings):
             return value.strip() or None
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "recording", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -459,6 +466,20 @@ class Settings(BaseSettings):
                 "your Realtime API key. Set TWILIO_AUTH_TOKEN (Twilio console > Account "
                 "info), or ALLOW_UNSIGNED_TWILIO=true for local development only."
             )
+        if self.recording == "twilio":
+            missing = [
+                name
+                for name, value in (
+                    ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                    ("PUBLIC_URL", self.public_url),
+                )
+                if value is None
+            ]
+            if missing:
+                problems.append(
+                    f"RECORDING: twilio needs {' and '.join(missing)} (to ask Twilio to "
+                    "record, and for its signed callback to reach this bridge)"
+                )
         if self.post_call_webhook_url and self.post_call_webhook_secret is None:
             problems.append(
                 "POST_CALL_WEBHOOK_SECRET: required with POST_CALL_WEBHOOK_URL (receivers "

@@ -1,4 +1,5 @@
-"""How each call ended, from Twilio's status callbacks (`POST /call-status`)."""
+"""How each call ended, and its recording, from Twilio's status callbacks
+(`POST /call-status`, `POST /recording-status`)."""
 
 from __future__ import annotations
 
@@ -38,4 +39,26 @@ class CallStatus:
             direction=form.get("Direction", ""),
             answered_by=form.get("AnsweredBy") or None,
             at=time.time() if at is None else at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStatus:
+    """Twilio's recording status callback (`POST /recording-status`)."""
+
+    call_sid: str
+    recording_sid: str
+    status: str  # completed, absent (nothing was recorded), failed
+    url: str | None  # the recording's API URL (add .wav or .mp3 for its audio)
+    duration_s: int | None
+
+    @classmethod
+    def from_callback(cls, form: Mapping[str, str]) -> RecordingStatus:
+        duration = form.get("RecordingDuration", "")
+        return cls(
+            call_sid=form.get("CallSid", ""),
+            recording_sid=form.get("RecordingSid", ""),
+            status=form.get("RecordingStatus", ""),
+            url=form.get("RecordingUrl") or None,
+            duration_s=int(duration) if duration.isdigit() else None,
         )

@@ -97,6 +97,25 @@ class TwilioRest:
             raise
         return True
 
+    async def start_recording(self, account_sid: str, call_sid: str, status_callback: str) -> str:
+        """Record the call, both parties on their own channel (dual), from now on; Twilio
+        posts the recording's status to `status_callback` once it is complete. Returns the
+        Recording SID."""
+
+        def create() -> str:
+            recording = (
+                self._client(account_sid)
+                .calls(call_sid)
+                .recordings.create(
+                    recording_channels="dual",
+                    recording_status_callback=status_callback,
+                    recording_status_callback_event=["completed", "absent"],
+                )
+            )
+            return str(recording.sid)
+
+        return await self._run(create)
+
     async def place_call(
         self,
         account_sid: str,

@@ -28,7 +28,7 @@ from twiml.answer import (
     machine_answer,
     stream_url,
 )
-from twiml.call_status import CallStatus
+from twiml.call_status import CallStatus, RecordingStatus
 from twiml.request_body import RefusalLog, RequestRefused, check_query, parse_form, read_body
 from twiml.signature import SIGNATURE_HEADER, SignatureChecker
 from twiml.stream_token import StreamTokens
@@ -37,6 +37,7 @@ log = logging.getLogger("twiml.webhooks")
 
 VOICE_PATH = "/voice"
 CALL_STATUS_PATH = "/call-status"
+RECORDING_STATUS_PATH = "/recording-status"
 # Webhook fields passed on to the stream; everything else stays with Twilio.
 CALL_PARAMETERS = ("CallSid", "From", "To", "Direction")
 # AnsweredBy values (machine detection) that mean no person is on the line.
@@ -100,6 +101,8 @@ class WebhookConfig:
     machine_message: str | None = None
     # What a profile's callers hear before the stream connects (a recording notice).
     notice_of_profile: Callable[[str], str | None] = lambda profile: None
+    # What a recording's status is for (the call's record).
+    on_recording_status: Callable[[RecordingStatus], Awaitable[None]] | None = None
 
 
 def webhook_router(config: WebhookConfig) -> APIRouter:
@@ -222,6 +225,26 @@ def webhook_router(config: WebhookConfig) -> APIRouter:
                 status.direction or "?",
                 f", answered by {status.answered_by}" if status.answered_by else "",
             )
+        return Response(status_code=204)
+
+    @router.post(RECORDING_STATUS_PATH)
+    async def recording_status(request: Request) -> Response:
+        """Twilio's recording status callback: a call's recording is complete (or absent)."""
+        webhook = await webhook_or_refusal(request)
+        if isinstance(webhook, Response):
+            return webhook
+        status = RecordingStatus.from_callback(webhook[1])
+        if not status.call_sid or not status.recording_sid:
+            return PlainTextResponse("no CallSid or RecordingSid", status_code=400)
+        if config.on_recording_status is not None:
+            await config.on_recording_status(status)
+        log.info(
+            "call %s: recording %s %s (%s s)",
+            status.call_sid,
+            status.recording_sid,
+            status.status or "?",
+            "?" if status.duration_s is None else status.duration_s,
+        )
         return Response(status_code=204)
 
     return router

@@ -21,7 +21,7 @@ from bridge.core.phases import Phase
 from bridge.usage import is_local_agent
 
 if TYPE_CHECKING:
-    from bridge.records.model import CallListing, CallRecord, TurnTiming
+    from bridge.records.model import CallListing, CallRecord, Recording, TurnTiming
 
 STATIC = "/console/static"
 
@@ -395,6 +395,8 @@ def call_page(record: CallRecord) -> str:
         ("Tokens", _tokens_text(r.tokens)),
         ("Cost (estimated)", fmt_cost(r.cost_usd, r.model), COST_HINT),
     ]
+    if r.recording is not None:
+        facts.append(("Recording", _recording_text(r.recording)))
     body = (
         f'<dl class="facts" id="facts">{_facts(facts)}</dl>'
         f"<h2>Transcript</h2>{transcript_html(r)}"
@@ -431,6 +433,14 @@ def timeline_table(record: CallRecord) -> str:
         f'<table id="timeline" class="cards"><thead><tr>{_head(TIMELINE_COLUMNS, TIMELINE_HINTS)}'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
     )
+
+
+def _recording_text(recording: Recording) -> str:
+    if recording.status == "failed":
+        return f"{recording.kind}: could not be started ({recording.error})"
+    length = f", {recording.duration_s} s" if recording.duration_s is not None else ""
+    where = f" — {recording.url}" if recording.url else ""
+    return f"{recording.kind} {recording.sid or ''}: {recording.status}{length}{where}"
 
 
 def _no_status(direction: str) -> str:

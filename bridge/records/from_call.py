@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from bridge.core.actions import CallOutcome, Ending
 from bridge.core.summary import CallSummary
-from bridge.records.model import CallRecord, TurnTiming
+from bridge.records.model import CallRecord, Recording, TurnTiming
 from bridge.usage import PriceTable, TokenCounts
 from twiml.answer import PROFILE_PARAMETER
 
@@ -54,6 +54,7 @@ def record_of(
     ending: Ending | None,
     model: str,
     prices: PriceTable,
+    recording: Recording | None = None,
 ) -> CallRecord:
     parameters = summary.parameters
     # Turn times count from the stream's start, as Twilio's media timestamps (and the
@@ -91,4 +92,5 @@ def record_of(
         transcript=summary.transcript,
         timeline=summary.timeline,
         timeline_dropped=summary.timeline_dropped,
+        recording=recording,
     )

@@ -23,6 +23,21 @@ class TurnTiming:
 
 
 @dataclass(frozen=True, slots=True)
+class Recording:
+    """A call's recording. Made by Twilio (RECORDING=twilio): its Recording SID and the
+    API URL of its audio; `status` is Twilio's ("completed", "absent": nothing to record)
+    once its callback came, "in-progress" until then, or "failed" with `error` when it
+    could not be started."""
+
+    kind: str  # "twilio"
+    status: str
+    sid: str | None = None
+    url: str | None = None
+    duration_s: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     call_sid: str
     stream_sid: str
@@ -46,6 +61,7 @@ class CallRecord:
     # What happened when, in s since the stream started (bridge.core.timeline).
     timeline: tuple[TimelineEntry, ...] = ()
     timeline_dropped: int = 0  # moments past the timeline's bound, not kept
+    recording: Recording | None = None  # the call's recording, if it was recorded
 
     @property
     def duration_ms(self) -> float:

@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from bridge.core.summary import TranscriptLine
 from bridge.core.timeline import Moment, TimelineEntry
-from bridge.records.model import CallListing, CallRecord, TurnTiming, WebhookDelivery
+from bridge.records.model import CallListing, CallRecord, Recording, TurnTiming, WebhookDelivery
 from twiml.call_status import FINAL_STATUSES
 
 _T = TypeVar("_T")
@@ -72,6 +73,10 @@ class CallStore(Protocol):
 
     async def record_status(self, call_sid: str, status: str, duration_s: int | None) -> None:
         """Twilio's status callback, which may arrive before or after `save`; kept either way."""
+
+    async def record_recording(self, call_sid: str, update: Recording) -> None:
+        """Twilio's recording status callback, which may arrive before or after `save`;
+        kept either way."""
 
     async def close(self) -> None: ...
 
@@ -163,12 +168,28 @@ def _migration_4(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)")
 
 
+def _migration_5(conn: sqlite3.Connection) -> None:
+    # The call's recording (JSON: kind, status, sid, url, duration_s, error), and recording
+    # status callbacks that came before the call's record.
+    conn.execute("ALTER TABLE calls ADD COLUMN recording_json TEXT")
+    conn.execute(
+        """
+        CREATE TABLE recording_status_pending (
+            call_sid       TEXT PRIMARY KEY,
+            recording_json TEXT NOT NULL,
+            updated_at     REAL NOT NULL
+        )
+        """
+    )
+
+
 # Append only: a database at version N has had exactly the first N steps applied.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 )
 
 
@@ -272,6 +293,47 @@ def _timeline_from_json(text: str) -> tuple[TimelineEntry, ...]:
     return tuple(entries)
 
 
+def _recording_to_json(recording: Recording | None) -> str | None:
+    if recording is None:
+        return None
+    return _dumps(
+        {
+            "kind": recording.kind,
+            "status": recording.status,
+            "sid": recording.sid,
+            "url": recording.url,
+            "duration_s": recording.duration_s,
+            "error": recording.error,
+        }
+    )
+
+
+def _recording_from_json(text: str | None) -> Recording | None:
+    if not text:
+        return None
+    r = json.loads(text)
+    return Recording(
+        kind=str(r["kind"]),
+        status=str(r["status"]),
+        sid=r.get("sid"),
+        url=r.get("url"),
+        duration_s=r.get("duration_s"),
+        error=str(r.get("error", "")),
+    )
+
+
+def _merge_recording(kept: Recording | None, update: Recording) -> Recording:
+    """What a recording status callback changes: its status and what only it knows."""
+    if kept is None or (kept.sid is not None and update.sid not in (None, kept.sid)):
+        return update
+    return replace(
+        kept,
+        status=update.status,
+        url=update.url or kept.url,
+        duration_s=update.duration_s if update.duration_s is not None else kept.duration_s,
+    )
+
+
 def _merge_status(
     old: tuple[str | None, int | None] | None, status: str | None, duration_s: int | None
 ) -> tuple[str | None, int | None]:
@@ -323,7 +385,8 @@ _SUMMARY_COLUMNS = (
 _RECORD_COLUMNS = (
     "call_sid, stream_sid, from_number, to_number, profile, direction, started_at, ended_at,"
     " outcome, end_reason, model, turns_json, barge_ins, reconnects, tokens_json, cost_usd,"
-    " transcript_json, final_status, duration_s, timeline_json, timeline_dropped"
+    " transcript_json, final_status, duration_s, timeline_json, timeline_dropped,"
+    " recording_json"
 )
 
 
@@ -518,6 +581,11 @@ class SQLiteCallStore:
             raise ValueError("a call status needs a call_sid and a status")
         await self._run(self._record_status_sync, call_sid, status, duration_s)
 
+    async def record_recording(self, call_sid: str, update: Recording) -> None:
+        if not call_sid:
+            raise ValueError("a recording status needs a call_sid")
+        await self._run(self._record_recording_sync, call_sid, update)
+
     # -- worker-thread side
 
     async def _in_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -593,14 +661,27 @@ class SQLiteCallStore:
             # A status callback that beat this save is Twilio's word on the call; the
             # record, built before it, would otherwise erase it.
             final_status, duration_s = _merge_status(stored, r.final_status, r.duration_s)
+            recording = r.recording
+            early = conn.execute(
+                "SELECT recording_json FROM recording_status_pending WHERE call_sid = ?",
+                (r.call_sid,),
+            ).fetchone()
+            if early is not None:  # Twilio's word on the recording came first
+                update = _recording_from_json(early[0])
+                if update is not None:
+                    recording = _merge_recording(recording, update)
+                conn.execute(
+                    "DELETE FROM recording_status_pending WHERE call_sid = ?", (r.call_sid,)
+                )
             conn.execute(
                 """
                 INSERT INTO calls (
                     call_sid, stream_sid, from_number, to_number, profile, direction,
                     started_at, ended_at, outcome, end_reason, model, turn_count, barge_ins,
                     reconnects, cost_usd, final_status, duration_s, turns_json, tokens_json,
-                    transcript_json, transcript_text, timeline_json, timeline_dropped
-                ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    transcript_json, transcript_text, timeline_json, timeline_dropped,
+                    recording_json
+                ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     r.call_sid,
@@ -626,6 +707,7 @@ class SQLiteCallStore:
                     _transcript_text(r.transcript),
                     _dumps(timeline_rows(r.timeline)),
                     r.timeline_dropped,
+                    _recording_to_json(recording),
                 ),
             )
             conn.execute("DELETE FROM call_status_pending WHERE call_sid = ?", (r.call_sid,))
@@ -676,6 +758,7 @@ class SQLiteCallStore:
             duration_s,
             timeline_json,
             timeline_dropped,
+            recording_json,
         ) = row
         return CallRecord(
             call_sid=sid,
@@ -699,6 +782,7 @@ class SQLiteCallStore:
             duration_s=duration_s,
             timeline=_timeline_from_json(timeline_json),
             timeline_dropped=timeline_dropped,
+            recording=_recording_from_json(recording_json),
         )
 
     def _search_sync(self, needle: str, limit: int, offset: int) -> list[CallListing]:
@@ -714,6 +798,25 @@ class SQLiteCallStore:
             .fetchall()
         )
         return [CallListing(*row) for row in rows]
+
+    def _record_recording_sync(self, call_sid: str, update: Recording) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            row = conn.execute(
+                "SELECT recording_json FROM calls WHERE call_sid = ?", (call_sid,)
+            ).fetchone()
+            if row is not None:
+                merged = _merge_recording(_recording_from_json(row[0]), update)
+                conn.execute(
+                    "UPDATE calls SET recording_json = ? WHERE call_sid = ?",
+                    (_recording_to_json(merged), call_sid),
+                )
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO recording_status_pending"
+                    " (call_sid, recording_json, updated_at) VALUES (?, ?, ?)",
+                    (call_sid, _recording_to_json(update), time.time()),
+                )
 
     def _record_status_sync(self, call_sid: str, status: str, duration_s: int | None) -> None:
         conn = self._connection()

@@ -150,3 +150,27 @@ def created_call(account_sid: str, call_sid: str, to: str, from_: str) -> dict:
         "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
         "queue_time": "0",
     }
+
+
+def created_recording(account_sid: str, call_sid: str, sid: str) -> dict:
+    """A Recording resource as Twilio returns it when a call's recording starts."""
+    return {
+        "account_sid": account_sid,
+        "api_version": "2010-04-01",
+        "call_sid": call_sid,
+        "conference_sid": None,
+        "date_created": None,
+        "date_updated": "Thu, 03 Dec 2026 10:00:00 +0000",
+        "start_time": "Thu, 03 Dec 2026 10:00:00 +0000",
+        "duration": "-1",
+        "sid": sid,
+        "price": None,
+        "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}/Recordings/{sid}.json",
+        "encryption_details": None,
+        "price_unit": None,
+        "status": "in-progress",
+        "channels": 2,
+        "source": "StartCallRecordingAPI",
+        "error_code": None,
+        "track": "both",
+    }

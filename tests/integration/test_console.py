@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,7 +21,7 @@ from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions
 from bridge.console.pages import HEARD_HINT
 from bridge.core.summary import TranscriptLine
 from bridge.core.timeline import Moment
-from bridge.records.model import CallRecord, TurnTiming
+from bridge.records.model import CallRecord, Recording, TurnTiming
 from bridge.usage import LOCAL_AGENT_MODEL
 from tests.helpers.records import record
 from tests.helpers.running_bridge import (
@@ -287,6 +288,8 @@ async def test_past_calls_and_a_call_page_show_the_record_escaped() -> None:
             TurnTiming(2, 6000.0, 6550.0, 6700.0, barged_in=True, truncated_at_ms=1200),
         ),
     )
+    recording = Recording("twilio", "completed", "RE" + "7" * 32, "https://api.twilio.com/RE", 42)
+    call = replace(call, recording=recording)
     async with (
         running_bridge(console_password=PASSWORD) as bridge,
         httpx.AsyncClient(base_url=bridge.base_url) as http,
@@ -315,6 +318,7 @@ async def test_past_calls_and_a_call_page_show_the_record_escaped() -> None:
         for fact in ("gpt-realtime", "completed", "$0.1234", "1 min 05 s", "Twilio: 66 s"):
             assert fact in text, fact
         assert "4650 (" in text  # model tokens in and out, transcription apart
+        assert f"twilio {recording.sid}: completed, 42 s" in text
         lines = re.findall(r'<li class="(caller|assistant)[^"]*">.*?</li>', page.text)
         assert lines == ["caller", "assistant", "caller", "assistant"]
         assert text.count("cut off") == 1

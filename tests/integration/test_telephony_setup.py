@@ -14,10 +14,11 @@ from twilio.request_validator import RequestValidator
 
 from bridge.cli import main as cli_main
 from tests.helpers.records import record
-from tests.helpers.running_bridge import AUTH_TOKEN, RunningBridge, running_bridge
+from tests.helpers.running_bridge import AUTH_TOKEN, RunningBridge, running_bridge, stored_record
 from tests.helpers.twilio_rest_fake import (
     RecordingTwilio,
     created_call,
+    created_recording,
     incoming_number,
     number_list,
 )
@@ -25,6 +26,7 @@ from tests.helpers.twilio_side import (
     CALL_SID,
     assert_call_fully_gone,
     bridged_session,
+    simulated_call,
     start_stream,
 )
 
@@ -247,6 +249,61 @@ async def test_a_recording_notice_is_said_before_the_stream_connects_per_profile
         ("Connect", None),
     ]
     assert ET.fromstring(sales.text)[0].tag == "Connect"
+
+
+async def test_twilio_records_the_call_and_its_record_keeps_the_recording() -> None:
+    recording_sid = "RE" + "7" * 32
+    twilio = RecordingTwilio().answer(
+        "POST", "/Recordings.json", 201, created_recording(ACCOUNT, "CA", recording_sid)
+    )
+    async with running_bridge(twilio_http=twilio, recording="twilio") as bridge:
+        report, _ = await simulated_call(bridge, turns=1)
+        kept = await stored_record(bridge, report.call_sid)
+        callback = bridge.base_url + "/recording-status"
+        done = {
+            "AccountSid": ACCOUNT,
+            "CallSid": report.call_sid,
+            "RecordingSid": recording_sid,
+            "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/"
+            + recording_sid,
+            "RecordingStatus": "completed",
+            "RecordingDuration": "7",
+            "RecordingChannels": "2",
+            "RecordingSource": "StartCallRecordingAPI",
+        }
+        async with httpx.AsyncClient() as http:
+            forged = await http.post(callback, data={**done, "RecordingDuration": "1"})
+            told = await http.post(callback, data=done, headers=signed(callback, done))
+        finished = await bridge.app.state.store.get(report.call_sid)
+
+    [asked] = [r for r in twilio.requests if r["path"].endswith("/Recordings.json")]
+    assert asked["method"] == "POST"
+    assert asked["path"].endswith(f"/Calls/{report.call_sid}/Recordings.json")
+    assert asked["data"]["RecordingChannels"] == "dual"  # caller and assistant apart
+    assert asked["data"]["RecordingStatusCallback"] == callback
+    assert report.completed and report.heard_audio  # the call went on as ever
+    assert kept.recording is not None
+    assert (kept.recording.kind, kept.recording.sid, kept.recording.status) == (
+        "twilio",
+        recording_sid,
+        "in-progress",
+    )
+    assert kept.recording.url is not None and kept.recording.url.endswith(recording_sid)
+    assert (forged.status_code, told.status_code) == (403, 204)
+    assert finished is not None and finished.recording is not None
+    assert (finished.recording.status, finished.recording.duration_s) == ("completed", 7)
+
+
+async def test_a_recording_twilio_refuses_costs_the_call_nothing() -> None:
+    twilio = RecordingTwilio().answer(
+        "POST", "/Recordings.json", 400, {"code": 21220, "message": "Call is not in-progress"}
+    )
+    async with running_bridge(twilio_http=twilio, recording="twilio") as bridge:
+        report, _ = await simulated_call(bridge, turns=1)
+        kept = await stored_record(bridge, report.call_sid)
+    assert report.completed and report.heard_audio
+    assert kept.recording is not None and kept.recording.status == "failed"
+    assert "21220" in kept.recording.error or "not in-progress" in kept.recording.error
 
 
 # --- the command line: configure-number, call ----------------------------------------------

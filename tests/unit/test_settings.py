@@ -245,3 +245,22 @@ def test_a_post_call_webhook_needs_https_a_real_secret_and_the_records(
             _env_file=None, post_call_webhook_url=url, post_call_webhook_secret=good
         )
         assert settings.post_call_webhook_url == url
+
+
+def test_twilio_recording_needs_the_auth_token_and_the_public_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert problems_with(monkeypatch, RECORDING="twilio") == [
+        "RECORDING: twilio needs TWILIO_AUTH_TOKEN and PUBLIC_URL (to ask Twilio to record, "
+        "and for its signed callback to reach this bridge)"
+    ]
+    [not_yet] = problems_with(monkeypatch, RECORDING="bridge")  # off or twilio, for now
+    assert not_yet.startswith("RECORDING: ")
+    monkeypatch.delenv("RECORDING")
+    settings = load_settings(
+        _env_file=None,
+        recording="TWILIO",
+        twilio_auth_token="token-token-token",
+        public_url="https://bridge.example.com",
+    )
+    assert settings.recording == "twilio"

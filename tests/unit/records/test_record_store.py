@@ -16,7 +16,7 @@ import pytest
 from bridge.core.summary import TranscriptLine
 from bridge.core.timeline import Moment, TimelineEntry
 from bridge.records import store as records
-from bridge.records.model import CallRecord, TurnTiming
+from bridge.records.model import CallRecord, Recording, TurnTiming
 from bridge.records.store import SQLiteCallStore, apply_migrations
 
 T0 = 1_767_000_000.0  # an afternoon in late 2025
@@ -315,6 +315,30 @@ async def test_a_status_that_arrives_after_the_record_is_kept(store: SQLiteCallS
     assert (got.final_status, got.duration_s) == ("completed", 94)
 
 
+RECORDING = Recording("twilio", "in-progress", "RE1", "https://api.twilio.com/RE1")
+COMPLETED = Recording("twilio", "completed", "RE1", "https://api.twilio.com/RE1", 42)
+
+
+@pytest.mark.parametrize("callback_first", [False, True], ids=["after", "before"])
+async def test_a_recordings_status_is_kept_whether_it_comes_before_or_after_the_record(
+    store: SQLiteCallStore, callback_first: bool
+) -> None:
+    if callback_first:  # Twilio's callback beat the call's teardown
+        await store.record_recording("CA0001", COMPLETED)
+    await store.save(make_record(recording=RECORDING))
+    if not callback_first:
+        await store.record_recording("CA0001", COMPLETED)
+    got = await store.get("CA0001")
+    assert got is not None and got.recording == COMPLETED
+
+
+async def test_a_recording_that_could_not_start_round_trips(store: SQLiteCallStore) -> None:
+    failed = Recording("twilio", "failed", error="HTTP 400: Call is not in-progress")
+    await store.save(make_record(recording=failed))
+    got = await store.get("CA0001")
+    assert got is not None and got.recording == failed
+
+
 async def test_a_second_record_of_a_call_changes_neither_it_nor_its_status(
     store: SQLiteCallStore,
 ) -> None:
@@ -405,7 +429,7 @@ async def test_a_v1_database_is_upgraded_and_keeps_its_calls(db_path: str) -> No
     finally:
         await s.close()
 
-    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 4
+    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 5
     assert old is not None
     assert old.timeline == () and old.timeline_dropped == 0  # recorded before timelines
     assert old.transcript == (
