@@ -1,7 +1,7 @@
 """Load test: the bridge under N concurrent simulated calls, against a naive baseline.
 
     .venv/bin/python bench/load.py [--calls 1,50,100,200] [--seconds 20]
-        [--modes bridge,bridge-pcm16,naive] [--profile DIR]
+        [--modes bridge,bridge-pcm16,bridge-recording,naive] [--profile DIR]
 
 For each N, a run per mode, each with its own processes on 127.0.0.1:
 - direct: the callers talk to the stand-in agent itself (Twilio protocol), no bridge: the
@@ -9,6 +9,7 @@ For each N, a run per mode, each with its own processes on 127.0.0.1:
 - bridge: callers -> `phone-bridge serve` (mu-law passthrough) -> stand-in agent;
 - bridge-pcm16: the same, transcoding to PCM16 24 kHz for the stand-in (frames matched by
   their index, as a resampler cannot carry the frame marker);
+- bridge-recording: bridge, with RECORDING=bridge (every call written to a stereo WAV);
 - naive: callers -> bench/naive_bridge.py -> stand-in agent;
 - relay: callers -> bench/tcp_relay.py -> stand-in agent (direct protocol): bytes passed on
   unparsed, the floor under any bridge written in Python on this event loop.
@@ -100,7 +101,7 @@ def start_server(
     mode: str, port: int, agent_port: int, log: Path, signed: bool = False
 ) -> subprocess.Popen | None:
     agent_url = f"ws://127.0.0.1:{agent_port}/v1/realtime?model=gpt-realtime"
-    if mode in ("bridge", "bridge-pcm16"):
+    if mode in ("bridge", "bridge-pcm16", "bridge-recording"):
         env = dict(os.environ)
         if mode == "bridge-pcm16":
             env.update(
@@ -109,6 +110,8 @@ def start_server(
             )
         else:
             env["REALTIME_AUDIO_FORMAT"] = "pcmu"
+        if mode == "bridge-recording":  # RECORDING=bridge: every call to a WAV
+            env.update(RECORDING="bridge", RECORDINGS_DIR=str(log.parent / f"recordings-{port}"))
         env.update(
             PORT=str(port),
             HOST="127.0.0.1",

@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
@@ -123,6 +124,7 @@ def create_app(
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
+    recordings_dir = Path(settings.recordings_path) if settings.recording == "bridge" else None
     # Where Twilio posts a recording's status (RECORDING=twilio): signed like every webhook.
     recording_callback = (
         settings.public_url + RECORDING_STATUS_PATH
@@ -238,6 +240,7 @@ def create_app(
             answered_at=calls.answered_at,
             webhook=app.state.webhook,
             recording_callback=recording_callback,
+            recordings_dir=recordings_dir,
         )
         try:
             await runner.run()

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
+from bridge.call_recording import CallRecorder
 from bridge.core import events as ev
 from bridge.core.actions import (
     Action,
@@ -118,9 +121,11 @@ class CallRunner:
         answered_at: Callable[[str], float | None] | None = None,
         webhook: PostCallWebhook | None = None,
         recording_callback: str | None = None,
+        recordings_dir: Path | None = None,
     ) -> None:
         """`recording_callback`: where Twilio posts the recording's status; set, each
-        admitted call is recorded by Twilio (RECORDING=twilio)."""
+        admitted call is recorded by Twilio (RECORDING=twilio). `recordings_dir`: set, the
+        bridge records each admitted call there itself (RECORDING=bridge)."""
         self.twilio = twilio_socket
         self._twilio_link: TwilioLink = twilio_link(twilio_socket)
         self._setup = setup
@@ -135,6 +140,8 @@ class CallRunner:
         self._answered_at = answered_at
         self.webhook = webhook
         self._recording_callback = recording_callback
+        self._recordings_dir = recordings_dir
+        self._recorder: CallRecorder | None = None
         self.recording: Recording | None = None
         self.clock = CallClock(time.time(), time.monotonic())
         self._opening = StreamOpening(limits or StreamLimits(), time.monotonic())
@@ -174,6 +181,8 @@ class CallRunner:
                 await self._end_through_rest(self.ending)
             await self._twilio_link.finish()
             await self._close_twilio()
+            if self._recorder is not None:
+                self.recording = await self._recorder.finish()
             self._keep_record()
 
     async def say_goodbye(self, text: str) -> None:
@@ -203,7 +212,14 @@ class CallRunner:
 
     def _from_twilio(self, data: bytes) -> None:
         try:
-            self._carry_out(self.core.handle(twilio.decode(data), time.monotonic()))
+            event, now = twilio.decode(data), time.monotonic()
+            recorder = self._recorder
+            if recorder is not None:  # (RECORDING=bridge only)
+                if isinstance(event, ev.CallerAudio):
+                    recorder.caller(event.payload, now)
+                elif isinstance(event, ev.MarkPlayed):
+                    recorder.played(event.name, now)
+            self._carry_out(self.core.handle(event, now))
         except Exception:
             self._failed()
 
@@ -235,12 +251,16 @@ class CallRunner:
                 assert writer is not None and isinstance(action, PlayAudio)
                 to_twilio.append(writer.media(action.payload))
                 to_twilio.append(writer.mark(action.mark))
+                if self._recorder is not None:
+                    self._recorder.sent(action.payload, action.mark, time.monotonic())
             elif kind is AppendAudio:
                 assert self._codec is not None and isinstance(action, AppendAudio)
                 to_realtime.append(self._codec.append_audio(action.payload))
             elif kind is ClearAudio:
                 assert self._writer is not None
                 to_twilio.append(self._writer.clear())
+                if self._recorder is not None:
+                    self._recorder.cleared(time.monotonic())
             elif kind is SendMark:
                 assert self._writer is not None and isinstance(action, SendMark)
                 to_twilio.append(self._writer.mark(action.name))
@@ -317,6 +337,12 @@ class CallRunner:
             config, observer=self.metrics, guard=self._opening.guard, answered_at=answered_at
         )
         self._handle(start)
+        call = self.call
+        if self._recordings_dir is not None and call is not None and call.started_at is not None:
+            name = re.sub(r"[^A-Za-z0-9]", "", start.call_sid) or "call"
+            recorder = CallRecorder(self._recordings_dir / f"{name}.wav", call.started_at)
+            self._recorder = recorder
+            self._spawn(recorder.run(), "recorder")
         if self._recording_callback is not None and self.rest is not None:
             self._spawn(self._start_recording(start, self._recording_callback), "recording")
 

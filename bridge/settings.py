@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, Literal, get_args
@@ -221,12 +222,17 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="If set, GET /metrics needs Authorization: Bearer <it>."
     )
-    recording: Literal["off", "twilio"] = Field(
+    recording: Literal["off", "bridge", "twilio"] = Field(
         "off",
-        description="twilio: Twilio records each call, caller and assistant on their own "
-        "channels, and its Recording SID and URL go in the call's record (needs "
-        "TWILIO_AUTH_TOKEN and PUBLIC_URL). The operator is responsible for consent: see "
-        "RECORDING_NOTICE.",
+        description="bridge: the bridge records each call as a stereo WAV, the caller left "
+        "and the assistant right as the caller heard it, in RECORDINGS_DIR. twilio: Twilio "
+        "records it (dual channel), its Recording SID and URL go in the call's record (needs "
+        "TWILIO_AUTH_TOKEN and PUBLIC_URL). Consent is the operator's: see RECORDING_NOTICE.",
+    )
+    recordings_dir: str | None = Field(
+        None,
+        description="Where RECORDING=bridge writes each call's WAV (CallSid.wav); unset: a "
+        "recordings folder beside CALL_DB_PATH.",
     )
     recording_notice: str | None = Field(
         None,
@@ -400,6 +406,7 @@ class Settings(BaseSettings):
         "post_call_webhook_url",
         "post_call_webhook_secret",
         "recording_notice",
+        "recordings_dir",
         "greeting",
         "session_rollover_s",
         mode="before",
@@ -494,6 +501,15 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def recordings_path(self) -> str:
+        """Where RECORDING=bridge writes: RECORDINGS_DIR, else beside the records."""
+        if self.recordings_dir:
+            return self.recordings_dir
+        db = self.call_db_path
+        base = os.path.dirname(os.path.abspath(db)) if db and db != ":memory:" else "."
+        return os.path.join(base, "recordings")
 
     @property
     def provider(self) -> providers.Provider:

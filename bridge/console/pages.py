@@ -401,9 +401,25 @@ def call_page(record: CallRecord) -> str:
         f'<dl class="facts" id="facts">{_facts(facts)}</dl>'
         f"<h2>Transcript</h2>{transcript_html(r)}"
         f"<h2>Latency per turn</h2>{latency_chart(r.turns)}{turns_table(r.turns)}"
+        f"{recording_player(r)}"
         f"<h2>Timeline</h2>{timeline_table(r)}"
     )
     return layout(f"Call {r.call_sid}", body, active="calls")
+
+
+def recording_player(record: CallRecord) -> str:
+    """The bridge's recording of the call: a player (seekable) and a download."""
+    recording = record.recording
+    if recording is None or recording.kind != "bridge" or recording.status != "completed":
+        return ""
+    src = f"/console/calls/{quote(record.call_sid, safe='')}/recording.wav"
+    return (
+        "<h2>Recording</h2>"
+        '<p class="notice">Left: the caller as received. Right: the assistant as the caller '
+        "heard it (cut where they talked over it).</p>"
+        f'<audio id="recording" controls preload="metadata" src="{esc(src)}"></audio>'
+        f'<p><a href="{esc(src)}" download>Download the recording (WAV)</a></p>'
+    )
 
 
 TIMELINE_COLUMNS = ("At", "What", "Detail")
@@ -440,7 +456,8 @@ def _recording_text(recording: Recording) -> str:
         return f"{recording.kind}: could not be started ({recording.error})"
     length = f", {recording.duration_s} s" if recording.duration_s is not None else ""
     where = f" — {recording.url}" if recording.url else ""
-    return f"{recording.kind} {recording.sid or ''}: {recording.status}{length}{where}"
+    who = f"{recording.kind} {recording.sid}" if recording.sid else recording.kind
+    return f"{who}: {recording.status}{length}{where}"
 
 
 def _no_status(direction: str) -> str:

@@ -9,12 +9,13 @@ import re
 import secrets
 import time
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.websockets import WebSocket
 
 from bridge.console import pages
@@ -49,7 +50,8 @@ _STATIC_TYPES = {
 # past escaping still could not run); the softphone's WebSocket goes to this same host.
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "connect-src 'self'; media-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
 )
 _SECURITY_HEADERS = {
     "Content-Security-Policy": _CSP,
@@ -140,6 +142,9 @@ class Console:
         r.add_api_route("/console/calls/{call_sid}", self._call, methods=["GET"])
         r.add_api_route(
             "/console/calls/{call_sid}/timeline.json", self._call_timeline, methods=["GET"]
+        )
+        r.add_api_route(
+            "/console/calls/{call_sid}/recording.wav", self._call_recording, methods=["GET"]
         )
         r.add_api_route("/console/softphone", self._softphone_page, methods=["GET"])
         r.add_api_route("/console/api/live", self._api_live, methods=["GET"])
@@ -342,6 +347,26 @@ class Console:
                 **_SECURITY_HEADERS,
                 "Content-Disposition": f'attachment; filename="{filename}"',
             },
+        )
+
+    async def _call_recording(self, request: Request, call_sid: str) -> Response:
+        """The bridge's recording of the call (RECORDING=bridge): a WAV the browser can
+        seek in (range requests), behind the login."""
+        if not self._logged_in(request):
+            return self._unauthorized()
+        record = await self.store.get(call_sid) if self.store is not None else None
+        recording = record.recording if record is not None else None
+        name = recording.url if recording is not None and recording.kind == "bridge" else None
+        path = Path(self.settings.recordings_path) / name if name else None
+        # (the name is the store's, but only a plain file name is ever served)
+        if path is None or Path(name or "").name != name or not path.is_file():
+            return JSONResponse({"error": f"no recording of the call {call_sid}"}, 404)
+        return FileResponse(
+            path,
+            media_type="audio/wav",
+            filename=path.name,
+            content_disposition_type="inline",
+            headers=dict(_SECURITY_HEADERS),
         )
 
     async def _softphone_page(self, request: Request) -> Response:

@@ -174,7 +174,12 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
     wav = tmp_path / "caller.wav"
     write_speech_wav(wav)
     # No backend configured: the app runs its built-in echo agent, as `serve` does.
-    async with running_bridge(console_password=PASSWORD, realtime_url=None) as bridge:
+    async with running_bridge(
+        console_password=PASSWORD,
+        realtime_url=None,
+        recording="bridge",
+        recordings_dir=str(tmp_path / "recordings"),
+    ) as bridge:
         driver = await asyncio.to_thread(start_chromium, wav)
         browser = Browser(driver, screenshot_dir())
         try:
@@ -317,6 +322,28 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
                 "return [...document.querySelectorAll('#turns th.hint')].map(th => th.title);",
             )
             assert len(hints) == 3 and all(len(h) > 60 for h in hints), hints
+            # The recording plays in the page, and seeks (range requests, under its CSP).
+            player = "const a = document.getElementById('recording');"
+            duration = 0.0
+            for _ in range(100):  # up to 5 s for its metadata
+                duration = await browser.do(
+                    driver.execute_script,
+                    player + "return a.readyState >= 1 ? a.duration : 0;",
+                )
+                if duration:
+                    break
+                await asyncio.sleep(0.05)
+            assert duration > SPEECH_MS / 1000, duration
+            await browser.do(driver.execute_script, player + "a.currentTime = 1.5;")
+            position = 0.0
+            for _ in range(100):
+                position = await browser.do(
+                    driver.execute_script, player + "return a.seeking ? -1 : a.currentTime;"
+                )
+                if position >= 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert abs(position - 1.5) < 0.1, position
             await browser.do(driver.set_window_size, 1280, 1500)
             await browser.screenshot("07-call.png")
         finally:

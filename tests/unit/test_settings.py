@@ -254,8 +254,8 @@ def test_twilio_recording_needs_the_auth_token_and_the_public_url(
         "RECORDING: twilio needs TWILIO_AUTH_TOKEN and PUBLIC_URL (to ask Twilio to record, "
         "and for its signed callback to reach this bridge)"
     ]
-    [not_yet] = problems_with(monkeypatch, RECORDING="bridge")  # off or twilio, for now
-    assert not_yet.startswith("RECORDING: ")
+    [unknown] = problems_with(monkeypatch, RECORDING="tape")
+    assert unknown.startswith("RECORDING: ")
     monkeypatch.delenv("RECORDING")
     settings = load_settings(
         _env_file=None,

@@ -1,0 +1,276 @@
+"""The bridge's own recording of a call (RECORDING=bridge): a stereo WAV at 8 kHz, the
+caller on the left as received, the assistant on the right **as the caller heard it**.
+
+The right channel follows Twilio's playback as the bridge learns of it: the chunks sent
+play in order, a mark coming back means its chunk has just finished playing (so it is
+placed ending there), and a clear cuts the chunk that was playing at that moment and
+drops the rest, which was never heard. The left channel is the caller's frames, one
+after the other from where they arrived (a gap in their arrival is silence).
+
+On the audio path the recorder only keeps references to the messages, with their times
+(nothing is decoded there); once a second, off that path, they are decoded, placed, and
+the part no later message can change is written out, in a worker thread. So memory stays
+bounded whatever the call's length, and a disk that fails or stalls costs the recording,
+never the call: one log line, and the record says why it has no audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import random
+import time
+import wave
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bridge.audio import MULAW_RATE, mulaw_to_pcm16
+from bridge.records.model import Recording
+
+log = logging.getLogger("bridge.call_recording")
+
+FLUSH_EVERY_S = 1.0
+# Audio is placed at most this long after it was heard (a chunk once its mark is back,
+# a cut chunk at the clear): older audio is final and written out.
+SETTLE_S = 2.0
+WINDOW_S = 4.0  # what is held unwritten at most (128 KiB): SETTLE_S and a margin
+# Chunks sent to Twilio and not yet heard (a whole answer may be queued there).
+MAX_QUEUED_S = 120.0
+WRITE_DEADLINE_S = 10.0  # a write (or the file's close) past this: the disk is failing
+# A chunk whose mark says it began within this of the last one's end followed it without
+# a gap (Twilio plays what it holds back to back; the marks' times jitter by a few ms).
+BACK_TO_BACK = 20 * 8
+
+_CALLER, _SENT, _PLAYED, _CLEARED = range(4)
+
+
+@dataclass(slots=True)
+class _Chunk:
+    mark: str
+    payload: str  # base64 mu-law, as sent
+    sent_at: float
+
+
+class CallRecorder:
+    def __init__(self, path: Path, started_at: float) -> None:
+        self.path = path
+        self._origin = started_at  # the stream's start: sample 0
+        self._messages: list[tuple[int, str, str, float]] = []  # (kind, payload, mark, at)
+        self._queue: deque[_Chunk] = deque()
+        self._queued_samples = 0
+        self._heard_until: float | None = None  # when the last chunk finished playing
+        self._assistant_next = 0  # the sample after the last one of the assistant's placed
+        self._caller_next = 0  # the sample the caller's next frame goes at
+        self._window = np.zeros((int(WINDOW_S * MULAW_RATE), 2), dtype=np.int16)
+        self._window_start = 0  # the sample the window's first row is
+        self._end = 0  # one past the last sample placed
+        self._late = 0  # samples placed after their place was written out (dropped)
+        self._done: list[bytes] = []  # final frames, to write out
+        self._wav: wave.Wave_write | None = None
+        # One thread of its own: the writes happen in order, even one cut short by the
+        # call's end (the next waits for it).
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recording")
+        self._written = 0
+        self.failed: str | None = None  # why there is no (complete) recording
+
+    # --- on the audio path: references and times only ----------------------------------------
+
+    def caller(self, payload: str, now: float) -> None:
+        if self.failed is None:
+            self._messages.append((_CALLER, payload, "", now))
+
+    def sent(self, payload: str, mark: str, now: float) -> None:
+        if self.failed is None:
+            self._messages.append((_SENT, payload, mark, now))
+
+    def played(self, mark: str, now: float) -> None:
+        if self.failed is None:
+            self._messages.append((_PLAYED, "", mark, now))
+
+    def cleared(self, now: float) -> None:
+        if self.failed is None:
+            self._messages.append((_CLEARED, "", "", now))
+
+    # --- off it ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Place and write what came, once a second, until cancelled. (Calls that began
+        together do not all do it at the same moment.)"""
+        await asyncio.sleep(random.uniform(0, FLUSH_EVERY_S))
+        while self.failed is None:
+            await self._settle(time.monotonic() - SETTLE_S)  # (the clock the times are on)
+            await asyncio.sleep(FLUSH_EVERY_S)
+
+    async def finish(self) -> Recording:
+        """Write out everything; the recording as the call's record keeps it."""
+        if self.failed is None:
+            await self._settle(None)
+        wav = self._wav
+        if wav is not None:
+            with contextlib.suppress(OSError, wave.Error, TimeoutError):
+                await asyncio.wait_for(self._on_disk(wav.close), WRITE_DEADLINE_S)
+        self._disk.shutdown(wait=False)
+        if self.failed is not None:
+            return Recording("bridge", "failed", url=self.path.name, error=self.failed)
+        if self._late:
+            log.warning("recording: %d ms of audio came too late to be placed", self._late // 8)
+        return Recording(
+            "bridge", "completed", url=self.path.name, duration_s=round(self._written / MULAW_RATE)
+        )
+
+    async def _settle(self, until: float | None) -> None:
+        """Place what came, and write out all that is final by `until` (None: everything).
+        Placing is a fraction of a millisecond a second of call, done here (calls' clocks
+        are spread over the second); the write is the recorder's own thread's, as a disk
+        may stall."""
+        messages, self._messages = self._messages, []
+        try:
+            frames = self._place(messages, until)
+            if frames:
+                await asyncio.wait_for(self._on_disk(self._write, frames), WRITE_DEADLINE_S)
+        except Exception as exc:  # a full disk, a stalled one, or a bug: never the call's end
+            self._fail(exc)
+
+    def _place(self, messages: list[tuple[int, str, str, float]], until: float | None) -> bytes:
+        """Put the messages' audio in place; the frames now final, to write out."""
+        for kind, payload, mark, at in messages:
+            if kind == _CALLER:
+                self._place_caller(payload, at)
+            elif kind == _SENT:
+                self._queue.append(_Chunk(mark, payload, at))
+                self._queued_samples += _samples(payload)
+                while self._queued_samples > MAX_QUEUED_S * MULAW_RATE:
+                    dropped = self._queue.popleft()  # never heard: Twilio holds no more
+                    self._queued_samples -= _samples(dropped.payload)
+            elif kind == _PLAYED:
+                self._place_played(mark, at)
+            else:
+                self._place_cut(at)
+        final = self._end if until is None else min(self._end, self._sample(until))
+        count = final - self._window_start
+        if count > 0:
+            self._done.append(self._window[:count].tobytes())
+            self._shift(count)
+            self._written += count
+        frames, self._done = b"".join(self._done), []
+        return frames
+
+    def _place_caller(self, payload: str, at: float) -> None:
+        pcm = _pcm(payload)
+        if pcm is None:
+            return  # (the call dropped it too)
+        # Where it began arriving: its length before `at`. A gap since the last frame's
+        # end is silence; otherwise frames follow each other without a seam.
+        arrived = self._sample(at) - len(pcm)
+        if arrived > self._caller_next + 2 * 160:
+            self._caller_next = arrived
+        self._put(0, self._caller_next, pcm)
+        self._caller_next += len(pcm)
+
+    def _place_played(self, mark: str, at: float) -> None:
+        if not any(chunk.mark == mark for chunk in self._queue):
+            return  # a cleared chunk's echo, or a mark that carries no audio
+        # In order: any before it finished before it, back to back.
+        played = []
+        while self._queue:
+            chunk = self._queue.popleft()
+            self._queued_samples -= _samples(chunk.payload)
+            played.append(chunk)
+            if chunk.mark == mark:
+                break
+        pcms = [pcm for pcm in map(_pcm, (chunk.payload for chunk in played)) if pcm is not None]
+        start = self._sample(at) - sum(len(pcm) for pcm in pcms)
+        if abs(start - self._assistant_next) <= BACK_TO_BACK:
+            start = self._assistant_next  # it followed the last one without a gap
+        for pcm in pcms:
+            self._put(1, start, pcm)
+            start += len(pcm)
+        self._assistant_next = start
+        self._heard_until = at
+
+    def _place_cut(self, at: float) -> None:
+        """A clear: the chunk playing is heard up to now, the rest never."""
+        if self._queue:
+            chunk = self._queue[0]
+            began = self._sample(max(chunk.sent_at, self._heard_until or chunk.sent_at))
+            if abs(began - self._assistant_next) <= BACK_TO_BACK:
+                began = self._assistant_next
+            pcm = _pcm(chunk.payload)
+            if pcm is not None:
+                heard = min(len(pcm), max(0, self._sample(at) - began))
+                self._put(1, began, pcm[:heard])
+                self._assistant_next = began + heard
+        self._queue.clear()
+        self._queued_samples = 0
+        self._heard_until = at
+
+    def _sample(self, at: float) -> int:
+        return max(0, round((at - self._origin) * MULAW_RATE))
+
+    def _put(self, channel: int, start: int, pcm: np.ndarray) -> None:
+        if start < self._window_start:  # its place is written out already
+            cut = min(len(pcm), self._window_start - start)
+            self._late += cut
+            pcm, start = pcm[cut:], start + cut
+        if not len(pcm):
+            return
+        end = start + len(pcm)
+        overflow = end - (self._window_start + len(self._window))
+        if overflow > 0:  # past the window (the clock fell behind): the oldest is final
+            self._done.append(self._window[:overflow].tobytes())
+            if overflow > len(self._window):  # and a silence longer than the window
+                self._done.append(bytes(4 * (overflow - len(self._window))))
+            self._written += overflow
+            self._shift(overflow)
+        offset = start - self._window_start
+        self._window[offset : offset + len(pcm), channel] = pcm
+        self._end = max(self._end, end)
+
+    def _shift(self, count: int) -> None:
+        window = self._window
+        if count >= len(window):
+            window[:] = 0
+        else:
+            window[:-count] = window[count:]
+            window[-count:] = 0
+        self._window_start += count
+
+    def _on_disk(self, work: Callable[..., None], *args: object) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().run_in_executor(self._disk, work, *args)
+
+    def _write(self, frames: bytes) -> None:
+        if self._wav is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            wav = wave.open(str(self.path), "wb")  # noqa: SIM115 (closed by finish)
+            wav.setnchannels(2)
+            wav.setsampwidth(2)
+            wav.setframerate(MULAW_RATE)
+            self._wav = wav
+        self._wav.writeframesraw(frames)
+
+    def _fail(self, exc: BaseException) -> None:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.error("recording stopped, the call goes on: %s: %s", self.path, why)
+        self.failed = f"could not be written: {why}"[:300]
+        self._messages = []
+        self._queue.clear()
+
+
+def _samples(payload: str) -> int:
+    return len(payload) * 3 // 4 - payload.count("=", -2)
+
+
+def _pcm(payload: str) -> np.ndarray | None:
+    try:
+        mulaw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return np.frombuffer(mulaw_to_pcm16(mulaw), dtype=np.int16)
