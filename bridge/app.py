@@ -4,6 +4,7 @@ metrics. The pieces live in their own modules; this one only puts them together.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from twilio.http import HttpClient
 
 from bridge.admission import CallRegistry
+from bridge.call_recording import purge_recordings
 from bridge.call_runner import CallRunner, wait_for_records
 from bridge.call_setup import call_setup, load_tool_registry
 from bridge.console import Console
@@ -98,9 +100,18 @@ def create_app(
         if webhook is not None:
             webhook.start()
             log.info("post-call webhook: %s", webhook.safe_url)
+        retention = settings.recording_retention_days
+        purge = None
+        if records is not None and retention > 0:
+            directory = Path(settings.recordings_path)
+            purge = asyncio.create_task(_purge_hourly(records, directory, retention))
         try:
             yield
         finally:
+            if purge is not None:
+                purge.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purge
             if agent is not None:
                 await agent.stop()
             if records is not None:
@@ -297,6 +308,16 @@ def _log_setup(settings: Settings, endpoint: RealtimeEndpoint, profiles: Profile
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Anyone who "
             "can reach this server can place calls through it. Local development only."
         )
+
+
+async def _purge_hourly(records: CallStore, directory: Path, days: float) -> None:
+    """RECORDING_RETENTION_DAYS: at start, then every hour."""
+    while True:
+        try:
+            await purge_recordings(records, directory, days)
+        except Exception as exc:  # the records are away: next hour
+            log.error("could not delete old recordings: %s", exc)
+        await asyncio.sleep(3600)
 
 
 def _post_call_webhook(settings: Settings, records: CallStore | None) -> PostCallWebhook | None:

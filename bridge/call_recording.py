@@ -34,6 +34,7 @@ import numpy as np
 
 from bridge.audio import MULAW_RATE, mulaw_to_pcm16
 from bridge.records.model import Recording
+from bridge.records.store import CallStore
 
 log = logging.getLogger("bridge.call_recording")
 
@@ -274,3 +275,34 @@ def _pcm(payload: str) -> np.ndarray | None:
     except (binascii.Error, ValueError):
         return None
     return np.frombuffer(mulaw_to_pcm16(mulaw), dtype=np.int16)
+
+
+def recording_file(directory: Path, recording: Recording | None) -> Path | None:
+    """The bridge's file of a recording, if it made one: only ever a plain file name in
+    `directory` (the name is the store's, but a path is never followed)."""
+    if recording is None or recording.kind != "bridge" or not recording.url:
+        return None
+    name = recording.url
+    if Path(name).name != name or name.startswith("."):
+        return None
+    return directory / name
+
+
+async def delete_recording_file(directory: Path, recording: Recording | None) -> None:
+    path = recording_file(directory, recording)
+    if path is not None:
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:
+            log.error("could not delete the recording %s: %s", path, exc)
+
+
+async def purge_recordings(store: CallStore, directory: Path, older_than_days: float) -> int:
+    """One pass of RECORDING_RETENTION_DAYS: recordings (their files too) and timelines of
+    calls older than that are deleted. How many recordings went."""
+    expired = await store.expire_recordings(time.time() - older_than_days * 86400)
+    for _, recording in expired:
+        await delete_recording_file(directory, recording)
+    if expired:
+        log.info("deleted %d recordings older than %g days", len(expired), older_than_days)
+    return len(expired)

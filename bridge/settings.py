@@ -229,6 +229,12 @@ class Settings(BaseSettings):
         "records it (dual channel), its Recording SID and URL go in the call's record (needs "
         "TWILIO_AUTH_TOKEN and PUBLIC_URL). Consent is the operator's: see RECORDING_NOTICE.",
     )
+    recording_retention_days: float = Field(
+        0,
+        ge=0,
+        description="Recordings (and call timelines) older than this many days are deleted, "
+        "hourly; the rest of each record is kept. 0: kept until deleted from the console.",
+    )
     recordings_dir: str | None = Field(
         None,
         description="Where RECORDING=bridge writes each call's WAV (CallSid.wav); unset: a "

@@ -403,6 +403,9 @@ def call_page(record: CallRecord) -> str:
         f"<h2>Latency per turn</h2>{latency_chart(r.turns)}{turns_table(r.turns)}"
         f"{recording_player(r)}"
         f"<h2>Timeline</h2>{timeline_table(r)}"
+        f'<form method="post" action="/console/calls/{esc(quote(r.call_sid, safe=""))}/delete"'
+        ' class="delete"><button type="submit">Delete this call, its timeline and its '
+        "recording</button></form>"
     )
     return layout(f"Call {r.call_sid}", body, active="calls")
 

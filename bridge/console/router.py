@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.websockets import WebSocket
 
+from bridge.call_recording import delete_recording_file, recording_file
 from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
 from bridge.profiles import DEFAULT_PROFILE
@@ -146,6 +147,7 @@ class Console:
         r.add_api_route(
             "/console/calls/{call_sid}/recording.wav", self._call_recording, methods=["GET"]
         )
+        r.add_api_route("/console/calls/{call_sid}/delete", self._delete_call, methods=["POST"])
         r.add_api_route("/console/softphone", self._softphone_page, methods=["GET"])
         r.add_api_route("/console/api/live", self._api_live, methods=["GET"])
         r.add_api_route("/console/api/softphone", self._api_softphone, methods=["POST"])
@@ -356,10 +358,8 @@ class Console:
             return self._unauthorized()
         record = await self.store.get(call_sid) if self.store is not None else None
         recording = record.recording if record is not None else None
-        name = recording.url if recording is not None and recording.kind == "bridge" else None
-        path = Path(self.settings.recordings_path) / name if name else None
-        # (the name is the store's, but only a plain file name is ever served)
-        if path is None or Path(name or "").name != name or not path.is_file():
+        path = recording_file(Path(self.settings.recordings_path), recording)
+        if path is None or not path.is_file():
             return JSONResponse({"error": f"no recording of the call {call_sid}"}, 404)
         return FileResponse(
             path,
@@ -368,6 +368,20 @@ class Console:
             content_disposition_type="inline",
             headers=dict(_SECURITY_HEADERS),
         )
+
+    async def _delete_call(self, request: Request, call_sid: str) -> Response:
+        """Forget a call: its record, timeline and recording (the operator's to delete)."""
+        if not self._logged_in(request):
+            return self._to_login(request)
+        if self._cross_site(request):
+            return self._page(pages.message_page("Delete", "Refused: another site."), 403)
+        record = await self.store.delete(call_sid) if self.store is not None else None
+        if record is None:
+            page = pages.message_page("Call not found", f"No call with the sid {call_sid}.")
+            return self._page(page, 404)
+        await delete_recording_file(Path(self.settings.recordings_path), record.recording)
+        log.info("console: deleted call %s and its recording", call_sid)
+        return RedirectResponse("/console/calls", status_code=303)
 
     async def _softphone_page(self, request: Request) -> Response:
         if not self._logged_in(request):

@@ -78,6 +78,15 @@ class CallStore(Protocol):
         """Twilio's recording status callback, which may arrive before or after `save`;
         kept either way."""
 
+    async def delete(self, call_sid: str) -> CallRecord | None:
+        """Forget the call (record, timeline, pending webhook); the record it had, so its
+        files can go too."""
+
+    async def expire_recordings(self, before: float) -> list[tuple[str, Recording]]:
+        """Calls started before `before` (unix time) lose their recording and timeline
+        (kept: the rest of the record, which says the recording was deleted); the
+        recordings they had, so their files can go too."""
+
     async def close(self) -> None: ...
 
 
@@ -581,6 +590,12 @@ class SQLiteCallStore:
             raise ValueError("a call status needs a call_sid and a status")
         await self._run(self._record_status_sync, call_sid, status, duration_s)
 
+    async def delete(self, call_sid: str) -> CallRecord | None:
+        return await self._run(self._delete_sync, call_sid)
+
+    async def expire_recordings(self, before: float) -> list[tuple[str, Recording]]:
+        return await self._run(self._expire_recordings_sync, before)
+
     async def record_recording(self, call_sid: str, update: Recording) -> None:
         if not call_sid:
             raise ValueError("a recording status needs a call_sid")
@@ -798,6 +813,38 @@ class SQLiteCallStore:
             .fetchall()
         )
         return [CallListing(*row) for row in rows]
+
+    def _delete_sync(self, call_sid: str) -> CallRecord | None:
+        record = self._get_sync(call_sid)
+        conn = self._connection()
+        with _transaction(conn):
+            for table in ("calls", "call_status_pending", "recording_status_pending"):
+                conn.execute(f"DELETE FROM {table} WHERE call_sid = ?", (call_sid,))
+            conn.execute("DELETE FROM webhook_deliveries WHERE call_sid = ?", (call_sid,))
+        return record
+
+    def _expire_recordings_sync(self, before: float) -> list[tuple[str, Recording]]:
+        conn = self._connection()
+        expired = []
+        with _transaction(conn):
+            rows = conn.execute(
+                "SELECT call_sid, recording_json FROM calls WHERE started_at < ? AND"
+                " (timeline_json != '[]' OR (recording_json IS NOT NULL"
+                ' AND recording_json NOT LIKE \'%"status":"deleted"%\'))',
+                (before,),
+            ).fetchall()
+            for call_sid, recording_json in rows:
+                recording = _recording_from_json(recording_json)
+                kept = None
+                if recording is not None:
+                    expired.append((call_sid, recording))
+                    kept = replace(recording, status="deleted", url=None, duration_s=None)
+                conn.execute(
+                    "UPDATE calls SET recording_json = ?, timeline_json = '[]',"
+                    " timeline_dropped = 0 WHERE call_sid = ?",
+                    (_recording_to_json(kept), call_sid),
+                )
+        return expired
 
     def _record_recording_sync(self, call_sid: str, update: Recording) -> None:
         conn = self._connection()

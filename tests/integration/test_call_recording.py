@@ -6,7 +6,9 @@ costs the recording, not the call."""
 
 from __future__ import annotations
 
+import time
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,10 @@ import numpy as np
 import pytest
 
 from bridge.audio import mulaw_to_pcm16
-from tests.helpers.running_bridge import running_bridge, stored_record
+from bridge.records.model import Recording
+from bridge.records.store import SQLiteCallStore
+from tests.helpers.records import record
+from tests.helpers.running_bridge import running_bridge, stored_record, wait_until
 from tests.helpers.twilio_side import simulated_call
 
 pytestmark = pytest.mark.integration
@@ -122,3 +127,54 @@ async def test_a_disk_that_cannot_be_written_costs_the_recording_not_the_call(
     assert report.completed and report.heard_audio  # the call went on as ever
     assert record.recording is not None and record.recording.status == "failed"
     assert "could not be written" in record.recording.error
+
+
+async def test_deleting_a_call_from_the_console_deletes_its_recording(tmp_path: Path) -> None:
+    async with running_bridge(
+        recording="bridge", recordings_dir=str(tmp_path), console_password=PASSWORD
+    ) as bridge:
+        report, _ = await simulated_call(bridge, turns=1)
+        await stored_record(bridge, report.call_sid)
+        wav = tmp_path / f"{report.call_sid}.wav"
+        assert wav.is_file()
+        delete = f"/console/calls/{report.call_sid}/delete"
+        async with httpx.AsyncClient(base_url=bridge.base_url) as http:
+            await http.post("/console/login", data={"password": PASSWORD})
+            other_site = await http.post(delete, headers={"Origin": "https://evil.example"})
+            assert other_site.status_code == 403 and wav.is_file()
+            deleted = await http.post(delete)
+            gone = await http.get(f"/console/calls/{report.call_sid}")
+    assert deleted.status_code == 303 and deleted.headers["location"] == "/console/calls"
+    assert not wav.exists() and gone.status_code == 404
+
+
+async def test_recordings_past_the_retention_are_deleted_with_their_timelines(
+    tmp_path: Path,
+) -> None:
+    db, recordings = tmp_path / "calls.db", tmp_path / "recordings"
+    recordings.mkdir()
+    old_sid, new_sid = "CA" + "1" * 32, "CA" + "2" * 32
+    for sid in (old_sid, new_sid):
+        (recordings / f"{sid}.wav").write_bytes(b"RIFF")
+    store = SQLiteCallStore(str(db))
+    await store.open()
+    for sid, age_days in ((old_sid, 3), (new_sid, 0)):
+        heard = Recording("bridge", "completed", url=f"{sid}.wav", duration_s=60)
+        started = time.time() - age_days * 86400 - 120
+        await store.save(replace(record(sid, started_at=started), recording=heard))
+    await store.close()
+
+    async with running_bridge(
+        call_db_path=str(db),
+        recording="bridge",
+        recordings_dir=str(recordings),
+        recording_retention_days=2,
+    ) as bridge:
+        await wait_until(
+            lambda: not (recordings / f"{old_sid}.wav").exists(), 5, "the old recording to go"
+        )
+        old = await bridge.app.state.store.get(old_sid)
+        new = await bridge.app.state.store.get(new_sid)
+    assert old is not None and old.recording is not None and old.recording.status == "deleted"
+    assert (recordings / f"{new_sid}.wav").exists()
+    assert new is not None and new.recording is not None and new.recording.status == "completed"

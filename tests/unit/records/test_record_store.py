@@ -16,7 +16,7 @@ import pytest
 from bridge.core.summary import TranscriptLine
 from bridge.core.timeline import Moment, TimelineEntry
 from bridge.records import store as records
-from bridge.records.model import CallRecord, Recording, TurnTiming
+from bridge.records.model import CallRecord, Recording, TurnTiming, WebhookDelivery
 from bridge.records.store import SQLiteCallStore, apply_migrations
 
 T0 = 1_767_000_000.0  # an afternoon in late 2025
@@ -586,3 +586,28 @@ async def test_saves_already_under_way_finish_before_close(db_path: str) -> None
         assert len(await reopened.search(limit=100)) == 20
     finally:
         await reopened.close()
+
+
+async def test_old_recordings_and_timelines_expire_and_the_rest_of_the_record_stays(
+    store: SQLiteCallStore,
+) -> None:
+    old = make_record("CAold", started_at=T0 - 10 * 86400, recording=COMPLETED)
+    new = make_record("CAnew", started_at=T0, recording=COMPLETED)
+    await store.save(old)
+    await store.save(new)
+    assert await store.expire_recordings(T0 - 86400) == [("CAold", COMPLETED)]
+    assert await store.expire_recordings(T0 - 86400) == []  # once
+    kept = await store.get("CAold")
+    assert kept is not None and kept.timeline == () and kept.transcript == old.transcript
+    assert kept.recording == Recording("twilio", "deleted", "RE1")
+    assert await store.get("CAnew") == new
+
+
+async def test_a_deleted_call_is_gone_with_its_pending_webhook(store: SQLiteCallStore) -> None:
+    delivery = WebhookDelivery("msg_1", "CA0001", "{}", T0)
+    await store.save(make_record(recording=COMPLETED), delivery)
+    deleted = await store.delete("CA0001")
+    assert deleted is not None and deleted.recording == COMPLETED
+    assert await store.get("CA0001") is None
+    assert await store.pending_deliveries() == 0
+    assert await store.delete("CA0001") is None
