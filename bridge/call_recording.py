@@ -21,12 +21,13 @@ import base64
 import binascii
 import contextlib
 import logging
+import queue
 import random
+import threading
 import time
 import wave
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +46,10 @@ SETTLE_S = 2.0
 WINDOW_S = 4.0  # what is held unwritten at most (128 KiB): SETTLE_S and a margin
 # Chunks sent to Twilio and not yet heard (a whole answer may be queued there).
 MAX_QUEUED_S = 120.0
-WRITE_DEADLINE_S = 10.0  # a write (or the file's close) past this: the disk is failing
-# A chunk whose mark says it began within this of the last one's end followed it without
-# a gap (Twilio plays what it holds back to back; the marks' times jitter by a few ms).
-BACK_TO_BACK = 20 * 8
+WRITE_DEADLINE_S = 5.0  # a write (or the file's close) past this: the disk is failing
+# A chunk sent no later than this after the last one finished playing was waiting behind it
+# at Twilio (the mark's news travels while the next chunk is on its way).
+SAME_QUEUE_S = 0.02
 
 _CALLER, _SENT, _PLAYED, _CLEARED = range(4)
 
@@ -76,9 +77,11 @@ class CallRecorder:
         self._late = 0  # samples placed after their place was written out (dropped)
         self._done: list[bytes] = []  # final frames, to write out
         self._wav: wave.Wave_write | None = None
-        # One thread of its own: the writes happen in order, even one cut short by the
-        # call's end (the next waits for it).
-        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recording")
+        # One thread of its own, taking writes in order from a queue: one the call's end
+        # stopped waiting for is still done before the next; and a daemon, so a stuck disk
+        # never holds up the process's exit.
+        self._disk: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._written = 0
         self.failed: str | None = None  # why there is no (complete) recording
 
@@ -114,11 +117,16 @@ class CallRecorder:
         """Write out everything; the recording as the call's record keeps it."""
         if self.failed is None:
             await self._settle(None)
-        wav = self._wav
-        if wav is not None:
-            with contextlib.suppress(OSError, wave.Error, TimeoutError):
-                await asyncio.wait_for(self._on_disk(wav.close), WRITE_DEADLINE_S)
-        self._disk.shutdown(wait=False)
+        if self.failed is None and self._thread is not None:
+            # The header is written with the file's length only now: a close that fails
+            # leaves a file players would cut short.
+            try:
+                await asyncio.wait_for(self._on_disk(self._close), WRITE_DEADLINE_S)
+            except Exception as exc:
+                self._fail(exc)
+        elif self._thread is not None:
+            self._disk.put(self._close_quietly)  # (not waited for: the disk is failing)
+        self._disk.put(None)  # (the thread ends once what it holds is done)
         if self.failed is not None:
             return Recording("bridge", "failed", url=self.path.name, error=self.failed)
         if self._late:
@@ -144,7 +152,7 @@ class CallRecorder:
         """Put the messages' audio in place; the frames now final, to write out."""
         for kind, payload, mark, at in messages:
             if kind == _CALLER:
-                self._place_caller(payload, at)
+                self._place_caller(payload)
             elif kind == _SENT:
                 self._queue.append(_Chunk(mark, payload, at))
                 self._queued_samples += _samples(payload)
@@ -156,23 +164,26 @@ class CallRecorder:
             else:
                 self._place_cut(at)
         final = self._end if until is None else min(self._end, self._sample(until))
+        protected = self._protected()
+        if until is not None and protected is not None:
+            final = min(final, protected)
         count = final - self._window_start
         if count > 0:
             self._done.append(self._window[:count].tobytes())
             self._shift(count)
             self._written += count
+        base = int(WINDOW_S * MULAW_RATE)
+        if len(self._window) > base and self._end - self._window_start <= base:
+            self._window = self._window[:base].copy()  # (grown for a long chunk, now placed)
         frames, self._done = b"".join(self._done), []
         return frames
 
-    def _place_caller(self, payload: str, at: float) -> None:
+    def _place_caller(self, payload: str) -> None:
         pcm = _pcm(payload)
         if pcm is None:
             return  # (the call dropped it too)
-        # Where it began arriving: its length before `at`. A gap since the last frame's
-        # end is silence; otherwise frames follow each other without a seam.
-        arrived = self._sample(at) - len(pcm)
-        if arrived > self._caller_next + 2 * 160:
-            self._caller_next = arrived
+        # Twilio streams the caller without a break (silence too), 20 ms a frame from the
+        # stream's start: each frame follows the last, however late it arrived.
         self._put(0, self._caller_next, pcm)
         self._caller_next += len(pcm)
 
@@ -189,7 +200,7 @@ class CallRecorder:
                 break
         pcms = [pcm for pcm in map(_pcm, (chunk.payload for chunk in played)) if pcm is not None]
         start = self._sample(at) - sum(len(pcm) for pcm in pcms)
-        if abs(start - self._assistant_next) <= BACK_TO_BACK:
+        if self._queued_behind(played[0]) or start < self._assistant_next:
             start = self._assistant_next  # it followed the last one without a gap
         for pcm in pcms:
             self._put(1, start, pcm)
@@ -202,7 +213,7 @@ class CallRecorder:
         if self._queue:
             chunk = self._queue[0]
             began = self._sample(max(chunk.sent_at, self._heard_until or chunk.sent_at))
-            if abs(began - self._assistant_next) <= BACK_TO_BACK:
+            if self._queued_behind(chunk) or began < self._assistant_next:
                 began = self._assistant_next
             pcm = _pcm(chunk.payload)
             if pcm is not None:
@@ -213,10 +224,27 @@ class CallRecorder:
         self._queued_samples = 0
         self._heard_until = at
 
+    def _protected(self) -> int | None:
+        """The earliest sample the next chunk to be heard may start at (it is queued at
+        Twilio, its mark not back yet): nothing from there on is final."""
+        if not self._queue:
+            return None
+        head = self._queue[0]
+        return self._sample(max(head.sent_at, self._heard_until or head.sent_at))
+
+    def _queued_behind(self, chunk: _Chunk) -> bool:
+        """`chunk` was sent while the one before it was still playing: Twilio played it
+        right after (so whatever its mark's lateness, it follows without a gap)."""
+        return self._heard_until is not None and chunk.sent_at <= self._heard_until + SAME_QUEUE_S
+
     def _sample(self, at: float) -> int:
         return max(0, round((at - self._origin) * MULAW_RATE))
 
     def _put(self, channel: int, start: int, pcm: np.ndarray) -> None:
+        size = int(WINDOW_S * MULAW_RATE) // 2
+        while len(pcm) > size:  # longer than the window holds at once: in pieces
+            self._put(channel, start, pcm[:size])
+            start, pcm = start + size, pcm[size:]
         if start < self._window_start:  # its place is written out already
             cut = min(len(pcm), self._window_start - start)
             self._late += cut
@@ -225,12 +253,19 @@ class CallRecorder:
             return
         end = start + len(pcm)
         overflow = end - (self._window_start + len(self._window))
-        if overflow > 0:  # past the window (the clock fell behind): the oldest is final
-            self._done.append(self._window[:overflow].tobytes())
-            if overflow > len(self._window):  # and a silence longer than the window
-                self._done.append(bytes(4 * (overflow - len(self._window))))
-            self._written += overflow
-            self._shift(overflow)
+        if overflow > 0:  # past the window: the oldest is final, unless a chunk may cover it
+            protected = self._protected()
+            final = overflow if protected is None else min(overflow, protected - self._window_start)
+            final = max(0, final)
+            if final:
+                self._done.append(self._window[:final].tobytes())
+                if final > len(self._window):  # and a silence longer than the window
+                    self._done.append(bytes(4 * (final - len(self._window))))
+                self._written += final
+                self._shift(final)
+            if overflow > final:  # a long chunk still to come: the window grows for it
+                grown = np.zeros((overflow - final, 2), dtype=np.int16)
+                self._window = np.concatenate((self._window, grown))
         offset = start - self._window_start
         self._window[offset : offset + len(pcm), channel] = pcm
         self._end = max(self._end, end)
@@ -245,7 +280,36 @@ class CallRecorder:
         self._window_start += count
 
     def _on_disk(self, work: Callable[..., None], *args: object) -> asyncio.Future[None]:
-        return asyncio.get_running_loop().run_in_executor(self._disk, work, *args)
+        """Run `work(*args)` in the recorder's thread, after what it was given before."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def job() -> None:
+            try:
+                work(*args)
+            except BaseException as exc:  # handed to whoever waits, if anyone still does
+                loop.call_soon_threadsafe(_settle_future, done, exc)
+            else:
+                loop.call_soon_threadsafe(_settle_future, done, None)
+
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="recording", daemon=True)
+            self._thread.start()
+        self._disk.put(job)
+        return done
+
+    def _work(self) -> None:
+        """(The recorder's thread.)"""
+        while (job := self._disk.get()) is not None:
+            job()
+
+    def _close(self) -> None:
+        if self._wav is not None:
+            self._wav.close()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close()
 
     def _write(self, frames: bytes) -> None:
         if self._wav is None:
@@ -263,6 +327,14 @@ class CallRecorder:
         self.failed = f"could not be written: {why}"[:300]
         self._messages = []
         self._queue.clear()
+
+
+def _settle_future(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if not future.done():  # (not if its waiter gave up on it)
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
 
 
 def _samples(payload: str) -> int:

@@ -142,6 +142,7 @@ class CallRunner:
         self._recording_callback = recording_callback
         self._recordings_dir = recordings_dir
         self._recorder: CallRecorder | None = None
+        self._recorded = ""  # the stream whose caller audio it records
         self.recording: Recording | None = None
         self.clock = CallClock(time.time(), time.monotonic())
         self._opening = StreamOpening(limits or StreamLimits(), time.monotonic())
@@ -215,7 +216,7 @@ class CallRunner:
             event, now = twilio.decode(data), time.monotonic()
             recorder = self._recorder
             if recorder is not None:  # (RECORDING=bridge only)
-                if isinstance(event, ev.CallerAudio):
+                if isinstance(event, ev.CallerAudio) and event.stream_sid == self._recorded:
                     recorder.caller(event.payload, now)
                 elif isinstance(event, ev.MarkPlayed):
                     recorder.played(event.name, now)
@@ -341,7 +342,7 @@ class CallRunner:
         if self._recordings_dir is not None and call is not None and call.started_at is not None:
             name = re.sub(r"[^A-Za-z0-9]", "", start.call_sid) or "call"
             recorder = CallRecorder(self._recordings_dir / f"{name}.wav", call.started_at)
-            self._recorder = recorder
+            self._recorder, self._recorded = recorder, start.stream_sid
             self._spawn(recorder.run(), "recorder")
         if self._recording_callback is not None and self.rest is not None:
             self._spawn(self._start_recording(start, self._recording_callback), "recording")

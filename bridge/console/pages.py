@@ -404,8 +404,8 @@ def call_page(record: CallRecord) -> str:
         f"{recording_player(r)}"
         f"<h2>Timeline</h2>{timeline_table(r)}"
         f'<form method="post" action="/console/calls/{esc(quote(r.call_sid, safe=""))}/delete"'
-        ' class="delete"><button type="submit">Delete this call, its timeline and its '
-        "recording</button></form>"
+        ' class="delete"><button type="submit">Delete this call, its timeline and the '
+        "bridge's recording of it (a Twilio recording stays at Twilio)</button></form>"
     )
     return layout(f"Call {r.call_sid}", body, active="calls")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -359,7 +360,8 @@ class Console:
         record = await self.store.get(call_sid) if self.store is not None else None
         recording = record.recording if record is not None else None
         path = recording_file(Path(self.settings.recordings_path), recording)
-        if path is None or not path.is_file():
+        complete = recording is not None and recording.status == "completed"
+        if path is None or not complete or not await asyncio.to_thread(path.is_file):
             return JSONResponse({"error": f"no recording of the call {call_sid}"}, 404)
         return FileResponse(
             path,

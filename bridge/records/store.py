@@ -338,8 +338,10 @@ def _merge_recording(kept: Recording | None, update: Recording) -> Recording:
     return replace(
         kept,
         status=update.status,
+        sid=kept.sid or update.sid,  # (our request may have timed out, and Twilio recorded)
         url=update.url or kept.url,
         duration_s=update.duration_s if update.duration_s is not None else kept.duration_s,
+        error=update.error if update.status == "failed" else "",
     )
 
 
@@ -829,14 +831,13 @@ class SQLiteCallStore:
         with _transaction(conn):
             rows = conn.execute(
                 "SELECT call_sid, recording_json FROM calls WHERE started_at < ? AND"
-                " (timeline_json != '[]' OR (recording_json IS NOT NULL"
+                " (timeline_json != '[]' OR (recording_json LIKE '%\"kind\":\"bridge\"%'"
                 ' AND recording_json NOT LIKE \'%"status":"deleted"%\'))',
                 (before,),
             ).fetchall()
             for call_sid, recording_json in rows:
-                recording = _recording_from_json(recording_json)
-                kept = None
-                if recording is not None:
+                recording = kept = _recording_from_json(recording_json)
+                if recording is not None and recording.kind == "bridge":
                     expired.append((call_sid, recording))
                     kept = replace(recording, status="deleted", url=None, duration_s=None)
                 conn.execute(

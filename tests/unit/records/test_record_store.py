@@ -591,15 +591,20 @@ async def test_saves_already_under_way_finish_before_close(db_path: str) -> None
 async def test_old_recordings_and_timelines_expire_and_the_rest_of_the_record_stays(
     store: SQLiteCallStore,
 ) -> None:
-    old = make_record("CAold", started_at=T0 - 10 * 86400, recording=COMPLETED)
-    new = make_record("CAnew", started_at=T0, recording=COMPLETED)
-    await store.save(old)
-    await store.save(new)
-    assert await store.expire_recordings(T0 - 86400) == [("CAold", COMPLETED)]
+    ours = Recording("bridge", "completed", url="CAold.wav", duration_s=60)
+    old = make_record("CAold", started_at=T0 - 10 * 86400, recording=ours)
+    twilios = make_record("CAtw", started_at=T0 - 10 * 86400, recording=COMPLETED)
+    new = make_record("CAnew", started_at=T0, recording=ours)
+    for r in (old, twilios, new):
+        await store.save(r)
+    assert await store.expire_recordings(T0 - 86400) == [("CAold", ours)]
     assert await store.expire_recordings(T0 - 86400) == []  # once
     kept = await store.get("CAold")
     assert kept is not None and kept.timeline == () and kept.transcript == old.transcript
-    assert kept.recording == Recording("twilio", "deleted", "RE1")
+    assert kept.recording == Recording("bridge", "deleted")
+    # Twilio's recording is Twilio's to delete: the record keeps pointing at it.
+    other = await store.get("CAtw")
+    assert other is not None and other.recording == COMPLETED and other.timeline == ()
     assert await store.get("CAnew") == new
 
 
