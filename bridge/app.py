@@ -100,6 +100,10 @@ def create_app(
         if webhook is not None:
             webhook.start()
             log.info("post-call webhook: %s", webhook.safe_url)
+        if settings.recording == "bridge":
+            log.info("recording calls (consent is yours): %s", settings.recordings_path)
+        elif settings.recording == "twilio":
+            log.info("recording calls through Twilio (consent is yours)")
         retention = settings.recording_retention_days
         purge = None
         if records is not None and retention > 0:
