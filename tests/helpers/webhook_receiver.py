@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ class WebhookReceiver:
     fail_first: int = 0  # answer 503 to this many posts first
     hang: bool = False  # never answer
     attempts: list[str] = field(default_factory=list)  # webhook-id of every post
+    arrived_at: list[float] = field(default_factory=list)  # when each came (monotonic)
     verified: list[dict[str, Any]] = field(default_factory=list)  # bodies that verified
     refused: list[str] = field(default_factory=list)  # why a post did not verify
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -38,6 +40,7 @@ class WebhookReceiver:
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.attempts.append(headers.get("webhook-id", ""))
+        self.arrived_at.append(time.monotonic())
         self.arrived.set()
         if self.hang:
             await asyncio.Event().wait()
