@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import queue
 import random
 import threading
@@ -30,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -77,6 +79,7 @@ class CallRecorder:
         self._late = 0  # samples placed after their place was written out (dropped)
         self._done: list[bytes] = []  # final frames, to write out
         self._wav: wave.Wave_write | None = None
+        self._file: BinaryIO | None = None
         # One thread of its own, taking writes in order from a queue: one the call's end
         # stopped waiting for is still done before the next; and a daemon, so a stuck disk
         # never holds up the process's exit.
@@ -304,8 +307,12 @@ class CallRecorder:
             job()
 
     def _close(self) -> None:
-        if self._wav is not None:
-            self._wav.close()
+        try:
+            if self._wav is not None:
+                self._wav.close()  # (writes the header's lengths; leaves the file open)
+        finally:
+            if self._file is not None:
+                self._file.close()
 
     def _close_quietly(self) -> None:
         with contextlib.suppress(Exception):
@@ -314,7 +321,10 @@ class CallRecorder:
     def _write(self, frames: bytes) -> None:
         if self._wav is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            wav = wave.open(str(self.path), "wb")  # noqa: SIM115 (closed by finish)
+            # What callers said is personal data: readable by this user only.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._file = os.fdopen(fd, "wb")
+            wav = wave.open(self._file, "wb")  # noqa: SIM115 (closed by finish)
             wav.setnchannels(2)
             wav.setsampwidth(2)
             wav.setframerate(MULAW_RATE)

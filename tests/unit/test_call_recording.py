@@ -99,3 +99,10 @@ async def test_a_caller_frame_that_arrives_late_keeps_its_place_in_the_stream(
     assert recording.duration_s == 2
     caller, _ = channels(tmp_path / "call.wav")
     assert len(caller) == 16000 and (np.abs(caller.astype(np.int32)) > 4000).all()
+
+
+async def test_a_recording_is_readable_by_this_user_only(tmp_path: Path) -> None:
+    recorder = CallRecorder(tmp_path / "call.wav", started_at=0.0)
+    recorder.caller(FRAME, 0.02)
+    await recorder.finish()
+    assert (tmp_path / "call.wav").stat().st_mode & 0o777 == 0o600
