@@ -36,6 +36,7 @@ from typing import BinaryIO
 import numpy as np
 
 from bridge.audio import MULAW_RATE, mulaw_to_pcm16
+from bridge.core.call import decoded_length
 from bridge.records.model import Recording
 from bridge.records.store import CallStore
 
@@ -158,10 +159,10 @@ class CallRecorder:
                 self._place_caller(payload)
             elif kind == _SENT:
                 self._queue.append(_Chunk(mark, payload, at))
-                self._queued_samples += _samples(payload)
+                self._queued_samples += decoded_length(payload)
                 while self._queued_samples > MAX_QUEUED_S * MULAW_RATE:
                     dropped = self._queue.popleft()  # never heard: Twilio holds no more
-                    self._queued_samples -= _samples(dropped.payload)
+                    self._queued_samples -= decoded_length(dropped.payload)
             elif kind == _PLAYED:
                 self._place_played(mark, at)
             else:
@@ -197,7 +198,7 @@ class CallRecorder:
         played = []
         while self._queue:
             chunk = self._queue.popleft()
-            self._queued_samples -= _samples(chunk.payload)
+            self._queued_samples -= decoded_length(chunk.payload)
             played.append(chunk)
             if chunk.mark == mark:
                 break
@@ -345,10 +346,6 @@ def _settle_future(future: asyncio.Future[None], exc: BaseException | None) -> N
             future.set_result(None)
         else:
             future.set_exception(exc)
-
-
-def _samples(payload: str) -> int:
-    return len(payload) * 3 // 4 - payload.count("=", -2)
 
 
 def _pcm(payload: str) -> np.ndarray | None:

@@ -24,7 +24,7 @@ import orjson
 from standardwebhooks import Webhook
 
 from bridge.records.model import CallRecord, WebhookDelivery
-from bridge.records.store import CallStore, timeline_rows, turn_rows
+from bridge.records.store import CallStore, timeline_rows, transcript_rows, turn_rows
 
 log = logging.getLogger("bridge.post_call_webhook")
 
@@ -66,10 +66,7 @@ def payload_of(record: CallRecord) -> dict[str, object]:
             "reconnects": record.reconnects,
             "tokens": dict(record.tokens),
             "cost_usd": record.cost_usd,
-            "transcript": [
-                {"role": line.role, "text": line.text, "cut": line.cut}
-                for line in record.transcript
-            ],
+            "transcript": transcript_rows(record.transcript),
             "timeline": timeline_rows(record.timeline),
             "recording": _recording_of(record),
         },

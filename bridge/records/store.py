@@ -275,8 +275,10 @@ def _turns_from_json(text: str) -> tuple[TurnTiming, ...]:
     )
 
 
-def _transcript_to_json(transcript: Iterable[TranscriptLine]) -> str:
-    return _dumps([{"role": t.role, "text": t.text, "cut": t.cut} for t in transcript])
+def transcript_rows(transcript: Iterable[TranscriptLine]) -> list[dict[str, Any]]:
+    """The transcript as JSON objects: how it is stored, and how the post-call webhook
+    sends it."""
+    return [{"role": t.role, "text": t.text, "cut": t.cut} for t in transcript]
 
 
 def _transcript_from_json(text: str) -> tuple[TranscriptLine, ...]:
@@ -720,7 +722,7 @@ class SQLiteCallStore:
                     duration_s,
                     _dumps(turn_rows(r.turns)),
                     _dumps(dict(r.tokens)),
-                    _transcript_to_json(r.transcript),
+                    _dumps(transcript_rows(r.transcript)),
                     _transcript_text(r.transcript),
                     _dumps(timeline_rows(r.timeline)),
                     r.timeline_dropped,

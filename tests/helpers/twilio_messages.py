@@ -338,3 +338,14 @@ def deep_start(where: str) -> str:
     else:
         message["start"]["mediaFormat"]["encoding"] = "DEEP"
     return json.dumps(message).replace('"DEEP"', DEEP)
+
+
+# Stops that name no stream (no streamSid, or not a non-empty string): never a hang-up.
+STOPS_WITHOUT_A_STREAM = [
+    '{"event":"stop"}',
+    '{"event":"stop","streamSid":null}',
+    '{"event":"stop","streamSid":""}',
+    '{"event":"stop","streamSid":["MZ1"]}',
+    '{"event":"stop","streamSid":123}',
+    '{"event":"stop","streamSid":true}',
+]

@@ -60,6 +60,7 @@ from tests.helpers.twilio_messages import (
     EVENT_NAMES,
     ODD_STREAM,
     OTHER_STREAM,
+    STOPS_WITHOUT_A_STREAM,
     almost_base64,
     audio_payloads,
     deep_start,
@@ -433,15 +434,7 @@ def test_a_deeply_nested_start_does_not_break_the_call() -> None:
     assert (summary.call_sid, summary.parameters) == (CALL, {"CallSid": CALL})
 
 
-@pytest.mark.parametrize(
-    "stop",
-    [
-        '{"event":"stop"}',
-        '{"event":"stop","streamSid":null}',
-        '{"event":"stop","streamSid":""}',
-        '{"event":"stop","streamSid":["MZ1"]}',
-    ],
-)
+@pytest.mark.parametrize("stop", STOPS_WITHOUT_A_STREAM)
 def test_a_stop_without_a_stream_sid_does_not_end_the_call(stop: str) -> None:
     assert Stream().handle(decode(stop), 0.0) == []
 

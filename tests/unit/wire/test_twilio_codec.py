@@ -50,6 +50,7 @@ from tests.helpers.twilio_messages import (
     ENCODINGS,
     EVENT_NAMES,
     ODD_STREAM,
+    STOPS_WITHOUT_A_STREAM,
     Path,
     audio_payloads,
     deep_start,
@@ -302,17 +303,7 @@ def test_a_message_with_a_broken_required_field_is_invalid(
             assert isinstance(event, TwilioMessageInvalid), (op, bad, event)
 
 
-@pytest.mark.parametrize(
-    "stop",
-    [
-        '{"event":"stop"}',
-        '{"event":"stop","streamSid":null}',
-        '{"event":"stop","streamSid":""}',
-        '{"event":"stop","streamSid":["MZ1"]}',
-        '{"event":"stop","streamSid":123}',
-        '{"event":"stop","streamSid":true}',
-    ],
-)
+@pytest.mark.parametrize("stop", STOPS_WITHOUT_A_STREAM)
 def test_a_stop_without_a_string_stream_sid_is_invalid(stop: str) -> None:
     assert isinstance(decode(stop), TwilioMessageInvalid)
 
