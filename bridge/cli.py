@@ -1,4 +1,4 @@
-"""The `phone-bridge` command: serve, call, configure-number, simulate, agent."""
+"""The `phone-bridge` command: serve, call, configure-number, simulate, replay, agent."""
 
 from __future__ import annotations
 
@@ -221,10 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_argument("number", help="the Twilio number (E.164, e.g. +15551234567)")
     configure.set_defaults(run=_configure_number)
 
-    # The simulator and the agent own their options (main hands them the rest of the line).
+    # The simulator, the replay and the agent own their options (main hands them the rest).
     commands.add_parser(
         "simulate",
         help="act as Twilio: call a running bridge and print a per-turn timeline",
+        add_help=False,
+    )
+    commands.add_parser(
+        "replay",
+        help="play a recorded call's caller into a running bridge and print what changed",
         add_help=False,
     )
     commands.add_parser(
@@ -240,6 +245,10 @@ def main(argv: list[str] | None = None, twilio_http: HttpClient | None = None) -
         from bridge.simulator import main as simulate_main
 
         return simulate_main(argv[1:])
+    if argv[:1] == ["replay"]:
+        from bridge.replay import main as replay_main
+
+        return replay_main(argv[1:])
     if argv[:1] == ["agent"]:
         from bridge.local_agent.__main__ import main as agent_main
 

@@ -398,15 +398,26 @@ class _Stream:
         return [f"received {n} {what}" for what, n in self.oddities.items()]
 
 
-async def simulate_call(options: SimulatorOptions) -> CallReport:
+# What the caller says, given what it hears: a script over the call's Playback.
+ScriptFactory = Callable[[Playback], CallerScript]
+
+
+async def simulate_call(
+    options: SimulatorOptions, script_for: ScriptFactory | None = None
+) -> CallReport:
     """Place one simulated inbound call against a bridge and report what the caller heard.
+
+    The caller speaks `options`' turns, or what `script_for` makes of the playback (a
+    recorded caller, say: `ReplayScript`).
 
     Raises `SimulatorError` when the call cannot be set up (webhook unreachable or non-2xx,
     bad TwiML, WebSocket refused). A bridge that closes the stream itself ends the call
     normally; the report says so (`closed_by_bridge`, `close_code`, `completed`).
     """
     options.validate()
-    utterances = load_utterances(options)  # fail on a bad WAV before placing the call
+    if script_for is None:
+        utterances = load_utterances(options)  # fail on a bad WAV before placing the call
+        script_for = functools.partial(CallerScript, utterances, options)
     call_sid, account_sid = new_sid("CA"), new_sid("AC")
     params = webhook_params(call_sid, account_sid, options.from_number, options.to_number)
     request = build_webhook_request(options.webhook_url, params, options.auth_token, options.method)
@@ -421,7 +432,7 @@ async def simulate_call(options: SimulatorOptions) -> CallReport:
     logger.info("call %s: webhook answered, opening %s", call_sid, target.url)
     ws = await _open_stream(target.url, options.auth_token)
     playback = Playback()
-    script = CallerScript(utterances, options, playback)
+    script = script_for(playback)
     stream = _Stream(ws, options, script, playback, call_sid, account_sid, target.parameters)
     try:
         await stream.run()

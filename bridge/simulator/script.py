@@ -40,14 +40,15 @@ GREETING = 0  # the response tag of audio the bridge plays before the caller's f
 KEY_INTERVAL_MS = 250  # between two keys of a keypad turn
 
 
-def split_utterances(
+def speech_spans(
     mulaw: bytes, min_silence_ms: int = SPLIT_SILENCE_MS, floor_dbfs: float = -50.0
-) -> list[bytes]:
-    """Cut a recording into utterances at pauses of at least `min_silence_ms`.
+) -> list[tuple[int, int]]:
+    """Where a recording speaks: (first frame, frame after the last) of each stretch of
+    speech, split at pauses of at least `min_silence_ms`, in 20 ms frames.
 
     A 20 ms frame counts as silent below max(floor_dbfs, loudest frame - 35 dB): relative to
     the recording so that a quiet background hum does not glue utterances together. Leading
-    and trailing silence of each utterance is dropped; shorter pauses stay inside it.
+    and trailing silence of each stretch is left out; shorter pauses stay inside it.
     """
     frames = [mulaw[i : i + TWILIO_FRAME_BYTES] for i in range(0, len(mulaw), TWILIO_FRAME_BYTES)]
     levels = [rms_dbfs(mulaw_to_pcm16(frame)) for frame in frames]
@@ -56,20 +57,31 @@ def split_utterances(
         return []
     threshold = max(floor_dbfs, loudest - 35.0)
     gap_frames = max(1, math.ceil(min_silence_ms / FRAME_MS))
-    utterances: list[bytes] = []
-    first = last = None  # voiced frame range of the utterance being collected
+    spans: list[tuple[int, int]] = []
+    first = last = None  # voiced frame range of the stretch being collected
     for index, level in enumerate(levels):
         if level <= threshold:
             continue
         if first is not None and last is not None and index - last - 1 >= gap_frames:
-            utterances.append(b"".join(frames[first : last + 1]))
+            spans.append((first, last + 1))
             first = None
         if first is None:
             first = index
         last = index
     if first is not None and last is not None:
-        utterances.append(b"".join(frames[first : last + 1]))
-    return utterances
+        spans.append((first, last + 1))
+    return spans
+
+
+def split_utterances(
+    mulaw: bytes, min_silence_ms: int = SPLIT_SILENCE_MS, floor_dbfs: float = -50.0
+) -> list[bytes]:
+    """Cut a recording into utterances at pauses of at least `min_silence_ms` (see
+    `speech_spans`)."""
+    return [
+        mulaw[first * TWILIO_FRAME_BYTES : end * TWILIO_FRAME_BYTES]
+        for first, end in speech_spans(mulaw, min_silence_ms, floor_dbfs)
+    ]
 
 
 def load_utterances(options: SimulatorOptions) -> list[bytes]:
@@ -227,17 +239,22 @@ class CallerScript:
             self._end_turn(now)
             self._start_turn(frame_ms, now, barge_in=True)
             return
-        answered = bool(playback.pushed_bytes_by_response.get(response))
-        idle_since = playback.idle_since()
-        if answered and idle_since is not None:
-            quiet_since = max(idle_since, playback.last_push_ms or idle_since)
-            if now - quiet_since >= options.answer_idle_ms:
-                self._next(frame_ms, now)
-                return
+        if self._answer_is_over(response, now):
+            self._next(frame_ms, now)
+            return
         if now - self._wait_started >= options.turn_timeout_s * 1000:
             if self.turns:
                 self.turns[-1].timed_out = True
             self._next(frame_ms, now)
+
+    def _answer_is_over(self, response: int, now: float) -> bool:
+        """Response `response` came and nothing has played or arrived for answer_idle_ms."""
+        playback = self._playback
+        idle_since = playback.idle_since()
+        if not playback.pushed_bytes_by_response.get(response) or idle_since is None:
+            return False
+        quiet_since = max(idle_since, playback.last_push_ms or idle_since)
+        return now - quiet_since >= self._options.answer_idle_ms
 
     def _next(self, frame_ms: int, now: float) -> None:
         self._end_turn(now)
@@ -251,6 +268,20 @@ class CallerScript:
             self.turns[-1].ended_at = now
 
     def _start_turn(self, frame_ms: int, now: float, barge_in: bool) -> None:
+        index = self._open_turn(frame_ms, now, barge_in).index
+        keys = self._options.keypad.get(index)
+        if keys:
+            self.turns[-1].keys = ""
+            self._keys = keys
+            self._phase = "keys"
+            return
+        self._frames = self._utterances[index - 1]
+        self._pos = 0
+        self._phase = "speak"
+
+    def _open_turn(self, frame_ms: int, now: float, barge_in: bool) -> TurnState:
+        """A new turn begins with the frame at `frame_ms`: audio that starts from an empty
+        queue from now on answers it."""
         index = len(self.turns) + 1
         playing = self._playback.is_playing
         turn = TurnState(
@@ -268,12 +299,4 @@ class CallerScript:
             )
         self.turns.append(turn)
         self._awaiting = index
-        keys = self._options.keypad.get(index)
-        if keys:
-            turn.keys = ""
-            self._keys = keys
-            self._phase = "keys"
-            return
-        self._frames = self._utterances[index - 1]
-        self._pos = 0
-        self._phase = "speak"
+        return turn
