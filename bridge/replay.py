@@ -49,6 +49,11 @@ CUT_TOLERANCE_MS = 40  # a truncation point that moved less (two frames) is unch
 # (the call's --timeout bounds it too).
 LISTEN_AFTER_S = 15.0
 READ_BLOCK_FRAMES = 8000 * 10  # 10 s of audio read at a time: memory bounded by the block
+LEGEND = (
+    "legend  caller stopped: s since the stream started; heard: from the end of the caller's",
+    "        speech until the answer began to play; cut: where the caller's speech cut the",
+    "        answer off (how much of it they had heard)",
+)
 ANSWERED_AT_EXIT = 0  # the replay ran (what changed is printed)
 FAILED_AT_EXIT = 1  # the replay could not be carried out
 CHANGED_AT_EXIT = 3  # --fail-on-change and something changed
@@ -369,11 +374,7 @@ def format_comparison(
                 f"unchanged: the same turns, answers heard within ±{latency_tolerance_ms:g} ms "
                 f"of the original, the same barge-ins cut within {cut_tolerance_ms:g} ms"
             )
-    lines.append(
-        "legend  caller stopped: s since the stream started; heard: from the end of the "
-        "caller's speech until the answer began to play; cut: where the caller's speech "
-        "cut the answer off (how much of it they had heard)"
-    )
+    lines.extend(LEGEND)
     return "\n".join(lines)
 
 
