@@ -34,7 +34,7 @@ from bridge.records.store import CallStore, SQLiteCallStore
 from bridge.settings import ConfigError, Settings
 from bridge.tools.builtins import BUILTIN_NAMES
 from bridge.transcode import AudioFormat
-from twiml.answer import MEDIA_STREAM_PATH, stream_url
+from twiml.answer import MEDIA_STREAM_PATH, PROFILE_PARAMETER, stream_url
 from twiml.call_status import CallStatus, RecordingStatus
 from twiml.request_body import RefusalLog
 from twiml.rest import TwilioRest
@@ -100,10 +100,7 @@ def create_app(
         if webhook is not None:
             webhook.start()
             log.info("post-call webhook: %s", webhook.safe_url)
-        if settings.recording == "bridge":
-            log.info("recording calls (consent is yours): %s", settings.recordings_path)
-        elif settings.recording == "twilio":
-            log.info("recording calls through Twilio (consent is yours)")
+        _log_recording(settings, profiles)
         retention = settings.recording_retention_days
         purge = None
         if records is not None and retention > 0:
@@ -139,13 +136,21 @@ def create_app(
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
-    recordings_dir = Path(settings.recordings_path) if settings.recording == "bridge" else None
-    # Where Twilio posts a recording's status (RECORDING=twilio): signed like every webhook.
+    # RECORDING, or each profile's: where the bridge writes its recordings, and where Twilio
+    # posts the status of its own (signed like every webhook).
+    recording_modes = profiles.recording_modes()
+    recordings_dir = Path(settings.recordings_path) if "bridge" in recording_modes else None
     recording_callback = (
         settings.public_url + RECORDING_STATUS_PATH
-        if settings.recording == "twilio" and settings.public_url
+        if "twilio" in recording_modes and settings.public_url
         else None
     )
+
+    def recording_of_call(parameters: Mapping[str, str]) -> str:
+        """How a call is recorded: as its profile says (the default's for an unknown one)."""
+        profile = profiles.get(parameters.get(PROFILE_PARAMETER) or "") or profiles.default
+        return profile.recording
+
     # Same secret on every replica (derived from the auth token): any instance admits a
     # stream whose TwiML another one answered.
     tokens = StreamTokens.from_auth_token(token.get_secret_value()) if token is not None else None
@@ -254,6 +259,7 @@ def create_app(
             admit=calls.admit,
             answered_at=calls.answered_at,
             webhook=app.state.webhook,
+            recording_of=recording_of_call,
             recording_callback=recording_callback,
             recordings_dir=recordings_dir,
         )
@@ -312,6 +318,20 @@ def _log_setup(settings: Settings, endpoint: RealtimeEndpoint, profiles: Profile
             "TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked. Anyone who "
             "can reach this server can place calls through it. Local development only."
         )
+
+
+def _log_recording(settings: Settings, profiles: Profiles) -> None:
+    """Say which calls are recorded, and how: consent is the operator's to get."""
+    recorded = {p.name: p.recording for p in profiles.all() if p.recording != "off"}
+    if not recorded:
+        return
+    where = {"bridge": f"by the bridge in {settings.recordings_path}", "twilio": "by Twilio"}
+    if len(set(recorded.values())) == 1 and len(recorded) == len(profiles.all()):
+        how = where[next(iter(recorded.values()))]
+        log.info("recording every call %s (consent is yours)", how)
+        return
+    for name, mode in recorded.items():
+        log.info("recording the calls of profile %s %s (consent is yours)", name, where[mode])
 
 
 async def _purge_hourly(records: CallStore, directory: Path, days: float) -> None:

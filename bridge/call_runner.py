@@ -120,12 +120,13 @@ class CallRunner:
         admit: Admission | None = None,
         answered_at: Callable[[str], float | None] | None = None,
         webhook: PostCallWebhook | None = None,
+        recording_of: Callable[[Mapping[str, str]], str] | None = None,
         recording_callback: str | None = None,
         recordings_dir: Path | None = None,
     ) -> None:
-        """`recording_callback`: where Twilio posts the recording's status; set, each
-        admitted call is recorded by Twilio (RECORDING=twilio). `recordings_dir`: set, the
-        bridge records each admitted call there itself (RECORDING=bridge)."""
+        """`recording_of`: how an admitted call is recorded, from its stream's parameters
+        (its profile): "bridge" into `recordings_dir`, "twilio" with `recording_callback`
+        (where Twilio posts the recording's status), anything else not at all."""
         self.twilio = twilio_socket
         self._twilio_link: TwilioLink = twilio_link(twilio_socket)
         self._setup = setup
@@ -139,6 +140,7 @@ class CallRunner:
         self.admit = admit
         self._answered_at = answered_at
         self.webhook = webhook
+        self._recording_of = recording_of
         self._recording_callback = recording_callback
         self._recordings_dir = recordings_dir
         self._recorder: CallRecorder | None = None
@@ -339,12 +341,18 @@ class CallRunner:
         )
         self._handle(start)
         call = self.call
-        if self._recordings_dir is not None and call is not None and call.started_at is not None:
+        recording = self._recording_of(start.parameters) if self._recording_of else "off"
+        if (
+            recording == "bridge"
+            and self._recordings_dir is not None
+            and call is not None
+            and call.started_at is not None
+        ):
             name = re.sub(r"[^A-Za-z0-9]", "", start.call_sid) or "call"
             recorder = CallRecorder(self._recordings_dir / f"{name}.wav", call.started_at)
             self._recorder, self._recorded = recorder, start.stream_sid
             self._spawn(recorder.run(), "recorder")
-        if self._recording_callback is not None and self.rest is not None:
+        if recording == "twilio" and self._recording_callback and self.rest is not None:
             self._spawn(self._start_recording(start, self._recording_callback), "recording")
 
     async def _start_recording(self, start: ev.StreamStarted, callback: str) -> None:

@@ -10,6 +10,7 @@ a TOML file (PROFILES_FILE)::
     greeting = "Thanks for calling Acme."
     tools = ["end_call", "transfer_call", "lookup_order"]
     model = "gpt-realtime"
+    recording = "bridge"      # off, bridge or twilio (default: RECORDING)
 
     [profiles.sales]
     numbers = ["+15551230000"]   # called numbers that select it (E.164)
@@ -42,7 +43,16 @@ E164 = re.compile(r"\+[1-9]\d{6,14}")
 # A name travels in a query string and a TwiML <Parameter>: plain characters keep it
 # readable in both, with no escaping to get wrong.
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_SETTINGS_KEYS = ("instructions", "voice", "greeting", "tools", "model", "recording_notice")
+_SETTINGS_KEYS = (
+    "instructions",
+    "voice",
+    "greeting",
+    "tools",
+    "model",
+    "recording",
+    "recording_notice",
+)
+RECORDING_MODES = ("off", "bridge", "twilio")
 _PROFILE_KEYS = ("numbers", *_SETTINGS_KEYS)
 
 
@@ -59,6 +69,8 @@ class Profile:
     numbers: tuple[str, ...] = ()
     # Said by Twilio before the stream connects (consent laws); None: nothing.
     recording_notice: str | None = None
+    # Who records its calls: "off", "bridge" (RECORDINGS_DIR) or "twilio".
+    recording: str = "off"
 
 
 class Profiles:
@@ -126,6 +138,10 @@ class Profiles:
                 )
         return problems
 
+    def recording_modes(self) -> set[str]:
+        """How the profiles' calls are recorded, all of them ("off" among them or not)."""
+        return {profile.recording for profile in self.all()}
+
     def summary(self) -> str:
         """One line for the log: each profile with the numbers that choose it."""
         parts = []
@@ -152,6 +168,7 @@ def _settings_default(settings: Settings) -> Profile:
         voice=settings.voice,
         greeting=settings.greeting,
         recording_notice=settings.recording_notice,
+        recording=settings.recording,
     )
 
 
@@ -171,7 +188,9 @@ def _parse(document: dict[str, Any], settings: Settings, where: str, source: str
     if not isinstance(default_table, dict):
         problems.append(f"{where}: 'default' must be a table ([default])")
         default_table = {}
-    default = _profile(DEFAULT_PROFILE, default_table, base, _SETTINGS_KEYS, where, problems)
+    default = _profile(
+        DEFAULT_PROFILE, default_table, base, _SETTINGS_KEYS, where, problems, settings
+    )
 
     tables = document.get("profiles", {})
     if not isinstance(tables, dict):
@@ -192,7 +211,7 @@ def _parse(document: dict[str, Any], settings: Settings, where: str, source: str
         if not isinstance(table, dict):
             problems.append(f"{where}: profiles.{name} must be a table ([profiles.{name}])")
             continue
-        profile = _profile(name, table, default, _PROFILE_KEYS, where, problems)
+        profile = _profile(name, table, default, _PROFILE_KEYS, where, problems, settings)
         for number in profile.numbers:
             owner = owner_of_number.setdefault(number, name)
             if owner != name:
@@ -213,6 +232,7 @@ def _profile(
     allowed: tuple[str, ...],
     where: str,
     problems: list[str],
+    settings: Settings,
 ) -> Profile:
     """`table` over `inherited`; every problem found is appended to `problems`."""
     at = f"{where}: {_table(name)}"
@@ -259,6 +279,15 @@ def _profile(
     notice = text("recording_notice")
     if notice is not None:
         changes["recording_notice"] = notice.strip() or None  # empty: none, as the greeting
+    recording = text("recording")
+    if recording is not None:
+        if recording not in RECORDING_MODES:
+            problems.append(
+                f"{at} recording: {recording!r} is not one of " + ", ".join(RECORDING_MODES)
+            )
+        elif recording == "twilio" and (lacking := settings.twilio_recording_problem()):
+            problems.append(f"{at} recording: {lacking}")
+        changes["recording"] = recording
     model = text("model")
     if model is not None:
         if not model.strip():

@@ -227,7 +227,8 @@ class Settings(BaseSettings):
         description="bridge: the bridge records each call as a stereo WAV, the caller left "
         "and the assistant right as the caller heard it, in RECORDINGS_DIR. twilio: Twilio "
         "records it (dual channel), its Recording SID and URL go in the call's record (needs "
-        "TWILIO_AUTH_TOKEN and PUBLIC_URL). Consent is the operator's: see RECORDING_NOTICE.",
+        "TWILIO_AUTH_TOKEN and PUBLIC_URL). Per profile too. Consent is the operator's: see "
+        "RECORDING_NOTICE.",
     )
     recording_retention_days: float = Field(
         0,
@@ -480,19 +481,9 @@ class Settings(BaseSettings):
                 "info), or ALLOW_UNSIGNED_TWILIO=true for local development only."
             )
         if self.recording == "twilio":
-            missing = [
-                name
-                for name, value in (
-                    ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
-                    ("PUBLIC_URL", self.public_url),
-                )
-                if value is None
-            ]
-            if missing:
-                problems.append(
-                    f"RECORDING: twilio needs {' and '.join(missing)} (to ask Twilio to "
-                    "record, and for its signed callback to reach this bridge)"
-                )
+            problem = self.twilio_recording_problem()
+            if problem is not None:
+                problems.append(f"RECORDING: {problem}")
         if self.post_call_webhook_url and self.post_call_webhook_secret is None:
             problems.append(
                 "POST_CALL_WEBHOOK_SECRET: required with POST_CALL_WEBHOOK_URL (receivers "
@@ -507,6 +498,23 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def twilio_recording_problem(self) -> str | None:
+        """What recording through Twilio (RECORDING=twilio, or a profile's) lacks."""
+        missing = [
+            name
+            for name, value in (
+                ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                ("PUBLIC_URL", self.public_url),
+            )
+            if value is None
+        ]
+        if not missing:
+            return None
+        return (
+            f"twilio needs {' and '.join(missing)} (to ask Twilio to record, and for its "
+            "signed callback to reach this bridge)"
+        )
 
     @property
     def recordings_path(self) -> str:

@@ -124,6 +124,27 @@ def test_the_called_number_chooses_the_profile_and_any_other_gets_the_default(
     assert profiles.get("nobody") is None
 
 
+def test_each_profile_records_its_calls_as_it_says_else_as_recording_says(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "[profiles.sales]\nrecording = 'bridge'\n"
+        "[profiles.support]\nrecording = 'off'\n"
+        "[profiles.billing]\ninstructions = 'Bill.'\n",
+    )
+    loaded = Profiles.load(path, settings(recording="twilio", public_url="https://x.example",
+                                          twilio_auth_token="t" * 32))  # fmt: skip
+    assert {p.name: p.recording for p in loaded.all()} == {
+        "default": "twilio",
+        "sales": "bridge",
+        "support": "off",
+        "billing": "twilio",
+    }
+    assert loaded.recording_modes() == {"twilio", "bridge", "off"}
+    assert Profiles.from_settings(settings()).default.recording == "off"
+
+
 def test_unknown_tool_names_are_reported_per_profile(tmp_path: Path) -> None:
     profiles = load(
         tmp_path,
@@ -153,14 +174,23 @@ def test_unknown_tool_names_are_reported_per_profile(tmp_path: Path) -> None:
         (
             "[default]\nnumbers = ['+15551230000']",
             "[default]: unknown field 'numbers'; the fields are instructions, voice, greeting, "
-            "tools, model, recording_notice",
+            "tools, model, recording, recording_notice",
         ),
         (
             "[profiles.sales]\ninstruction = 'Sell.'",
             "[profiles.sales]: unknown field 'instruction'; the fields are numbers, "
-            "instructions, voice, greeting, tools, model, recording_notice",
+            "instructions, voice, greeting, tools, model, recording, recording_notice",
         ),
         ("[profiles.sales]\nvoice = 3", "[profiles.sales] voice: must be a string, not a number"),
+        (
+            "[profiles.sales]\nrecording = 'always'",
+            "[profiles.sales] recording: 'always' is not one of off, bridge, twilio",
+        ),
+        (
+            "[default]\nrecording = 'twilio'",
+            "[default] recording: twilio needs TWILIO_AUTH_TOKEN and PUBLIC_URL (to ask Twilio to "
+            "record, and for its signed callback to reach this bridge)",
+        ),
         (
             "[profiles.sales]\nvoice = 'robot'",
             "[profiles.sales] voice: 'robot' is not a voice; the voices are alloy, ash, ballad, "
@@ -198,6 +228,8 @@ def test_unknown_tool_names_are_reported_per_profile(tmp_path: Path) -> None:
         "numbers-in-default",
         "unknown-field",
         "wrong-type",
+        "unknown-recording",
+        "twilio-recording-without-a-public-url",
         "unknown-voice",
         "tools-not-a-list",
         "empty-instructions",
