@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from twilio.http import HttpClient
 
 from bridge.admission import CallRegistry
-from bridge.call_recording import purge_recordings
+from bridge.call_recording import RECORDING_FORMATS, purge_recordings
 from bridge.call_runner import CallRunner, wait_for_records
 from bridge.call_setup import call_setup, load_tool_registry
 from bridge.console import Console
@@ -101,7 +101,11 @@ def create_app(
             webhook.start()
             log.info("post-call webhook: %s", webhook.safe_url)
         if settings.recording == "bridge":
-            log.info("recording calls (consent is yours): %s", settings.recordings_path)
+            log.info(
+                "recording calls as %s (consent is yours): %s",
+                settings.recording_format,
+                settings.recordings_path,
+            )
         elif settings.recording == "twilio":
             log.info("recording calls through Twilio (consent is yours)")
         retention = settings.recording_retention_days
@@ -256,6 +260,7 @@ def create_app(
             webhook=app.state.webhook,
             recording_callback=recording_callback,
             recordings_dir=recordings_dir,
+            recording_format=RECORDING_FORMATS[settings.recording_format],
         )
         try:
             await runner.run()
