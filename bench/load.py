@@ -10,6 +10,7 @@ For each N, a run per mode, each with its own processes on 127.0.0.1:
 - bridge-pcm16: the same, transcoding to PCM16 24 kHz for the stand-in (frames matched by
   their index, as a resampler cannot carry the frame marker);
 - bridge-recording: bridge, with RECORDING=bridge (every call written to a stereo WAV);
+  bridge-recording-flac and bridge-recording-opus: the same in RECORDING_FORMAT flac, opus;
 - naive: callers -> bench/naive_bridge.py -> stand-in agent;
 - relay: callers -> bench/tcp_relay.py -> stand-in agent (direct protocol): bytes passed on
   unparsed, the floor under any bridge written in Python on this event loop.
@@ -101,7 +102,7 @@ def start_server(
     mode: str, port: int, agent_port: int, log: Path, signed: bool = False
 ) -> subprocess.Popen | None:
     agent_url = f"ws://127.0.0.1:{agent_port}/v1/realtime?model=gpt-realtime"
-    if mode in ("bridge", "bridge-pcm16", "bridge-recording"):
+    if mode in ("bridge", "bridge-pcm16") or mode.startswith("bridge-recording"):
         env = dict(os.environ)
         if mode == "bridge-pcm16":
             env.update(
@@ -110,8 +111,9 @@ def start_server(
             )
         else:
             env["REALTIME_AUDIO_FORMAT"] = "pcmu"
-        if mode == "bridge-recording":  # RECORDING=bridge: every call to a WAV
+        if mode.startswith("bridge-recording"):  # RECORDING=bridge: every call to a file
             env.update(RECORDING="bridge", RECORDINGS_DIR=str(log.parent / f"recordings-{port}"))
+            env["RECORDING_FORMAT"] = mode.removeprefix("bridge-recording").strip("-") or "wav"
         env.update(
             PORT=str(port),
             HOST="127.0.0.1",

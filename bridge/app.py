@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from twilio.http import HttpClient
 
 from bridge.admission import CallRegistry
-from bridge.call_recording import purge_recordings
+from bridge.call_recording import RECORDING_FORMATS, purge_recordings
 from bridge.call_runner import CallRunner, wait_for_records
 from bridge.call_setup import call_setup, load_tool_registry
 from bridge.console import Console
@@ -262,6 +262,7 @@ def create_app(
             recording_of=recording_of_call,
             recording_callback=recording_callback,
             recordings_dir=recordings_dir,
+            recording_format=RECORDING_FORMATS[settings.recording_format],
         )
         try:
             await runner.run()
@@ -325,7 +326,10 @@ def _log_recording(settings: Settings, profiles: Profiles) -> None:
     recorded = {p.name: p.recording for p in profiles.all() if p.recording != "off"}
     if not recorded:
         return
-    where = {"bridge": f"by the bridge in {settings.recordings_path}", "twilio": "by Twilio"}
+    where = {
+        "bridge": f"by the bridge as {settings.recording_format} in {settings.recordings_path}",
+        "twilio": "by Twilio",
+    }
     if len(set(recorded.values())) == 1 and len(recorded) == len(profiles.all()):
         how = where[next(iter(recorded.values()))]
         log.info("recording every call %s (consent is yours)", how)

@@ -1,5 +1,6 @@
-"""The bridge's own recording of a call (RECORDING=bridge): a stereo WAV at 8 kHz, the
-caller on the left as received, the assistant on the right **as the caller heard it**.
+"""The bridge's own recording of a call (RECORDING=bridge): stereo at the call's own 8 kHz,
+the caller on the left as received, the assistant on the right **as the caller heard it**;
+a 16-bit WAV, or (RECORDING_FORMAT) FLAC or Ogg Opus through libsndfile.
 
 The right channel follows Twilio's playback as the bridge learns of it: the chunks sent
 play in order, a mark coming back means its chunk has just finished playing (so it is
@@ -12,6 +13,15 @@ On the audio path the recorder only keeps references to the messages, with their
 the part no later message can change is written out, in a worker thread. So memory stays
 bounded whatever the call's length, and a disk that fails or stalls costs the recording,
 never the call: one log line, and the record says why it has no audio.
+
+The formats hold the same samples: FLAC is lossless (it decodes to the WAV's bytes); Opus
+is lossy and costs several times the rest of the call's CPU (bench/recording_formats.py).
+libsndfile encodes Opus in whole 20 ms packets, holding the rest of a write until the next
+one (the last is padded at the close and the padding cut by the end's granule position),
+and writes the encoder's lookahead as the stream's pre-skip, which decoders drop: decoded,
+both channels sit where the WAV has them (0 samples apart, measured by cross-correlation
+in tests/unit/test_call_recording.py). Its Ogg pages hold up to 1 s of audio each, so at
+most that much more (a few KB) waits in memory before it reaches the disk.
 """
 
 from __future__ import annotations
@@ -28,12 +38,13 @@ import threading
 import time
 import wave
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
+import soundfile
 
 from bridge.audio import MULAW_RATE, mulaw_to_pcm16
 from bridge.core.call import decoded_length
@@ -57,6 +68,31 @@ SAME_QUEUE_S = 0.02
 _CALLER, _SENT, _PLAYED, _CLEARED = range(4)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingFormat:
+    """A format RECORDING_FORMAT names: the file's suffix says which a recording is in."""
+
+    name: str  # as RECORDING_FORMAT names it
+    suffix: str
+    media_type: str
+    libsndfile: tuple[str, str] | None  # its format and subtype; None: the stdlib's wave
+
+
+RECORDING_FORMATS = {
+    f.name: f
+    for f in (
+        RecordingFormat("wav", ".wav", "audio/wav", None),
+        RecordingFormat("flac", ".flac", "audio/flac", ("FLAC", "PCM_16")),
+        RecordingFormat("opus", ".ogg", "audio/ogg", ("OGG", "OPUS")),
+    )
+}
+
+
+def format_of(path: Path) -> RecordingFormat | None:
+    """The format a recording's file is in, by its suffix."""
+    return next((f for f in RECORDING_FORMATS.values() if f.suffix == path.suffix), None)
+
+
 @dataclass(slots=True)
 class _Chunk:
     mark: str
@@ -66,7 +102,12 @@ class _Chunk:
 
 class CallRecorder:
     def __init__(self, path: Path, started_at: float) -> None:
+        """`path`'s suffix says the format (RECORDING_FORMATS)."""
+        file_format = format_of(path)
+        if file_format is None:
+            raise ValueError(f"{path.name}: not the file of a recording format")
         self.path = path
+        self.format = file_format
         self._origin = started_at  # the stream's start: sample 0
         self._messages: list[tuple[int, str, str, float]] = []  # (kind, payload, mark, at)
         self._queue: deque[_Chunk] = deque()
@@ -79,14 +120,16 @@ class CallRecorder:
         self._end = 0  # one past the last sample placed
         self._late = 0  # samples placed after their place was written out (dropped)
         self._done: list[bytes] = []  # final frames, to write out
-        self._wav: wave.Wave_write | None = None
-        self._file: BinaryIO | None = None
+        self._writer: _Writer | None = None
         # One thread of its own, taking writes in order from a queue: one the call's end
         # stopped waiting for is still done before the next; and a daemon, so a stuck disk
         # never holds up the process's exit.
         self._disk: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._written = 0
+        # The CPU time the recorder's thread spent writing (encoding, mostly): what the
+        # format costs, as bench/recording_formats.py reports it.
+        self.writer_cpu_s = 0.0
         self.failed: str | None = None  # why there is no (complete) recording
 
     # --- on the audio path: references and times only ----------------------------------------
@@ -114,16 +157,21 @@ class CallRecorder:
         together do not all do it at the same moment.)"""
         await asyncio.sleep(random.uniform(0, FLUSH_EVERY_S))
         while self.failed is None:
-            await self._settle(time.monotonic() - SETTLE_S)  # (the clock the times are on)
+            await self.flush(time.monotonic())  # (the clock the times are on)
             await asyncio.sleep(FLUSH_EVERY_S)
+
+    async def flush(self, now: float) -> None:
+        """Place what came, and write out what is final at `now` (on the clock of the
+        messages' times): what `run` does each second."""
+        await self._settle(now - SETTLE_S)
 
     async def finish(self) -> Recording:
         """Write out everything; the recording as the call's record keeps it."""
         if self.failed is None:
             await self._settle(None)
         if self.failed is None and self._thread is not None:
-            # The header is written with the file's length only now: a close that fails
-            # leaves a file players would cut short.
+            # The header is written with the file's length only now (WAV, FLAC; Opus: the
+            # last packet): a close that fails leaves a file players would cut short.
             try:
                 await asyncio.wait_for(self._on_disk(self._close), WRITE_DEADLINE_S)
             except Exception as exc:
@@ -289,12 +337,14 @@ class CallRecorder:
         done: asyncio.Future[None] = loop.create_future()
 
         def job() -> None:
+            began = time.thread_time()
+            outcome: BaseException | None = None
             try:
                 work(*args)
             except BaseException as exc:  # handed to whoever waits, if anyone still does
-                loop.call_soon_threadsafe(_settle_future, done, exc)
-            else:
-                loop.call_soon_threadsafe(_settle_future, done, None)
+                outcome = exc
+            self.writer_cpu_s += time.thread_time() - began  # (before its waiter reads it)
+            loop.call_soon_threadsafe(_settle_future, done, outcome)
 
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="recording", daemon=True)
@@ -308,29 +358,25 @@ class CallRecorder:
             job()
 
     def _close(self) -> None:
-        try:
-            if self._wav is not None:
-                self._wav.close()  # (writes the header's lengths; leaves the file open)
-        finally:
-            if self._file is not None:
-                self._file.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def _close_quietly(self) -> None:
         with contextlib.suppress(Exception):
             self._close()
 
     def _write(self, frames: bytes) -> None:
-        if self._wav is None:
+        if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # What callers said is personal data: readable by this user only.
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            self._file = os.fdopen(fd, "wb")
-            wav = wave.open(self._file, "wb")  # noqa: SIM115 (closed by finish)
-            wav.setnchannels(2)
-            wav.setsampwidth(2)
-            wav.setframerate(MULAW_RATE)
-            self._wav = wav
-        self._wav.writeframesraw(frames)
+            file = os.fdopen(fd, "wb")
+            try:
+                self._writer = _open_writer(file, self.format)
+            except BaseException:
+                file.close()
+                raise
+        self._writer.write(frames)
 
     def _fail(self, exc: BaseException) -> None:
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -338,6 +384,114 @@ class CallRecorder:
         self.failed = f"could not be written: {why}"[:300]
         self._messages = []
         self._queue.clear()
+
+
+class _Writer(Protocol):
+    def write(self, frames: bytes) -> None:
+        """Stereo 16-bit frames, interleaved."""
+
+    def close(self) -> None:
+        """Finish the file (its header, its last packet) and close it."""
+
+
+def _open_writer(file: BinaryIO, file_format: RecordingFormat) -> _Writer:
+    if file_format.libsndfile is None:
+        return _WavWriter(file)
+    return _LibsndfileWriter(file, *file_format.libsndfile)
+
+
+class _WavWriter:
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._wav = wave.open(file, "wb")  # noqa: SIM115 (closed by close)
+        self._wav.setnchannels(2)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(MULAW_RATE)
+
+    def write(self, frames: bytes) -> None:
+        self._wav.writeframesraw(frames)
+
+    def close(self) -> None:
+        try:
+            self._wav.close()  # (writes the header's lengths; leaves the file open)
+        finally:
+            self._file.close()
+
+
+class _LibsndfileWriter:
+    """FLAC or Opus, encoded by libsndfile as the frames come, into our file (opened 0600,
+    so never readable by others, not even for a moment)."""
+
+    def __init__(self, file: BinaryIO, container: str, codec: str) -> None:
+        self._file = _DiskErrorKept(file)
+        with self._disk_errors():
+            self._sound = soundfile.SoundFile(
+                self._file,
+                "w",
+                samplerate=MULAW_RATE,
+                channels=2,
+                format=container,
+                subtype=codec,
+            )
+
+    def write(self, frames: bytes) -> None:
+        with self._disk_errors():
+            self._sound.write(np.frombuffer(frames, dtype=np.int16).reshape(-1, 2))
+
+    def close(self) -> None:
+        try:
+            with self._disk_errors():
+                self._sound.close()
+        finally:
+            self._file.close()
+
+    @contextlib.contextmanager
+    def _disk_errors(self) -> Iterator[None]:
+        """The disk's own error if libsndfile met one, which it reports as "System error"
+        at best, and some of which (a failed Ogg page) it lets go."""
+        try:
+            yield
+        except soundfile.LibsndfileError:
+            self._file.raise_kept()
+            raise
+        self._file.raise_kept()
+
+
+class _DiskErrorKept:
+    """A file as libsndfile writes it, from C: an error there would be printed and lost,
+    so it is kept instead (and the write or seek reports failure) for `raise_kept`."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._error: Exception | None = None
+
+    def write(self, data: bytes) -> int:
+        if self._error is None:
+            try:
+                return self._file.write(data)
+            except Exception as exc:
+                self._error = exc
+        return 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._kept(lambda: self._file.seek(offset, whence))
+
+    def tell(self) -> int:
+        return self._kept(self._file.tell)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def raise_kept(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _kept(self, work: Callable[[], int]) -> int:
+        try:
+            return work()
+        except Exception as exc:
+            self._error = self._error or exc
+            return -1
 
 
 def _settle_future(future: asyncio.Future[None], exc: BaseException | None) -> None:
@@ -358,13 +512,21 @@ def _pcm(payload: str) -> np.ndarray | None:
 
 def recording_file(directory: Path, recording: Recording | None) -> Path | None:
     """The bridge's file of a recording, if it made one: only ever a plain file name in
-    `directory` (the name is the store's, but a path is never followed)."""
+    `directory`, of a format the bridge writes (the name is the store's, but a path is
+    never followed). Its suffix says the format, so records from before FLAC and Opus
+    (CallSid.wav) are found as ever."""
     if recording is None or recording.kind != "bridge" or not recording.url:
         return None
     name = recording.url
-    if Path(name).name != name or name.startswith("."):
+    if Path(name).name != name or name.startswith(".") or format_of(Path(name)) is None:
         return None
     return directory / name
+
+
+def media_type_of(path: Path) -> str:
+    """What a recording's file is, as HTTP names it."""
+    file_format = format_of(path)
+    return file_format.media_type if file_format is not None else "application/octet-stream"
 
 
 async def delete_recording_file(directory: Path, recording: Recording | None) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
-from bridge.call_recording import CallRecorder
+from bridge.call_recording import RECORDING_FORMATS, CallRecorder, RecordingFormat
 from bridge.core import events as ev
 from bridge.core.actions import (
     Action,
@@ -123,10 +123,12 @@ class CallRunner:
         recording_of: Callable[[Mapping[str, str]], str] | None = None,
         recording_callback: str | None = None,
         recordings_dir: Path | None = None,
+        recording_format: RecordingFormat = RECORDING_FORMATS["wav"],
     ) -> None:
         """`recording_of`: how an admitted call is recorded, from its stream's parameters
         (its profile): "bridge" into `recordings_dir`, "twilio" with `recording_callback`
-        (where Twilio posts the recording's status), anything else not at all."""
+        (where Twilio posts the recording's status), anything else not at all.
+        The bridge writes `recording_format`."""
         self.twilio = twilio_socket
         self._twilio_link: TwilioLink = twilio_link(twilio_socket)
         self._setup = setup
@@ -143,6 +145,7 @@ class CallRunner:
         self._recording_of = recording_of
         self._recording_callback = recording_callback
         self._recordings_dir = recordings_dir
+        self._recording_format = recording_format
         self._recorder: CallRecorder | None = None
         self._recorded = ""  # the stream whose caller audio it records
         self.recording: Recording | None = None
@@ -349,7 +352,8 @@ class CallRunner:
             and call.started_at is not None
         ):
             name = re.sub(r"[^A-Za-z0-9]", "", start.call_sid) or "call"
-            recorder = CallRecorder(self._recordings_dir / f"{name}.wav", call.started_at)
+            path = self._recordings_dir / f"{name}{self._recording_format.suffix}"
+            recorder = CallRecorder(path, call.started_at)
             self._recorder, self._recorded = recorder, start.stream_sid
             self._spawn(recorder.run(), "recorder")
         if recording == "twilio" and self._recording_callback and self.rest is not None:

@@ -415,13 +415,13 @@ def recording_player(record: CallRecord) -> str:
     recording = record.recording
     if recording is None or recording.kind != "bridge" or recording.status != "completed":
         return ""
-    src = f"/console/calls/{quote(record.call_sid, safe='')}/recording.wav"
+    src = f"/console/calls/{quote(record.call_sid, safe='')}/recording"
     return (
         "<h2>Recording</h2>"
         '<p class="notice">Left: the caller as received. Right: the assistant as the caller '
         "heard it (cut where they talked over it).</p>"
         f'<audio id="recording" controls preload="metadata" src="{esc(src)}"></audio>'
-        f'<p><a href="{esc(src)}" download>Download the recording (WAV)</a></p>'
+        f'<p><a href="{esc(src)}" download>Download the recording</a></p>'
     )
 
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.websockets import WebSocket
 
-from bridge.call_recording import delete_recording_file, recording_file
+from bridge.call_recording import delete_recording_file, media_type_of, recording_file
 from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
 from bridge.profiles import DEFAULT_PROFILE
@@ -146,6 +146,9 @@ class Console:
             "/console/calls/{call_sid}/timeline.json", self._call_timeline, methods=["GET"]
         )
         r.add_api_route(
+            "/console/calls/{call_sid}/recording", self._call_recording, methods=["GET"]
+        )
+        r.add_api_route(  # (its address before FLAC and Opus: pages and links made then)
             "/console/calls/{call_sid}/recording.wav", self._call_recording, methods=["GET"]
         )
         r.add_api_route("/console/calls/{call_sid}/delete", self._delete_call, methods=["POST"])
@@ -353,8 +356,9 @@ class Console:
         )
 
     async def _call_recording(self, request: Request, call_sid: str) -> Response:
-        """The bridge's recording of the call (RECORDING=bridge): a WAV the browser can
-        seek in (range requests), behind the login."""
+        """The bridge's recording of the call (RECORDING=bridge), in its file's format
+        (WAV, FLAC or Ogg Opus): the browser can seek in it (range requests), behind the
+        login."""
         if not self._logged_in(request):
             return self._unauthorized()
         record = await self.store.get(call_sid) if self.store is not None else None
@@ -365,7 +369,7 @@ class Console:
             return JSONResponse({"error": f"no recording of the call {call_sid}"}, 404)
         return FileResponse(
             path,
-            media_type="audio/wav",
+            media_type=media_type_of(path),
             filename=path.name,
             content_disposition_type="inline",
             headers=dict(_SECURITY_HEADERS),

@@ -1,25 +1,33 @@
 """RECORDING=bridge over loopback: a simulated call with two barge-ins is recorded as a
-stereo WAV whose right channel holds exactly what the simulated caller heard (its own
-record of every byte), cut where the clears cut it and placed where it played, and whose
-left channel holds the caller's speech where it was said; a disk that cannot be written
-costs the recording, not the call."""
+stereo WAV (or FLAC) whose right channel holds exactly what the simulated caller heard
+(its own record of every byte), cut where the clears cut it and placed where it played,
+and whose left channel holds the caller's speech where it was said; in Opus, the same
+audio sits in the same places; a disk that cannot be written costs the recording, not the
+call, in every format."""
 
 from __future__ import annotations
 
 import time
-import wave
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import soundfile
 
 from bridge.audio import mulaw_to_pcm16
 from bridge.records.model import Recording
 from bridge.records.store import SQLiteCallStore
+from bridge.simulator import CallReport, HeardAudio
 from tests.helpers.records import record
-from tests.helpers.running_bridge import running_bridge, stored_record, wait_until
+from tests.helpers.running_bridge import (
+    RunningBridge,
+    running_bridge,
+    stored_record,
+    wait_until,
+)
 from tests.helpers.twilio_side import simulated_call
 
 pytestmark = pytest.mark.integration
@@ -29,11 +37,13 @@ PASSWORD = "console-test-password"
 SAMPLES_PER_MS = 8
 
 
-def read_stereo(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with wave.open(str(path), "rb") as wav:
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
-        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    stereo = frames.reshape(-1, 2)
+FILES = {"wav": ("wav", "audio/wav"), "flac": ("flac", "audio/flac"), "opus": ("ogg", "audio/ogg")}
+
+
+def read_stereo(path: Path, subtype: str = "PCM_16") -> tuple[np.ndarray, np.ndarray]:
+    info = soundfile.info(str(path))
+    assert (info.channels, info.samplerate, info.subtype) == (2, 8000, subtype), info
+    stereo, _ = soundfile.read(path, dtype="int16")
     return stereo[:, 0], stereo[:, 1]
 
 
@@ -51,42 +61,66 @@ def found_at(channel: np.ndarray, pcm: np.ndarray, near_ms: float) -> int | None
     return None
 
 
-async def test_the_assistant_channel_is_what_the_caller_heard_cut_and_placed_as_heard(
-    tmp_path: Path,
-) -> None:
+async def assert_served(bridge: RunningBridge, call_sid: str, path: Path, media_type: str) -> None:
+    """The console's page of the call plays the recording (behind the login, as
+    `media_type`) and seeks in it (range requests), at its address and at the one it had
+    before FLAC and Opus."""
+    async with httpx.AsyncClient(base_url=bridge.base_url) as http:
+        url = f"/console/calls/{call_sid}/recording"
+        refused = await http.get(url)
+        await http.post("/console/login", data={"password": PASSWORD})
+        page = await http.get(f"/console/calls/{call_sid}")
+        seek = await http.get(url, headers={"Range": "bytes=44-8043"})
+        whole = await http.get(url)
+        old_address = await http.get(url + ".wav")
+    assert refused.status_code == 401
+    assert '<audio id="recording"' in page.text and f'src="{url}"' in page.text
+    assert (seek.status_code, len(seek.content)) == (206, 8000)
+    assert seek.headers["content-range"] == f"bytes 44-8043/{path.stat().st_size}"
+    assert whole.content == old_address.content == path.read_bytes()
+    for response in (seek, whole, old_address):
+        assert response.headers["content-type"] == media_type
+
+
+async def recorded_call(tmp_path: Path, recording_format: str) -> tuple[CallReport, Path]:
+    """A simulated call with two barge-ins, recorded in `recording_format`: what the
+    caller measured, and the file (served by the console, its record complete)."""
+    suffix, media_type = FILES[recording_format]
     async with running_bridge(
-        recording="bridge", recordings_dir=str(tmp_path), console_password=PASSWORD
+        recording="bridge",
+        recording_format=recording_format,
+        recordings_dir=str(tmp_path),
+        console_password=PASSWORD,
     ) as bridge:
         report, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
         record = await stored_record(bridge, report.call_sid)
-        async with httpx.AsyncClient(base_url=bridge.base_url) as http:
-            url = f"/console/calls/{report.call_sid}/recording.wav"
-            refused = await http.get(url)
-            await http.post("/console/login", data={"password": PASSWORD})
-            page = await http.get(f"/console/calls/{report.call_sid}")
-            seek = await http.get(url, headers={"Range": "bytes=44-8043"})
-            whole = await http.get(url)
-
-    # The console plays it, behind the login, and seeks in it (range requests).
-    assert refused.status_code == 401
-    assert '<audio id="recording"' in page.text and url in page.text
-    assert (seek.status_code, len(seek.content)) == (206, 8000)
-    assert whole.content == (tmp_path / f"{report.call_sid}.wav").read_bytes()
-
+        path = tmp_path / f"{report.call_sid}.{suffix}"
+        await assert_served(bridge, report.call_sid, path, media_type)
     assert record.recording is not None and record.recording.status == "completed"
-    path = tmp_path / f"{report.call_sid}.wav"
     assert record.recording.url == path.name
-    caller, assistant = read_stereo(path)
+    assert record.recording.duration_s == round(soundfile.info(str(path)).frames / 8000)
+    return report, path
 
+
+def heard_stretches(report: CallReport) -> Iterator[tuple[HeardAudio, np.ndarray]]:
+    """Each stretch the caller heard without a break, with its audio as 16-bit samples."""
     heard = report.heard_audio
     assert sum(s.nbytes for s in report.heard_segments) == len(heard)
-    cuts = 0
     offset = 0
     for segment in report.heard_segments:
-        said = np.frombuffer(
-            mulaw_to_pcm16(heard[offset : offset + segment.nbytes]), dtype=np.int16
-        )
+        said = heard[offset : offset + segment.nbytes]
         offset += segment.nbytes
+        yield segment, np.frombuffer(mulaw_to_pcm16(said), dtype=np.int16)
+
+
+@pytest.mark.parametrize("recording_format", ["wav", "flac"])
+async def test_the_assistant_channel_is_what_the_caller_heard_cut_and_placed_as_heard(
+    tmp_path: Path, recording_format: str
+) -> None:
+    report, path = await recorded_call(tmp_path, recording_format)
+    caller, assistant = read_stereo(path)  # (FLAC: lossless, so every byte as in a WAV)
+    cuts = 0
+    for segment, said in heard_stretches(report):
         start = found_at(assistant, said, segment.start_ms)
         assert start is not None, segment
         # Placed where it played ...
@@ -102,8 +136,10 @@ async def test_the_assistant_channel_is_what_the_caller_heard_cut_and_placed_as_
             cut_at = start + len(said) + ALIGNED_MS * SAMPLES_PER_MS
             assert not np.any(assistant[cut_at : cut_at + 200 * SAMPLES_PER_MS]), segment
     assert cuts == 2
+    assert_the_caller_speaks_where_they_did(caller, report)
 
-    # The caller's speech sits where it was said.
+
+def assert_the_caller_speaks_where_they_did(caller: np.ndarray, report: CallReport) -> None:
     for turn in report.turns:
         window = caller[
             round((turn.speech_start_ms - 100) * SAMPLES_PER_MS) : round(
@@ -116,12 +152,50 @@ async def test_the_assistant_channel_is_what_the_caller_heard_cut_and_placed_as_
         assert abs(onset_ms - turn.speech_start_ms) <= ALIGNED_MS, (turn, onset_ms)
 
 
+def placed_at(channel: np.ndarray, pcm: np.ndarray, near_ms: float) -> tuple[int, float]:
+    """Where `pcm` begins in `channel`, searched within 100 ms of `near_ms` by how alike
+    200 ms of it from its first sound are (a lossy codec changes every sample): the sample,
+    and that likeness (a correlation coefficient)."""
+    first = int(np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)[0])
+    probe = pcm[first : first + 200 * SAMPLES_PER_MS].astype(np.float64)
+    centre = round(near_ms * SAMPLES_PER_MS) + first
+    likeness = {
+        at: float(np.corrcoef(channel[at : at + len(probe)], probe)[0, 1])
+        for at in range(max(0, centre - 800), min(len(channel) - len(probe), centre + 800))
+    }
+    best = max(likeness, key=likeness.__getitem__)
+    return best - first, likeness[best]
+
+
+async def test_an_opus_recording_holds_the_call_on_its_own_clock(tmp_path: Path) -> None:
+    """Opus is lossy: no byte is kept, but every stretch the caller heard sits where it
+    played, the caller's speech where it was said, and the file lasts as long as the call
+    streamed."""
+    report, path = await recorded_call(tmp_path, "opus")
+    caller, assistant = read_stereo(path, subtype="OPUS")
+    streamed = report.frames_sent * 20 * SAMPLES_PER_MS  # the caller's frames, end to end
+    assert streamed <= len(caller) <= streamed + ALIGNED_MS * SAMPLES_PER_MS
+    placed = 0
+    for segment, said in heard_stretches(report):
+        if len(said) < 200 * SAMPLES_PER_MS:
+            continue  # too short to tell apart from its neighbours by its likeness
+        start, likeness = placed_at(assistant, said, segment.start_ms)
+        assert likeness > 0.9, (segment, likeness)
+        assert abs(start / SAMPLES_PER_MS - segment.start_ms) <= ALIGNED_MS, segment
+        placed += 1
+    assert placed >= 3  # the two answers cut by the barge-ins, and the last one
+    assert_the_caller_speaks_where_they_did(caller, report)
+
+
+@pytest.mark.parametrize("recording_format", ["wav", "flac", "opus"])
 async def test_a_disk_that_cannot_be_written_costs_the_recording_not_the_call(
-    tmp_path: Path,
+    tmp_path: Path, recording_format: str
 ) -> None:
     blocked = tmp_path / "recordings"
     blocked.write_text("a file where the folder should be")
-    async with running_bridge(recording="bridge", recordings_dir=str(blocked / "x")) as bridge:
+    async with running_bridge(
+        recording="bridge", recording_format=recording_format, recordings_dir=str(blocked / "x")
+    ) as bridge:
         report, _ = await simulated_call(bridge, turns=1)
         record = await stored_record(bridge, report.call_sid)
     assert report.completed and report.heard_audio  # the call went on as ever
@@ -129,13 +203,19 @@ async def test_a_disk_that_cannot_be_written_costs_the_recording_not_the_call(
     assert "could not be written" in record.recording.error
 
 
-async def test_deleting_a_call_from_the_console_deletes_its_recording(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recording_format", ["wav", "flac", "opus"])
+async def test_deleting_a_call_from_the_console_deletes_its_recording(
+    tmp_path: Path, recording_format: str
+) -> None:
     async with running_bridge(
-        recording="bridge", recordings_dir=str(tmp_path), console_password=PASSWORD
+        recording="bridge",
+        recording_format=recording_format,
+        recordings_dir=str(tmp_path),
+        console_password=PASSWORD,
     ) as bridge:
         report, _ = await simulated_call(bridge, turns=1)
         await stored_record(bridge, report.call_sid)
-        wav = tmp_path / f"{report.call_sid}.wav"
+        wav = tmp_path / f"{report.call_sid}.{FILES[recording_format][0]}"
         assert wav.is_file()
         delete = f"/console/calls/{report.call_sid}/delete"
         async with httpx.AsyncClient(base_url=bridge.base_url) as http:
@@ -153,14 +233,18 @@ async def test_recordings_past_the_retention_are_deleted_with_their_timelines(
 ) -> None:
     db, recordings = tmp_path / "calls.db", tmp_path / "recordings"
     recordings.mkdir()
-    old_sid, new_sid = "CA" + "1" * 32, "CA" + "2" * 32
-    for sid in (old_sid, new_sid):
-        (recordings / f"{sid}.wav").write_bytes(b"RIFF")
+    # One old recording in each format (whichever RECORDING_FORMAT was when it was made).
+    old = {"CA" + str(k) * 32: suffix for k, suffix in enumerate(("wav", "flac", "ogg"), 1)}
+    new_sid = "CA" + "9" * 32
+    files = {
+        sid: recordings / f"{sid}.{suffix}" for sid, suffix in {**old, new_sid: "flac"}.items()
+    }
     store = SQLiteCallStore(str(db))
     await store.open()
-    for sid, age_days in ((old_sid, 3), (new_sid, 0)):
-        heard = Recording("bridge", "completed", url=f"{sid}.wav", duration_s=60)
-        started = time.time() - age_days * 86400 - 120
+    for sid, path in files.items():
+        path.write_bytes(b"audio")
+        heard = Recording("bridge", "completed", url=path.name, duration_s=60)
+        started = time.time() - (0 if sid == new_sid else 3) * 86400 - 120
         await store.save(replace(record(sid, started_at=started), recording=heard))
     await store.close()
 
@@ -171,10 +255,13 @@ async def test_recordings_past_the_retention_are_deleted_with_their_timelines(
         recording_retention_days=2,
     ) as bridge:
         await wait_until(
-            lambda: not (recordings / f"{old_sid}.wav").exists(), 5, "the old recording to go"
+            lambda: not any(files[sid].exists() for sid in old), 5, "the old recordings to go"
         )
-        old = await bridge.app.state.store.get(old_sid)
-        new = await bridge.app.state.store.get(new_sid)
-    assert old is not None and old.recording is not None and old.recording.status == "deleted"
-    assert (recordings / f"{new_sid}.wav").exists()
+        kept = {sid: await bridge.app.state.store.get(sid) for sid in files}
+    for sid in old:
+        gone = kept[sid]
+        assert gone is not None and gone.recording is not None
+        assert gone.recording.status == "deleted"
+    assert files[new_sid].exists()
+    new = kept[new_sid]
     assert new is not None and new.recording is not None and new.recording.status == "completed"

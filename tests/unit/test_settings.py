@@ -264,3 +264,12 @@ def test_twilio_recording_needs_the_auth_token_and_the_public_url(
         public_url="https://bridge.example.com",
     )
     assert settings.recording == "twilio"
+
+
+def test_a_recording_format_is_one_the_bridge_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(_env_file=None).recording_format == "wav"
+    [unknown] = problems_with(monkeypatch, RECORDING="bridge", RECORDING_FORMAT="mp3")
+    assert unknown.startswith("RECORDING_FORMAT: ") and "'mp3'" in unknown, unknown
+    assert all(name in unknown for name in ("'wav'", "'flac'", "'opus'")), unknown
+    monkeypatch.setenv("RECORDING_FORMAT", "FLAC")
+    assert load_settings(_env_file=None).recording_format == "flac"
