@@ -20,7 +20,7 @@ from bridge.records.model import Recording
 from bridge.records.store import SQLiteCallStore
 from tests.helpers.records import record
 from tests.helpers.running_bridge import running_bridge, stored_record, wait_until
-from tests.helpers.twilio_side import simulated_call
+from tests.helpers.twilio_side import recorded_call_with_two_barge_ins, simulated_call
 
 pytestmark = pytest.mark.integration
 
@@ -54,18 +54,16 @@ def found_at(channel: np.ndarray, pcm: np.ndarray, near_ms: float) -> int | None
 async def test_the_assistant_channel_is_what_the_caller_heard_cut_and_placed_as_heard(
     tmp_path: Path,
 ) -> None:
-    async with running_bridge(
-        recording="bridge", recordings_dir=str(tmp_path), console_password=PASSWORD
-    ) as bridge:
-        report, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
-        record = await stored_record(bridge, report.call_sid)
-        async with httpx.AsyncClient(base_url=bridge.base_url) as http:
-            url = f"/console/calls/{report.call_sid}/recording.wav"
-            refused = await http.get(url)
-            await http.post("/console/login", data={"password": PASSWORD})
-            page = await http.get(f"/console/calls/{report.call_sid}")
-            seek = await http.get(url, headers={"Range": "bytes=44-8043"})
-            whole = await http.get(url)
+    async with (
+        recorded_call_with_two_barge_ins(tmp_path, PASSWORD) as (bridge, report, record),
+        httpx.AsyncClient(base_url=bridge.base_url) as http,
+    ):
+        url = f"/console/calls/{report.call_sid}/recording.wav"
+        refused = await http.get(url)
+        await http.post("/console/login", data={"password": PASSWORD})
+        page = await http.get(f"/console/calls/{report.call_sid}")
+        seek = await http.get(url, headers={"Range": "bytes=44-8043"})
+        whole = await http.get(url)
 
     # The console plays it, behind the login, and seeks in it (range requests).
     assert refused.status_code == 401
