@@ -50,6 +50,7 @@ _STATIC_TYPES = {
     "softphone.js": "text/javascript; charset=utf-8",
     "capture-worklet.js": "text/javascript; charset=utf-8",
     "live.js": "text/javascript; charset=utf-8",
+    "recording.js": "text/javascript; charset=utf-8",
 }
 # Scripts and styles only from the console itself (no inline script: a value that slipped
 # past escaping still could not run); the softphone's WebSocket goes to this same host.

@@ -1,9 +1,11 @@
 """A recorded call on the console over loopback: its waveform's data (behind the login, each
 side loud where it spoke, the call's moments marked where the timeline has them) and its
-transcript placed on the recording's clock."""
+transcript placed on the recording's clock, every line a button that plays from there."""
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from bridge.console.waveform import BUCKETS, FULL_SCALE
+from bridge.core.summary import TranscriptLine
 from bridge.core.timeline import Moment, speech_edge
 from bridge.defaults import VAD_PREFIX_PADDING_MS
 from bridge.records.model import Recording
@@ -47,6 +50,7 @@ async def test_the_waveform_shows_each_side_where_it_spoke_with_the_calls_moment
                 await http.get(f"/console/calls/{sid}/waveform.json")
                 for sid in (unrecorded.call_sid, failed.call_sid, "CA" + "0" * 32)
             ]
+            page = (await http.get(f"/console/calls/{report.call_sid}")).text
 
     assert refused.status_code == 401 and "log in" in refused.json()["error"]
     assert [m.status_code for m in missing] == [404, 404, 404]
@@ -127,6 +131,38 @@ async def test_the_waveform_shows_each_side_where_it_spoke_with_the_calls_moment
     assert len(answered) == len(first_heard_of) == 3
     for line, began_ms in zip(answered, first_heard_of.values(), strict=True):
         assert line.at is not None and abs(line.at * 1000 - began_ms) <= 20, (line, began_ms)
+
+    # On the page: each line's time is a button that plays the recording from there.
+    buttons = re.findall(r'<button type="button" class="at" data-at="([\d.]+)"[^>]*>([^<]+)<', page)
+    assert [float(at) for at, _ in buttons] == [line.at for line in lines]
+    assert all(re.fullmatch(r"\d\d:\d\d\.\d", html.unescape(shown)) for _, shown in buttons)
+    assert 'id="waveform"' in page and f'data-src="{url}"' in page
+    assert '<script src="/console/static/recording.js">' in page
+    # The legend counts what the picture marks.
+    counts = dict(re.findall(r'data-kind="(\w+)" data-count="(\d+)"', page))
+    assert {kind: int(n) for kind, n in counts.items()} == {
+        kind: len(of(kind)) for kind in ("caller", "heard", "barge_in")
+    }
+
+
+async def test_a_call_without_a_recording_shows_its_times_but_plays_nothing() -> None:
+    call = replace(
+        stored_call("CA" + "d" * 32),
+        transcript=(
+            TranscriptLine("caller", "When do you open?", at=1.25),  # (half up, as the JS)
+            TranscriptLine("assistant", "At nine.", at=63.04),
+            TranscriptLine("caller", "(recorded before lines had times)"),
+        ),
+    )
+    async with running_bridge(console_password=PASSWORD) as bridge:
+        await bridge.app.state.store.save(call)
+        async with httpx.AsyncClient(base_url=bridge.base_url) as http:
+            await http.post("/console/login", data={"password": PASSWORD})
+            page = (await http.get(f"/console/calls/{call.call_sid}")).text
+    assert "<button" not in page.split('id="transcript"')[1].split("</ol>")[0]
+    times = re.findall(r'<span class="at"[^>]*>([^<]+)</span>', page)
+    assert times == ["00:01.3", "01:03.0", "—"]
+    assert 'id="waveform"' not in page and "recording.js" not in page
 
 
 async def test_a_recording_that_cannot_be_read_is_said_so_without_a_traceback(
