@@ -12,11 +12,13 @@ from __future__ import annotations
 import html
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
+from bridge.console.waveform import MARKER_KINDS, markers
 from bridge.core.phases import Phase
 from bridge.usage import is_local_agent
 
@@ -59,6 +61,15 @@ def fmt_cost(usd: float | None, model: str | None = None) -> str:
     if 0 < usd < 0.0001:
         return "< $0.0001"
     return f"${usd:.4f}"
+
+
+def fmt_clock(seconds: float) -> str:
+    """A moment on the call's clock as a player shows it: mm:ss.s (h:mm:ss.s past an hour)."""
+    tenths = math.floor(max(0.0, seconds) * 10 + 0.5)  # (half up, as recording.js rounds)
+    minutes, tenths = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    clock = f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}"
+    return f"{hours}:{clock}" if hours else clock
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -397,32 +408,96 @@ def call_page(record: CallRecord) -> str:
     ]
     if r.recording is not None:
         facts.append(("Recording", _recording_text(r.recording)))
+    player = recording_player(r)
     body = (
         f'<dl class="facts" id="facts">{_facts(facts)}</dl>'
-        f"<h2>Transcript</h2>{transcript_html(r)}"
+        f"{player}"
+        f"<h2>Transcript</h2>{transcript_html(r, playable=bool(player))}"
         f"<h2>Latency per turn</h2>{latency_chart(r.turns)}{turns_table(r.turns)}"
-        f"{recording_player(r)}"
         f"<h2>Timeline</h2>{timeline_table(r)}"
         f'<form method="post" action="/console/calls/{esc(quote(r.call_sid, safe=""))}/delete"'
         ' class="delete"><button type="submit">Delete this call, its timeline and the '
         "bridge's recording of it (a Twilio recording stays at Twilio)</button></form>"
     )
-    return layout(f"Call {r.call_sid}", body, active="calls")
+    scripts = ["recording.js"] if player else []
+    return layout(f"Call {r.call_sid}", body, active="calls", scripts=scripts)
 
 
 def recording_player(record: CallRecord) -> str:
-    """The bridge's recording of the call: a player (seekable) and a download."""
+    """The bridge's recording of the call: a player (seekable), its waveform with the
+    call's moments marked (drawn by recording.js from waveform.json), and a download."""
     recording = record.recording
     if recording is None or recording.kind != "bridge" or recording.status != "completed":
         return ""
-    src = f"/console/calls/{quote(record.call_sid, safe='')}/recording"
+    base = f"/console/calls/{quote(record.call_sid, safe='')}"
+    src = f"{base}/recording"
+    duration_s = float(recording.duration_s or 0) or record.duration_ms / 1000
+    marked = markers(record.timeline, until=duration_s)
+    counts = Counter(marker.kind for marker in marked)
+    said = ", ".join(
+        f"{counts[kind]} {_marks(kind, counts[kind])}" for kind in MARKER_KINDS if counts[kind]
+    )
+    label = (
+        f"Waveform of the recording, {fmt_clock(duration_s)} long: the caller above, the "
+        f"assistant below{', with ' + said if said else ''}. Click, or use the arrow keys, "
+        "to play from a moment."
+    )
     return (
         "<h2>Recording</h2>"
         '<p class="notice">Left: the caller as received. Right: the assistant as the caller '
         "heard it (cut where they talked over it).</p>"
         f'<audio id="recording" controls preload="metadata" src="{esc(src)}"></audio>'
+        '<figure class="waveform">'
+        f'<canvas id="waveform" data-src="{esc(base)}/waveform.json" tabindex="0" '
+        f'role="slider" aria-label="{esc(label)}" aria-describedby="waveform-legend" '
+        f'aria-valuemin="0" aria-valuemax="{duration_s:.1f}" aria-valuenow="0" '
+        'aria-valuetext="00:00.0">'
+        f"{esc(label)} The timeline below lists the same moments.</canvas>"
+        f"<figcaption>{waveform_legend(counts)}"
+        '<span id="waveform-status" class="muted" role="status"></span></figcaption></figure>'
         f'<p><a href="{esc(src)}" download>Download the recording</a></p>'
     )
+
+
+# What each kind of mark on the waveform is called (one, many), and what it shows.
+MARKER_WORDS = {
+    "caller": ("caller turn", "caller turns"),
+    "heard": ("answer heard", "answers heard"),
+    "barge_in": ("barge-in", "barge-ins"),
+    "tool": ("tool call", "tool calls"),
+    "keys": ("keypad entry", "keypad entries"),
+    "session": ("session lost or replaced", "sessions lost or replaced"),
+}
+MARKER_HINTS = {
+    "caller": "the caller speaking, where the voice detection placed it (its padding included)",
+    "heard": "an answer beginning to play to the caller",
+    "barge_in": "the caller talked over the answer: it was cleared and cut",
+    "tool": "a tool running",
+    "keys": "keys given to the model",
+    "session": "the Realtime session lost, or replaced before its limit",
+}
+
+
+def _marks(kind: str, count: int) -> str:
+    one, many = MARKER_WORDS[kind]
+    return many if count > 1 else one
+
+
+def waveform_legend(counts: Mapping[str, int]) -> str:
+    """The waveform's key: its two lanes, and each kind of mark on it with how many."""
+    lanes = (
+        '<li><span class="swatch wave-caller"></span>Caller (top)</li>'
+        '<li><span class="swatch wave-assistant"></span>Assistant as heard (bottom)</li>'
+    )
+    marks = "".join(
+        f'<li data-kind="{kind}" data-count="{counts[kind]}" title="{esc(MARKER_HINTS[kind])}">'
+        f'<span class="swatch mk-{kind}"></span>'
+        f"{esc(_marks(kind, counts[kind]))} ({counts[kind]})</li>"
+        for kind in MARKER_KINDS
+        if counts[kind]
+    )
+    playhead = '<li><span class="swatch playhead"></span>Playing now</li>'
+    return f'<ul class="legend waveform-legend" id="waveform-legend">{lanes}{marks}{playhead}</ul>'
 
 
 TIMELINE_COLUMNS = ("At", "What", "Detail")
@@ -474,7 +549,9 @@ def _tokens_text(tokens: Mapping[str, int]) -> str:
     return f"{total} ({', '.join(shown)})" if shown else "0"
 
 
-def transcript_html(record: CallRecord) -> str:
+def transcript_html(record: CallRecord, playable: bool = False) -> str:
+    """What was said, each line at its time on the call's clock; `playable` (the call has
+    a recording on the page): the time is a button that plays the recording from there."""
     if not record.transcript:
         return '<p class="notice">No transcript was kept for this call.</p>'
     items = []
@@ -489,10 +566,22 @@ def transcript_html(record: CallRecord) -> str:
         )
         css = f"{role} cut-line" if line.cut else role
         items.append(
-            f'<li class="{css}"><span class="who">{who}</span>'
+            f'<li class="{css}">{_line_time(line.at, playable)}<span class="who">{who}</span>'
             f'<span class="text">{esc(line.text)}</span>{cut}</li>'
         )
     return f'<ol class="transcript" id="transcript">{"".join(items)}</ol>'
+
+
+def _line_time(at: float | None, playable: bool) -> str:
+    if at is None:
+        return '<span class="at" title="not known for this call">—</span>'
+    clock = fmt_clock(at)
+    if not playable:
+        return f'<span class="at">{clock}</span>'
+    return (
+        f'<button type="button" class="at" data-at="{at:.3f}" '
+        f'aria-label="Play the recording from {clock}">{clock}</button>'
+    )
 
 
 def turns_table(turns: Sequence[TurnTiming]) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import orjson
+import soundfile
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.websockets import WebSocket
@@ -22,6 +23,7 @@ from starlette.websockets import WebSocket
 from bridge.call_recording import delete_recording_file, media_type_of, recording_file
 from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
+from bridge.console.waveform import Waveforms, markers
 from bridge.profiles import DEFAULT_PROFILE
 from bridge.records.store import timeline_rows
 from twiml.answer import PROFILE_PARAMETER, stream_url
@@ -30,6 +32,7 @@ from twiml.stream_token import StreamTokens
 
 if TYPE_CHECKING:
     from bridge.admission import CallRegistry
+    from bridge.records.model import CallRecord
     from bridge.records.store import CallStore
     from bridge.settings import Settings
 
@@ -47,6 +50,7 @@ _STATIC_TYPES = {
     "softphone.js": "text/javascript; charset=utf-8",
     "capture-worklet.js": "text/javascript; charset=utf-8",
     "live.js": "text/javascript; charset=utf-8",
+    "recording.js": "text/javascript; charset=utf-8",
 }
 # Scripts and styles only from the console itself (no inline script: a value that slipped
 # past escaping still could not run); the softphone's WebSocket goes to this same host.
@@ -89,6 +93,7 @@ class Console:
         password = settings.console_password
         self.sessions = Sessions(password.get_secret_value()) if password is not None else None
         self.throttle = LoginThrottle(login_delay_s)
+        self._waveforms = Waveforms()
         self._refusals = RefusalLog(log)
         self.router = APIRouter(include_in_schema=False)
         if self.sessions is None:
@@ -150,6 +155,9 @@ class Console:
         )
         r.add_api_route(  # (its address before FLAC and Opus: pages and links made then)
             "/console/calls/{call_sid}/recording.wav", self._call_recording, methods=["GET"]
+        )
+        r.add_api_route(
+            "/console/calls/{call_sid}/waveform.json", self._call_waveform, methods=["GET"]
         )
         r.add_api_route("/console/calls/{call_sid}/delete", self._delete_call, methods=["POST"])
         r.add_api_route("/console/softphone", self._softphone_page, methods=["GET"])
@@ -355,18 +363,29 @@ class Console:
             },
         )
 
-    async def _call_recording(self, request: Request, call_sid: str) -> Response:
-        """The bridge's recording of the call (RECORDING=bridge), in its file's format
-        (WAV, FLAC or Ogg Opus): the browser can seek in it (range requests), behind the
-        login."""
+    async def _recorded_call(
+        self, request: Request, call_sid: str
+    ) -> tuple[CallRecord, Path] | Response:
+        """The call's record and the file of its complete recording by the bridge; or the
+        answer when there is none, or the request is not logged in."""
         if not self._logged_in(request):
             return self._unauthorized()
         record = await self.store.get(call_sid) if self.store is not None else None
         recording = record.recording if record is not None else None
         path = recording_file(Path(self.settings.recordings_path), recording)
         complete = recording is not None and recording.status == "completed"
-        if path is None or not complete or not await asyncio.to_thread(path.is_file):
-            return JSONResponse({"error": f"no recording of the call {call_sid}"}, 404)
+        if record is None or path is None or not complete:
+            return _no_recording(call_sid)
+        return (record, path) if await asyncio.to_thread(path.is_file) else _no_recording(call_sid)
+
+    async def _call_recording(self, request: Request, call_sid: str) -> Response:
+        """The bridge's recording of the call (RECORDING=bridge), in its file's format
+        (WAV, FLAC or Ogg Opus): the browser can seek in it (range requests), behind the
+        login."""
+        recorded = await self._recorded_call(request, call_sid)
+        if isinstance(recorded, Response):
+            return recorded
+        _, path = recorded
         return FileResponse(
             path,
             media_type=media_type_of(path),
@@ -374,6 +393,31 @@ class Console:
             content_disposition_type="inline",
             headers=dict(_SECURITY_HEADERS),
         )
+
+    async def _call_waveform(self, request: Request, call_sid: str) -> Response:
+        """The recording as a picture's data: {duration_s, pictured_s, buckets, full_scale,
+        channels: {caller, assistant: [peak per bucket]}, markers: [{kind, start, end,
+        label}]} (times in s on the call's clock, as the timeline's)."""
+        recorded = await self._recorded_call(request, call_sid)
+        if isinstance(recorded, Response):
+            return recorded
+        record, path = recorded
+        try:
+            peaks = await self._waveforms.peaks(path)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+            log.error("console: could not read the recording %s: %s", path, exc)
+            return JSONResponse(
+                {"error": f"the recording of the call {call_sid} could not be read"}, 500
+            )
+        marked = markers(record.timeline, until=max(peaks.duration_s, record.duration_ms / 1000))
+        body = orjson.dumps(
+            {
+                "call_sid": record.call_sid,
+                **peaks.as_json(),
+                "markers": [marker.as_json() for marker in marked],
+            }
+        )
+        return Response(body, media_type="application/json", headers=dict(_SECURITY_HEADERS))
 
     async def _delete_call(self, request: Request, call_sid: str) -> Response:
         """Forget a call: its record, timeline and recording (the operator's to delete)."""
@@ -469,6 +513,10 @@ class Console:
             },
             headers={"Cache-Control": "no-store"},
         )
+
+
+def _no_recording(call_sid: str) -> JSONResponse:
+    return JSONResponse({"error": f"no recording of the call {call_sid}"}, 404)
 
 
 def client_address(request: Request) -> str:

@@ -66,10 +66,17 @@ from bridge.core.last_words import (
     LastWords,
 )
 from bridge.core.phases import HEARS, MOVES, Phase, PhaseError
-from bridge.core.playback import PlaybackLedger, heard_ms, sent_ms, truncation_mark_name
+from bridge.core.playback import (
+    Chunk,
+    PlaybackLedger,
+    heard_ms,
+    play_starts,
+    sent_ms,
+    truncation_mark_name,
+)
 from bridge.core.responses import ResponseSequencer
 from bridge.core.summary import BargeIn, CallObserver, CallSummary, TranscriptLine, Truncation
-from bridge.core.timeline import Moment, Timeline
+from bridge.core.timeline import Moment, Timeline, speech_detail
 from bridge.core.tool_calls import (
     BAD_DIGITS,
     CALL_ENDING,
@@ -145,6 +152,9 @@ class Call:
         self._barge_ins: list[BargeIn] = []
         self._backend_errors = 0
         self._caller_speaking = False
+        # Where the caller's speech the session heard last began: the start of the
+        # transcript line its committed item becomes.
+        self._speech_began_at: float | None = None
         self._greeted = False
         self._noted: set[str] = set()
         self._session_settings = replace(config.session, tools=self._tools.session_tools)
@@ -316,14 +326,27 @@ class Call:
             return self._flooded(now)
         if mark.stream_sid != self.stream_sid:
             return []
-        chunk = self._ledger.echoed(mark.name, now, self._turns.awaited_mark)
-        if chunk is not None:  # the current answer began to be heard
-            latency = self._turns.answer_heard(chunk.size, now)
-            if latency is not None:
-                self._timeline.note(Moment.AUDIO_HEARD, now, f"{latency * 1000:.0f} ms after")
+        played = self._ledger.echoed(mark.name, now)
+        if played:
+            self._heard(played, now)
+        return self._end_once_last_words_heard(now)
+
+    def _heard(self, played: list[Chunk], now: float) -> None:
+        """Chunks a mark's echo proved played: where items, and the current answer, began
+        to be heard."""
+        awaited = self._turns.awaited_mark
+        for chunk, began in zip(played, play_starts(played, now), strict=True):
+            if chunk.end == chunk.size:  # an item's first chunk
+                self._transcript.assistant_heard(chunk.item_id, began)
+            if chunk.mark != awaited:
+                continue
+            heard = self._turns.answer_heard(began)  # the current answer began to be heard
+            if heard is not None:
+                heard_at, latency = heard
+                # Noted where it began to play, as the recording has it, not at the news.
+                self._timeline.note(Moment.AUDIO_HEARD, heard_at, f"{latency * 1000:.0f} ms after")
                 if self._observer is not None:
                     self._observer.turn_heard(latency)
-        return self._end_once_last_words_heard(now)
 
     def _on_key(self, key: ev.KeyPressed, now: float) -> list[Action]:
         """Keys are collected until # or a pause, then given to the model as a message.
@@ -525,9 +548,12 @@ class Call:
             return [CreateResponse(instructions=GREETING_LEAD + self.config.greeting)]
         return []
 
-    def _on_speech_started(self, event: ev.Event, now: float) -> list[Action]:
+    def _on_speech_started(self, started: ev.SpeechStarted, now: float) -> list[Action]:
         self._caller_speaking = True
-        self._timeline.note(Moment.SPEECH_STARTED, now)
+        began_at = self._turns.speech_began_at(started.audio_start_ms, now)
+        self._speech_began_at = began_at
+        origin = self.started_at if self.started_at is not None else now
+        self._timeline.note(Moment.SPEECH_STARTED, now, speech_detail("began", began_at - origin))
         if self._last_words is not None:
             return []  # turn detection is being turned off: nothing interrupts the goodbye
         if self._ledger.playing_local_audio():
@@ -541,14 +567,13 @@ class Call:
         silence_ms = self._session_settings.vad_silence_ms
         ended_at = self._turns.speech_ended_at(stopped.audio_end_ms, silence_ms, now)
         origin = self.started_at if self.started_at is not None else now
-        self._timeline.note(
-            Moment.SPEECH_STOPPED, now, f"speech ended at {ended_at - origin:.3f} s"
-        )
+        self._timeline.note(Moment.SPEECH_STOPPED, now, speech_detail("ended", ended_at - origin))
         self._turn_begins(ended_at)
         return []
 
     def _on_input_committed(self, committed: ev.InputCommitted, now: float) -> list[Action]:
-        self._transcript.caller_spoke(committed.item_id)
+        began_at, self._speech_began_at = self._speech_began_at, None
+        self._transcript.caller_spoke(committed.item_id, began_at)
         return []
 
     def _on_caller_transcribed(self, done: ev.CallerTranscribed, now: float) -> list[Action]:
@@ -959,7 +984,7 @@ class Call:
             return []  # kept until a session can take them (the clock retries)
         item_id, message = self._keypad.take()
         self._turn_begins(self._keypad.key_at)  # the caller's last key ends their turn
-        self._transcript.caller_spoke(item_id)
+        self._transcript.caller_spoke(item_id, self._keypad.first_key_at)
         self._transcript.caller_transcript(item_id, message)
         keys = len(keys_in(message))
         self._timeline.note(Moment.KEYS, now, f"{keys} keys")  # never the digits
@@ -982,7 +1007,10 @@ class Call:
                 # Keys may be a PIN or a card number: the record says that keys were pressed.
                 text = f"(pressed {len(keys_in(text))} keys)"
             role = "caller" if turn.role == "user" else "assistant"
-            lines.append(TranscriptLine(role, text, turn.cut))
+            at = None
+            if turn.at is not None and self.started_at is not None:
+                at = round(turn.at - self.started_at, 3)
+            lines.append(TranscriptLine(role, text, turn.cut, at))
         return tuple(lines)
 
     def _note_once(self, key: str, message: str, *args: object) -> None:

@@ -113,7 +113,10 @@ class SessionUpdated:
 
 @dataclass(slots=True, frozen=True)
 class SpeechStarted:
-    """The session's voice detection heard the caller start talking."""
+    """The session's voice detection heard the caller start talking: `audio_start_ms`
+    into the session's input audio (its prefix padding included), when the session says."""
+
+    audio_start_ms: float | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -23,11 +23,12 @@ def is_keypad_item(item_id: str) -> bool:
 
 
 class Keypad:
-    __slots__ = ("_entries", "key_at", "keys", "pause_s")
+    __slots__ = ("_entries", "first_key_at", "key_at", "keys", "pause_s")
 
     def __init__(self, pause_s: float) -> None:
         self.pause_s = pause_s
         self.keys = ""  # pressed, not yet given to the model
+        self.first_key_at = 0.0  # the entry's first key
         self.key_at = 0.0  # the last key
         self._entries = 0
 
@@ -35,6 +36,8 @@ class Keypad:
         """A key: None if it is not one; else True if it ends the entry (# or too many)."""
         if len(digit) != 1 or digit not in KEYS:
             return None
+        if not self.keys:
+            self.first_key_at = now
         self.keys += digit
         self.key_at = now
         return digit == "#" or len(self.keys) >= MAX_KEYS

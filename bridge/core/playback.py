@@ -157,13 +157,13 @@ class PlaybackLedger:
             return True
         return False
 
-    def echoed(self, mark: str, now: float, watched: str | None = None) -> Chunk | None:
+    def echoed(self, mark: str, now: float) -> list[Chunk]:
         """A mark came back: it and every chunk queued before it have played (Twilio plays
-        in order). A mark a clear flushed proves nothing. Returns the chunk whose mark is
-        `watched` if it was among those that played."""
+        in order). The chunks that played, in order; none for a mark a clear flushed,
+        which proves nothing."""
         if mark not in self._pending_marks:
-            return None  # flushed by a clear (or not ours): nothing was played
-        found = None
+            return []  # flushed by a clear (or not ours): nothing was played
+        played = []
         while True:
             chunk = self._pending.popleft()
             self._pending_marks.discard(chunk.mark)
@@ -171,12 +171,11 @@ class PlaybackLedger:
             if item is not None:
                 item.heard = chunk.end
                 self._forget_if_heard(item)
-            if chunk.mark == watched:
-                found = chunk
+            played.append(chunk)
             if chunk.mark == mark:
                 break
         self._last_echo_at = now
-        return found
+        return played
 
     # --- what is queued --------------------------------------------------------------------
 
@@ -237,6 +236,18 @@ class PlaybackLedger:
         """An item complete and heard in full needs no more accounting: nothing to truncate."""
         if item.heard_in_full:
             del self._items[item.item_id]
+
+
+def play_starts(played: list[Chunk], now: float) -> list[float]:
+    """When each chunk a mark's echo at `now` proved played began to play: back to back,
+    the last ending now (mu-law plays in real time), none before it was sent."""
+    starts = []
+    ended = now
+    for chunk in reversed(played):
+        began = max(ended - chunk.size / MULAW_RATE, chunk.sent_at)
+        starts.append(began)
+        ended = began
+    return starts[::-1]
 
 
 def heard_ms(item: Item, delay_ms: float = 0.0) -> int:

@@ -46,6 +46,9 @@ class TranscriptLine:
     role: str  # "caller" or "assistant"
     text: str
     cut: bool = False  # an answer the caller heard only in part
+    # When the caller began to say it, or to hear it: s since the stream started (the
+    # recording's and the timeline's clock); None if that is not known.
+    at: float | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -10,8 +10,10 @@ keys are counted, never their digits; tools are named, never their arguments.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 # ~8 entries a turn: a turn every 5 s for 50 minutes. A record holds them as JSON,
 # ~60 bytes each.
@@ -26,7 +28,7 @@ class Moment(StrEnum):
     SESSION_LOST = "session_lost"  # (detail: why)
     RECONNECTING = "reconnecting"  # an attempt at a new session (detail: its delay)
     ROLLOVER = "rollover"  # a healthy session replaced before the service's limit
-    SPEECH_STARTED = "speech_started"  # the caller began to speak (the session's VAD)
+    SPEECH_STARTED = "speech_started"  # the caller began to speak (detail: where, call clock)
     SPEECH_STOPPED = "speech_stopped"  # (detail: where their speech ended, call clock)
     KEYS = "keys"  # keys given to the model (detail: how many)
     RESPONSE_CREATED = "response_created"  # (detail: its id)
@@ -46,6 +48,23 @@ class TimelineEntry:
     at: float  # seconds since the stream started (negative: before it, e.g. the webhook)
     moment: Moment
     detail: str = ""
+
+
+# The session's voice detection tells of the caller's speech after the fact (its start once
+# it is sure, its end after a silence): the entry is when the news came, its detail where
+# the speech itself began or ended.
+_SPEECH_EDGE = re.compile(r"speech (?:began|ended) at (-?\d+\.\d+) s")
+
+
+def speech_detail(edge: Literal["began", "ended"], at: float) -> str:
+    return f"speech {edge} at {at:.3f} s"
+
+
+def speech_edge(entry: TimelineEntry) -> float:
+    """Where the caller's speech began or ended (a SPEECH_STARTED or SPEECH_STOPPED entry)
+    on the call's clock: as its detail says, or when the news came if it does not."""
+    found = _SPEECH_EDGE.fullmatch(entry.detail)
+    return float(found[1]) if found else entry.at
 
 
 class Timeline:

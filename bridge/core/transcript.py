@@ -22,6 +22,9 @@ class Turn:
     text: str | None = None
     heard_ms: int | None = None  # set when an assistant turn was cut short
     sent_ms: float | None = None
+    # When the caller began to say it, or to hear it (monotonic): where it is on the
+    # call's recording.
+    at: float | None = None
 
     @property
     def cut(self) -> bool:
@@ -60,9 +63,12 @@ class Transcript:
             self.turns.append(turn)
         return turn
 
-    def caller_spoke(self, item_id: str) -> None:
-        """The caller's audio was committed as an item (its transcript may come later)."""
-        self._turn("user", item_id)
+    def caller_spoke(self, item_id: str, began_at: float | None) -> None:
+        """The caller's audio was committed as an item (its transcript may come later);
+        they began to say it at `began_at`."""
+        turn = self._turn("user", item_id)
+        if turn.at is None:
+            turn.at = began_at
 
     def caller_transcript(self, item_id: str, text: str) -> None:
         self._turn("user", item_id).text = text
@@ -70,6 +76,14 @@ class Transcript:
     def assistant_spoke(self, item_id: str) -> None:
         """The first audio of an assistant item: its place in the conversation."""
         self._turn("assistant", item_id)
+
+    def assistant_heard(self, item_id: str, began_at: float) -> None:
+        """The caller began to hear an assistant item at `began_at` (its first chunk's
+        mark came back). Audio that is no item of the transcript's (keypad tones) is not
+        one of its turns."""
+        turn = self._by_item.get(item_id)
+        if turn is not None and turn.at is None:
+            turn.at = began_at
 
     def assistant_transcript(self, item_id: str, text: str) -> None:
         self._turn("assistant", item_id).text = text

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bridge.audio import MULAW_RATE
-
 
 @dataclass(slots=True)
 class TurnClock:
@@ -60,12 +58,23 @@ class TurnLog:
         """The end of the caller's speech on the call's clock, from speech_stopped's
         `audio_end_ms` (ms into the session's input audio, including the `silence_ms` the
         detector waited for before deciding); without it, `now`, when it was heard of."""
-        origin = self._audio_origin
-        if origin is None or audio_end_ms is None or not math.isfinite(audio_end_ms):
+        if audio_end_ms is None:
             return now
-        ended = origin + (audio_end_ms - silence_ms) / 1000
+        return self._placed(audio_end_ms - silence_ms, now)
+
+    def speech_began_at(self, audio_start_ms: float | None, now: float) -> float:
+        """The start of the caller's speech on the call's clock, from speech_started's
+        `audio_start_ms` (its prefix padding included: where the audio the model heard as
+        their turn begins); without it, `now`, when it was heard of."""
+        return now if audio_start_ms is None else self._placed(audio_start_ms, now)
+
+    def _placed(self, audio_ms: float, now: float) -> float:
+        """`audio_ms` into the session's input audio, on the call's clock."""
+        origin = self._audio_origin
+        if origin is None or not math.isfinite(audio_ms):
+            return now
         # Never later than the news of it, nor before the session's audio began.
-        return min(max(ended, origin), now)
+        return min(max(origin + audio_ms / 1000, origin), now)
 
     def answer_sent(self, response_id: str, mark: str, now: float) -> float | None:
         """Assistant audio went to Twilio: if it is the current turn's first, its latency."""
@@ -85,16 +94,15 @@ class TurnLog:
         turn = self.current
         return turn.first_mark if turn is not None and turn.first_audio_heard_at is None else None
 
-    def answer_heard(self, chunk_size: int, now: float) -> float | None:
-        """The awaited mark came back at `now` after a chunk of `chunk_size` bytes: the
-        answer began to play that chunk's length before. Its latency."""
+    def answer_heard(self, began: float) -> tuple[float, float] | None:
+        """The awaited mark came back: the answer began to play at `began` (see
+        `playback.play_starts`). When it was first heard, and its latency."""
         turn = self.current
         if turn is None:
             return None
-        began = now - chunk_size / MULAW_RATE
         sent = turn.first_audio_sent_at
-        turn.first_audio_heard_at = began if sent is None else max(began, sent)
-        return turn.first_audio_heard_at - turn.caller_stopped_at
+        heard = turn.first_audio_heard_at = began if sent is None else max(began, sent)
+        return heard, heard - turn.caller_stopped_at
 
     def barged_in(self, truncated_at_ms: int | None) -> None:
         """The caller talked over the current turn's answer (if it had begun)."""

@@ -278,12 +278,18 @@ def _turns_from_json(text: str) -> tuple[TurnTiming, ...]:
 def transcript_rows(transcript: Iterable[TranscriptLine]) -> list[dict[str, Any]]:
     """The transcript as JSON objects: how it is stored, and how the post-call webhook
     sends it."""
-    return [{"role": t.role, "text": t.text, "cut": t.cut} for t in transcript]
+    return [{"role": t.role, "text": t.text, "cut": t.cut, "at": t.at} for t in transcript]
 
 
 def _transcript_from_json(text: str) -> tuple[TranscriptLine, ...]:
+    # Lines stored before they carried their time have none (no migration: it is JSON).
     return tuple(
-        TranscriptLine(role=t["role"], text=t["text"], cut=bool(t.get("cut", False)))
+        TranscriptLine(
+            role=t["role"],
+            text=t["text"],
+            cut=bool(t.get("cut", False)),
+            at=float(t["at"]) if isinstance(t.get("at"), int | float) else None,
+        )
         for t in json.loads(text)
     )
 

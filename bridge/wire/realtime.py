@@ -103,7 +103,9 @@ class RealtimeCodec:
 
     def __init__(self) -> None:
         self._decoders: dict[str, Callable[[dict[str, Any]], BackendEvent | None]] = {
-            "input_audio_buffer.speech_started": lambda e: SpeechStarted(),
+            "input_audio_buffer.speech_started": lambda e: SpeechStarted(
+                _number(e.get("audio_start_ms"))
+            ),
             "input_audio_buffer.speech_stopped": lambda e: SpeechStopped(
                 _number(e.get("audio_end_ms"))
             ),

@@ -140,8 +140,8 @@ class CallHarness:
     ) -> list[act.Action]:
         return self.handle(ev.ResponseDone(response_id, status), now)
 
-    def speech_started(self, now: float) -> list[act.Action]:
-        return self.handle(ev.SpeechStarted(), now)
+    def speech_started(self, now: float, audio_start_ms: float | None = None) -> list[act.Action]:
+        return self.handle(ev.SpeechStarted(audio_start_ms), now)
 
     def speech_stopped(self, now: float, audio_end_ms: float | None = None) -> list[act.Action]:
         return self.handle(ev.SpeechStopped(audio_end_ms), now)

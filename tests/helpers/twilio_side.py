@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.local_agent import AgentSession
+from bridge.records.model import CallRecord
 from bridge.simulator import CallReport, SimulatorOptions, simulate_call
-from tests.helpers.running_bridge import AUTH_TOKEN, RunningBridge, wait_until
+from tests.helpers.running_bridge import (
+    AUTH_TOKEN,
+    RunningBridge,
+    running_bridge,
+    stored_record,
+    wait_until,
+)
 from twiml.answer import stream_url
 
 STREAM_SID = "MZ" + "1" * 32
@@ -103,3 +113,23 @@ async def simulated_call(
     session = bridge.agent.sessions[0]
     assert await session.wait_closed(timeout=1.0), "the Realtime session outlived the call"
     return report, session
+
+
+async def call_with_two_barge_ins(bridge: RunningBridge) -> tuple[CallReport, CallRecord]:
+    """A simulated call of three turns, the caller talking over the first two answers 600 ms
+    into each, and its record once stored."""
+    report, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
+    return report, await stored_record(bridge, report.call_sid)
+
+
+@asynccontextmanager
+async def recorded_call_with_two_barge_ins(
+    recordings: Path, console_password: str
+) -> AsyncIterator[tuple[RunningBridge, CallReport, CallRecord]]:
+    """A bridge that records its calls into `recordings`, its console on, and such a call
+    placed on it."""
+    async with running_bridge(
+        recording="bridge", recordings_dir=str(recordings), console_password=console_password
+    ) as bridge:
+        report, record = await call_with_two_barge_ins(bridge)
+        yield bridge, report, record

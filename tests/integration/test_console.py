@@ -30,7 +30,7 @@ from tests.helpers.running_bridge import (
     stored_record,
     wait_until,
 )
-from tests.helpers.twilio_side import simulated_call
+from tests.helpers.twilio_side import call_with_two_barge_ins
 
 pytestmark = pytest.mark.integration
 
@@ -558,8 +558,7 @@ async def test_a_guesser_cannot_borrow_the_operators_address_through_x_forwarded
 
 async def test_the_timeline_tells_the_call_as_the_caller_lived_it_behind_the_login() -> None:
     async with running_bridge(console_password=PASSWORD) as bridge:
-        report, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
-        record = await stored_record(bridge, report.call_sid)
+        report, record = await call_with_two_barge_ins(bridge)
         async with httpx.AsyncClient(base_url=bridge.base_url) as http:
             url = f"/console/calls/{report.call_sid}/timeline.json"
             refused = await http.get(url)

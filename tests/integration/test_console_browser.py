@@ -25,6 +25,7 @@ import pytest
 
 from bridge.audio import float_to_pcm16, synthetic_speech
 from bridge.console.auth import COOKIE_NAME
+from bridge.console.pages import fmt_clock
 from tests.helpers.running_bridge import running_bridge, stored_record
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,7 +39,9 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 
 from selenium import webdriver  # noqa: E402 - only once the browser is known to be there
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -150,10 +153,63 @@ class Browser:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}: {state}")
             await asyncio.sleep(0.05)
 
+    async def until_true(self, script: str, timeout: float, what: str) -> Any:
+        """Run `script` (an expression, or a body that returns) until its value is truthy;
+        that value."""
+        body = script if "return" in script else f"return {script};"
+        deadline = time.monotonic() + timeout
+        while not (value := await self.do(self.driver.execute_script, body)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            await asyncio.sleep(0.05)
+        return value
+
     async def screenshot(self, name: str) -> None:
         path = self.shots / name
         assert await self.do(self.driver.save_screenshot, str(path)), path
         self.saved.append(path)
+
+
+# The waveform's data, as the page fetched it.
+FETCH_WAVEFORM = """
+const done = arguments[arguments.length - 1];
+fetch(document.getElementById('waveform').dataset.src).then(r => r.json()).then(done);
+"""
+# What the picture holds: pixels of each lane's colour and each mark's, per lane (the
+# colours are the legend's swatches'), the marks it drew, and the legend's counts.
+WAVEFORM_PIXELS = """
+const canvas = document.getElementById('waveform');
+const { width, height } = canvas;
+const pixels = canvas.getContext('2d').getImageData(0, 0, width, height).data;
+const colours = {};
+for (const swatch of document.querySelectorAll('#waveform-legend .swatch')) {
+  const rgb = getComputedStyle(swatch).backgroundColor.match(/\\d+/g).slice(0, 3).join(',');
+  const name = [...swatch.classList].find(c => c !== 'swatch').replace('wave-', '');
+  colours[rgb] = name;
+}
+const lanes = {};
+for (const name of Object.values(colours)) lanes[name] = { top: 0, bottom: 0 };
+for (let y = 0; y < height; y++) {
+  const lane = y < Math.floor(height / 2) ? 'top' : 'bottom';
+  for (let x = 0; x < width; x++) {
+    const i = (y * width + x) * 4;
+    const name = colours[pixels[i] + ',' + pixels[i + 1] + ',' + pixels[i + 2]];
+    if (name) lanes[name][lane]++;
+  }
+}
+const legend = {};
+for (const item of document.querySelectorAll('#waveform-legend [data-kind]')) {
+  legend[item.dataset.kind] = Number(item.dataset.count);
+}
+return { lanes, legend, markersDrawn: Number(canvas.dataset.markersDrawn) };
+"""
+# Where the player's next seek lands, as the browser reports it (its `seeked` event).
+WATCH_SEEKS = """
+const player = document.getElementById('recording');
+window.seekedTo = null;
+player.addEventListener('seeked', () => { window.seekedTo = player.currentTime; }, { once: true });
+"""
+SEEKED = "return window.seekedTo === null ? null : [window.seekedTo];"
 
 
 def caller_seconds(text: str) -> float:
@@ -344,8 +400,108 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert abs(position - 1.5) < 0.1, position
+
+            # The recording's picture: both sides drawn in their lanes, every moment of
+            # the call marked and counted in the legend.
+            await browser.until_true(
+                "document.getElementById('waveform').dataset.markersDrawn", 5, "the waveform"
+            )
+            picture = await browser.do(driver.execute_async_script, FETCH_WAVEFORM)
+            markers = picture["markers"]
+            kinds = [m["kind"] for m in markers]
+            assert kinds.count("caller") == 2 and kinds.count("barge_in") == 1, markers
+            assert kinds.count("heard") == 2, markers
+            drawn = await browser.do(driver.execute_script, WAVEFORM_PIXELS)
+            assert drawn["markersDrawn"] == len(markers), (drawn, markers)
+            assert drawn["legend"] == {kind: kinds.count(kind) for kind in set(kinds)}, drawn
+            lanes = drawn["lanes"]
+            # Each side in its own lane, and only there; the barge-in across both.
+            assert lanes["caller"]["top"] > 200 and lanes["caller"]["bottom"] == 0, lanes
+            assert lanes["assistant"]["bottom"] > 200 and lanes["assistant"]["top"] == 0, lanes
+            assert lanes["mk-barge_in"]["top"] > 0 and lanes["mk-barge_in"]["bottom"] > 0
+            assert lanes["mk-caller"]["top"] > 0 and lanes["mk-caller"]["bottom"] == 0, lanes
+            label = await browser.do(
+                driver.execute_script,
+                "return document.getElementById('waveform').getAttribute('aria-label');",
+            )
+            assert "2 caller turns" in label and "1 barge-in" in label, label
+
+            # A transcript line's time plays the recording from there.
+            times = await browser.do(
+                driver.execute_script,
+                "return [...document.querySelectorAll('#transcript button.at')]"
+                ".map(b => [Number(b.dataset.at), b.textContent]);",
+            )
+            assert [at for at, _ in times] == sorted(at for at, _ in times), times
+            assert len(times) == len(lines), times
+            answer_at, shown = times[1]
+            assert shown == fmt_clock(answer_at), times
+            await browser.do(driver.execute_script, WATCH_SEEKS)
+            await browser.click("#transcript li:nth-child(2) button.at")
+            [seeked] = await browser.until_true(SEEKED, 5, "the seek")
+            assert abs(seeked - answer_at) < 0.1, (seeked, answer_at)
+            await browser.until_true(
+                f"const a = document.getElementById('recording');"
+                f"return !a.paused && a.currentTime > {answer_at + 0.2};",
+                5,
+                "the recording to play from the line",
+            )
+            # The playhead follows it, and the line being played is marked.
+            await browser.until_true(
+                "const a = document.getElementById('recording');"
+                "const w = document.getElementById('waveform');"
+                "return Math.abs(Number(w.getAttribute('aria-valuenow')) - a.currentTime) < 0.5;",
+                5,
+                "the playhead to follow",
+            )
+            current = await browser.do(
+                driver.execute_script,
+                "return document.querySelector('#transcript li[aria-current=true] .who')"
+                ".textContent;",
+            )
+            assert current == "Assistant", current
+
+            # Clicking the picture plays from where it was clicked.
+            await browser.do(driver.execute_script, WATCH_SEEKS)
+            canvas = await browser.do(driver.find_element, By.ID, "waveform")
+            width = await browser.do(lambda: canvas.size["width"])
+            offset = round(width * 0.25)  # from its centre: three quarters along
+            await browser.do(
+                ActionChains(driver).move_to_element_with_offset(canvas, offset, 0).click().perform
+            )
+            [seeked] = await browser.until_true(SEEKED, 5, "the seek")
+            expected = (width / 2 + offset) / width * picture["duration_s"]
+            assert abs(seeked - expected) < 0.1 + picture["duration_s"] / width, (seeked, expected)
+            # From the keyboard too: the picture takes the focus, an arrow steps 5 s.
+            paused_at = await browser.do(
+                driver.execute_script,
+                "const a = document.getElementById('recording'); a.pause(); return a.currentTime;",
+            )
+            await browser.do(driver.execute_script, WATCH_SEEKS)
+            await browser.do(canvas.send_keys, Keys.ARROW_LEFT)
+            [stepped] = await browser.until_true(SEEKED, 5, "the step back")
+            assert abs(stepped - (paused_at - 5)) < 0.1, (stepped, paused_at)
             await browser.do(driver.set_window_size, 1280, 1500)
             await browser.screenshot("07-call.png")
+
+            # On a phone's width the call's page, its picture included, fits too.
+            await browser.do(driver.set_window_size, PHONE_WIDTH, 900)
+            await browser.do(driver.refresh)
+            await browser.until_true(
+                "document.getElementById('waveform').dataset.markersDrawn", 5, "the waveform"
+            )
+            inner, scrolled, pictured = await browser.do(
+                driver.execute_script,
+                "return [window.innerWidth, document.documentElement.scrollWidth,"
+                " document.getElementById('waveform').getBoundingClientRect().right];",
+            )
+            assert inner <= PHONE_WIDTH + 20 and scrolled <= inner, (inner, scrolled)
+            assert pictured <= inner, (pictured, inner)
+            await browser.do(
+                driver.execute_script,
+                "document.getElementById('recording').scrollIntoView({block: 'start'});",
+            )
+            await browser.screenshot("08-call-phone.png")
         finally:
             await asyncio.to_thread(driver.quit)
     assert [p.name for p in browser.saved] == [
@@ -356,6 +512,7 @@ async def test_a_softphone_call_from_headless_chromium(tmp_path: Path) -> None:
         "05-calls.png",
         "06-calls-phone.png",
         "07-call.png",
+        "08-call-phone.png",
     ]
     for path in browser.saved:
         assert_real_png(path)

@@ -49,8 +49,9 @@ def test_a_call_with_a_barge_in_and_a_tool_reads_in_order_on_the_call_clock() ->
         (2.0, Moment.SPEECH_STOPPED, "speech ended at 1.400 s"),
         (2.05, Moment.RESPONSE_CREATED, "r1"),
         (2.1, Moment.AUDIO_SENT, "a1"),
-        (2.3, Moment.AUDIO_HEARD, "700 ms after"),  # began to play as it was sent
-        (2.6, Moment.SPEECH_STARTED, ""),
+        # Where it began to play (as it was sent), not when its mark came back at 2.3.
+        (2.1, Moment.AUDIO_HEARD, "700 ms after"),
+        (2.6, Moment.SPEECH_STARTED, "speech began at 2.600 s"),  # (no audio_start_ms)
         (2.6, Moment.CLEAR, ""),
         (2.6, Moment.TRUNCATE, "a1 at 1300 ms"),
         (3.0, Moment.RESPONSE_CREATED, "r2"),

@@ -53,9 +53,9 @@ def make_record(call_sid: str = "CA0001", **changes: Any) -> CallRecord:
         },
         cost_usd=0.0421,
         transcript=(
-            TranscriptLine("assistant", "Hello, Pizza Palace, how can I help?"),
-            TranscriptLine("caller", "A large margherita please"),
-            TranscriptLine("assistant", "Sure, that will be", cut=True),
+            TranscriptLine("assistant", "Hello, Pizza Palace, how can I help?", at=0.62),
+            TranscriptLine("caller", "A large margherita please", at=1.875),
+            TranscriptLine("assistant", "Sure, that will be", cut=True, at=None),
         ),
         timeline=(
             TimelineEntry(-0.412, Moment.WEBHOOK_ANSWERED),
@@ -432,7 +432,7 @@ async def test_a_v1_database_is_upgraded_and_keeps_its_calls(db_path: str) -> No
     assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 5
     assert old is not None
     assert old.timeline == () and old.timeline_dropped == 0  # recorded before timelines
-    assert old.transcript == (
+    assert old.transcript == (  # recorded before lines carried their time: none
         TranscriptLine("caller", "When do you open on Saturday?"),
         TranscriptLine("assistant", "At nine."),
     )

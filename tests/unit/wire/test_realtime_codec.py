@@ -571,7 +571,7 @@ def events_the_call_uses(dialect: Dialect) -> list[tuple[str, dict[str, Any], Ba
         (
             "InputAudioBufferSpeechStartedEvent",
             {"type": "input_audio_buffer.speech_started", "audio_start_ms": 1200, **item},
-            SpeechStarted(),
+            SpeechStarted(1200.0),
         ),
         (
             "InputAudioBufferSpeechStoppedEvent",
