@@ -64,6 +64,13 @@ WRITE_DEADLINE_S = 5.0  # a write (or the file's close) past this: the disk is f
 # A chunk sent no later than this after the last one finished playing was waiting behind it
 # at Twilio (the mark's news travels while the next chunk is on its way).
 SAME_QUEUE_S = 0.02
+WRITER_NICENESS = 19  # the lowest priority a thread can give itself
+# Compressed recordings encode on at most half the CPUs at once, so the calls' audio keeps
+# the rest: Opus costs ~10 ms per call-second, and 100 calls of it would take a whole CPU.
+# A recording that cannot keep up fails (WRITE_DEADLINE_S), as on a slow disk; its call
+# does not notice. (WAV costs next to nothing: each writes on its own, whatever the others'
+# disks do.)
+_ENCODING = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) // 2))
 
 _CALLER, _SENT, _PLAYED, _CLEARED = range(4)
 
@@ -340,11 +347,15 @@ class CallRecorder:
             began = time.thread_time()
             outcome: BaseException | None = None
             try:
-                work(*args)
+                with _ENCODING if self.format.libsndfile else contextlib.nullcontext():
+                    # A recording given up meanwhile (it fell behind) is not worth the CPU.
+                    if self.failed is None or work == self._close:
+                        work(*args)
             except BaseException as exc:  # handed to whoever waits, if anyone still does
                 outcome = exc
             self.writer_cpu_s += time.thread_time() - began  # (before its waiter reads it)
-            loop.call_soon_threadsafe(_settle_future, done, outcome)
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(_settle_future, done, outcome)
 
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="recording", daemon=True)
@@ -353,7 +364,10 @@ class CallRecorder:
         return done
 
     def _work(self) -> None:
-        """(The recorder's thread.)"""
+        """(The recorder's thread.) It runs at the lowest priority: when the CPUs are short
+        (Opus at many calls), a recording falls behind rather than any call's audio."""
+        with contextlib.suppress(AttributeError, OSError):  # (per thread on Linux only)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
         while (job := self._disk.get()) is not None:
             job()
 
@@ -379,7 +393,13 @@ class CallRecorder:
         self._writer.write(frames)
 
     def _fail(self, exc: BaseException) -> None:
-        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            short = "a slow disk" + (
+                ", or too little CPU to encode" if self.format.libsndfile else ""
+            )
+            why = f"not done within {WRITE_DEADLINE_S:g} s ({short})"
+        else:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.error("recording stopped, the call goes on: %s: %s", self.path, why)
         self.failed = f"could not be written: {why}"[:300]
         self._messages = []

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from bridge import call_recording
 from bridge.audio import pcm16_to_mulaw, synthetic_speech_mulaw
 from bridge.call_recording import CallRecorder, media_type_of, recording_file
 from bridge.records.model import Recording
@@ -228,3 +229,33 @@ def test_a_recording_is_found_by_the_name_its_record_keeps_whatever_its_format(
         assert path == tmp_path / name and media_type_of(path) == media_type
     for name in ("CA1.mp3", "../CA1.wav", ".wav", "CA1"):
         assert recording_file(tmp_path, Recording("bridge", "completed", url=name)) is None
+
+
+async def test_a_compressed_recording_without_cpu_to_encode_fails_and_wav_does_not_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every encoding slot taken (the CPUs given to encoding are busy): a FLAC or Opus
+    recording waits for one, up to the deadline, then fails saying so; a WAV recording
+    needs no slot and is written meanwhile."""
+    monkeypatch.setattr(call_recording, "WRITE_DEADLINE_S", 0.3)
+    slots = call_recording._ENCODING
+    taken = 0
+    while slots.acquire(blocking=False):
+        taken += 1
+    try:
+        recordings = {}
+        for suffix in (".wav", ".flac", ".ogg"):
+            recorder = CallRecorder(tmp_path / f"call{suffix}", started_at=0.0)
+            for k in range(100):
+                recorder.caller(FRAME, (k + 1) * 0.02)
+            await recorder.flush(2.0)
+            recordings[suffix] = await recorder.finish()
+    finally:
+        for _ in range(taken):
+            slots.release()
+    assert recordings[".wav"].status == "completed"
+    for suffix in (".flac", ".ogg"):
+        assert recordings[suffix].status == "failed"
+        assert recordings[suffix].error == (
+            "could not be written: not done within 0.3 s (a slow disk, or too little CPU to encode)"
+        )
