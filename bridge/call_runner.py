@@ -205,7 +205,13 @@ class CallRunner:
 
     async def _run_clock(self) -> None:
         while True:
-            await asyncio.sleep(TICK_INTERVAL_S)
+            # Sooner when the call waits for a moment of its own (whether a pause was an
+            # interruption): a decision a tick late is a longer pause for the caller.
+            delay = TICK_INTERVAL_S
+            wake_at = self.core.wake_at if isinstance(self.core, Call) else None
+            if wake_at is not None:
+                delay = min(delay, max(0.0, wake_at - time.monotonic()) + 0.001)
+            await asyncio.sleep(delay)
             self._handle(ev.TICK)
 
     async def _read_twilio(self) -> None:

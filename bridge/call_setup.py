@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from bridge.call_runner import CallSetup
-from bridge.core.call_config import CallConfig, SessionSettings
-from bridge.profiles import Profile, Profiles
+from bridge.core.call_config import CallConfig, Interruptions, SessionSettings
+from bridge.profiles import TURN_TAKING, Profile, Profiles
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.realtime.providers import endpoint_from_settings
 from bridge.settings import ConfigError, Settings
+from bridge.tool_filler import FillerError, load_filler
 from bridge.tools import ToolRegistry, load_tools_module
 from bridge.tools.builtins import BUILTIN_NAMES, TRANSFER_CALL
 from twiml.answer import INSTRUCTIONS_PARAMETER, PROFILE_PARAMETER, dial
@@ -36,7 +37,11 @@ def load_tool_registry(settings: Settings) -> ToolRegistry:
 
 
 def call_config(
-    settings: Settings, profile: Profile, registry: ToolRegistry, endpoint: RealtimeEndpoint
+    settings: Settings,
+    profile: Profile,
+    registry: ToolRegistry,
+    endpoint: RealtimeEndpoint,
+    filler: bytes = b"",
 ) -> CallConfig:
     """What a call of `profile` runs with: who speaks and how, which tools it has, its
     limits."""
@@ -48,17 +53,35 @@ def call_config(
     operator_tools = None
     if profile.tools is not None:
         operator_tools = [name for name in profile.tools if name not in BUILTIN_NAMES]
+    turns = {**{key: getattr(settings, key) for key in TURN_TAKING}, **profile.turn_taking}
+    interruptions = Interruptions(turns["interruptions"])
+    # confirm: the bridge decides whether the caller's speech stops the answer and gets
+    # one, so the session does neither by itself.
+    confirm = interruptions is Interruptions.CONFIRM
     return CallConfig(
         audio_format=endpoint.audio_format,
         session=SessionSettings(
             voice=profile.voice,
             instructions=profile.instructions,
-            vad_threshold=settings.vad_threshold,
-            vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
-            vad_silence_ms=settings.vad_silence_ms,
-            interrupt_response=settings.vad_interrupt_response,
+            vad_threshold=turns["vad_threshold"],
+            vad_prefix_padding_ms=turns["vad_prefix_padding_ms"],
+            vad_silence_ms=turns["vad_silence_ms"],
+            interrupt_response=settings.vad_interrupt_response and not confirm,
+            create_response=not confirm,
+            turn_detection=turns["turn_detection"],
+            vad_eagerness=turns["vad_eagerness"],
+            noise_reduction=turns["noise_reduction"],
             transcription_model=settings.transcription_model,
         ),
+        interruptions=interruptions,
+        false_interruption_ms=settings.false_interruption_ms,
+        backchannels=frozenset(settings.backchannels),
+        idle_prompt_s=turns["idle_prompt_s"],
+        idle_hangup_s=turns["idle_hangup_s"],
+        idle_prompt_instructions=settings.idle_prompt_instructions,
+        idle_goodbye_message=settings.idle_goodbye_message,
+        tool_filler_ms=settings.tool_filler_ms,
+        tool_filler=filler if settings.tool_filler_ms else b"",
         greeting=profile.greeting,
         max_duration_s=settings.max_call_duration_s or None,
         time_limit_message=settings.time_limit_message,
@@ -86,12 +109,17 @@ def call_setup(
     """What a call's stream gets once its `start` is admitted: its profile's config and
     endpoint, chosen from the stream's parameters alone, so any replica can serve it.
     Every profile's setup is built here, once, so a bad one fails at start, not mid-call."""
+    try:
+        filler = load_filler(settings.tool_filler_file) if settings.tool_filler_ms else b""
+    except FillerError as exc:
+        raise ConfigError([f"TOOL_FILLER_FILE: {exc}"]) from None
     setups: dict[str, tuple[CallConfig, RealtimeEndpoint]] = {}
     for profile in profiles.all():
         chosen = endpoint
         if profile.model is not None and profile.model != endpoint.model:
             chosen = endpoint_from_settings(settings, local_agent_url, model=profile.model)
-        setups[profile.name] = (call_config(settings, profile, registry, chosen), chosen)
+        config = call_config(settings, profile, registry, chosen, filler)
+        setups[profile.name] = (config, chosen)
 
     def choose(parameters: Mapping[str, str]) -> tuple[CallConfig, RealtimeEndpoint]:
         name = parameters.get(PROFILE_PARAMETER) or profiles.default.name

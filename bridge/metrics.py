@@ -75,6 +75,7 @@ TOKEN_KINDS = (
 LATENCY_BUCKETS_S = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 5.0)
 # From "cut at the first word" to "let it talk for ten seconds".
 TRUNCATION_BUCKETS_MS = (100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000)
+PAUSE_BUCKETS_S = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 
 
 class Metrics:
@@ -111,6 +112,16 @@ class Metrics:
             buckets=TRUNCATION_BUCKETS_MS,
             registry=r,
         )
+        self._pauses = Histogram(
+            PREFIX + "interruption_pause_seconds",
+            "INTERRUPTIONS=confirm: how long the assistant was silenced while the caller "
+            "talked over it, until it resumed (not an interruption) or was cut (one).",
+            ["verdict"],
+            buckets=PAUSE_BUCKETS_S,
+            registry=r,
+        )
+        for verdict in ("resumed", "interrupted"):
+            self._pauses.labels(verdict=verdict)
         self._errors = Counter(
             PREFIX + "backend_errors",
             "error events from the Realtime session, by code.",
@@ -161,6 +172,12 @@ class Metrics:
         self._barge_ins.inc()
         if heard_ms is not None and _finite(heard_ms):
             self._truncation.observe(max(0, heard_ms))
+
+    def paused(self, seconds: float, resumed: bool) -> None:
+        """A pause (INTERRUPTIONS=confirm) ended: the answer resumed, or it was cut."""
+        if _finite(seconds):
+            verdict = "resumed" if resumed else "interrupted"
+            self._pauses.labels(verdict=verdict).observe(max(0.0, seconds))
 
     def reconnected(self) -> None:
         self._reconnects.inc()

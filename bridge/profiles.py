@@ -26,7 +26,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,19 @@ E164 = re.compile(r"\+[1-9]\d{6,14}")
 # A name travels in a query string and a TwiML <Parameter>: plain characters keep it
 # readable in both, with no escaping to get wrong.
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# How a profile's calls take turns: each key is also a setting (upper case), which is what
+# a profile that leaves it out gets. Choices, or a number's (type, least, most).
+TURN_TAKING: dict[str, tuple[str, ...] | tuple[type, float, float]] = {
+    "interruptions": ("confirm", "immediate"),
+    "turn_detection": ("server_vad", "semantic_vad"),
+    "vad_eagerness": ("low", "medium", "high", "auto"),
+    "vad_threshold": (float, 0.0, 1.0),
+    "vad_prefix_padding_ms": (int, 0, 5000),
+    "vad_silence_ms": (int, 100, 10000),
+    "noise_reduction": ("near_field", "far_field", "off"),
+    "idle_prompt_s": (float, 0, 600),
+    "idle_hangup_s": (float, 0, 600),
+}
 _SETTINGS_KEYS = (
     "instructions",
     "voice",
@@ -51,6 +64,7 @@ _SETTINGS_KEYS = (
     "model",
     "recording",
     "recording_notice",
+    *TURN_TAKING,
 )
 RECORDING_MODES = ("off", "bridge", "twilio")
 _PROFILE_KEYS = ("numbers", *_SETTINGS_KEYS)
@@ -71,6 +85,9 @@ class Profile:
     recording_notice: str | None = None
     # Who records its calls: "off", "bridge" (RECORDINGS_DIR) or "twilio".
     recording: str = "off"
+    # How its calls take turns: the TURN_TAKING keys its file sets (or its [default]
+    # does); the settings' for the others.
+    turn_taking: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Profiles:
@@ -288,6 +305,9 @@ def _profile(
         elif recording == "twilio" and (lacking := settings.twilio_recording_problem()):
             problems.append(f"{at} recording: {lacking}")
         changes["recording"] = recording
+    turn_taking = _turn_taking(table, at, problems)
+    if turn_taking:
+        changes["turn_taking"] = {**inherited.turn_taking, **turn_taking}
     model = text("model")
     if model is not None:
         if not model.strip():
@@ -308,6 +328,33 @@ def _profile(
     if len(problems) > before:
         return replace(inherited, name=name, numbers=())
     return replace(inherited, **changes)
+
+
+def _turn_taking(table: Mapping[str, Any], at: str, problems: list[str]) -> dict[str, Any]:
+    """The turn-taking keys `table` sets, checked; each problem appended to `problems`."""
+    found: dict[str, Any] = {}
+    for key, rule in TURN_TAKING.items():
+        if key not in table:
+            continue
+        value = table[key]
+        if isinstance(rule[0], str):
+            if value not in rule:
+                problems.append(f"{at} {key}: {value!r} is not one of " + ", ".join(map(str, rule)))
+                continue
+        else:
+            kind, least, most = rule
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{at} {key}: must be a number, not {_type_name(value)}")
+                continue
+            if kind is int and value != int(value):
+                problems.append(f"{at} {key}: must be a whole number, not {value}")
+                continue
+            if not least <= value <= most:
+                problems.append(f"{at} {key}: {value} is not between {least:g} and {most:g}")
+                continue
+            value = int(value) if kind is int else float(value)
+        found[key] = value
+    return found
 
 
 def _type_name(value: object) -> str:

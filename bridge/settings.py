@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge import defaults
+from bridge.core.interruptions import normal_words
 from bridge.realtime import providers
 from bridge.realtime.dialects import Dialect
 from bridge.tools.builtins import BUILTIN_NAMES
@@ -124,6 +125,72 @@ class Settings(BaseSettings):
         defaults.VAD_INTERRUPT_RESPONSE,
         description="Let the session cancel its own answer when the caller talks; when "
         "false, the bridge sends response.cancel itself.",
+    )
+    turn_detection: Literal["server_vad", "semantic_vad"] = Field(
+        defaults.TURN_DETECTION,
+        description="How the session hears a turn end: server_vad (a pause of "
+        "VAD_SILENCE_MS) or semantic_vad (a model judging whether the caller is done, "
+        "VAD_EAGERNESS); per profile too.",
+    )
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = Field(
+        defaults.VAD_EAGERNESS,
+        description="semantic_vad only: how soon it answers (low waits longest); per profile too.",
+    )
+    noise_reduction: Literal["near_field", "far_field", "off"] = Field(
+        defaults.NOISE_REDUCTION,
+        description="The session's input noise reduction: near_field (a phone held to the "
+        "ear), far_field (a speakerphone), off; per profile too.",
+    )
+    interruptions: Literal["confirm", "immediate"] = Field(
+        defaults.INTERRUPTIONS,
+        description="confirm: the caller talking over the assistant stops its audio at once, "
+        "and a cough or an mm-hm resumes it from the very byte they stopped hearing; "
+        "immediate: cut and cancel at once. Per profile too.",
+    )
+    false_interruption_ms: int = Field(
+        defaults.FALSE_INTERRUPTION_MS,
+        ge=100,
+        le=3000,
+        description="confirm: caller speech over the assistant that ends within this long "
+        "(and whose transcript, if it comes in time, is empty or a backchannel) resumes it.",
+    )
+    backchannels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [normal_words(p) for p in defaults.BACKCHANNELS],
+        description="confirm: what a caller says to show they listen, not to interrupt, "
+        "comma-separated (case and punctuation ignored).",
+    )
+    idle_prompt_s: float = Field(
+        defaults.IDLE_PROMPT_S,
+        ge=0,
+        le=600,
+        description="After the caller has heard the whole answer and said nothing this "
+        "long, the assistant checks in; 0: never. Per profile too.",
+    )
+    idle_hangup_s: float = Field(
+        defaults.IDLE_HANGUP_S,
+        ge=0,
+        le=600,
+        description="This long after the check-in, still nothing: a goodbye and a hang-up "
+        "(outcome caller_idle); 0: never. Per profile too.",
+    )
+    idle_prompt_instructions: str = Field(
+        defaults.IDLE_PROMPT_INSTRUCTIONS,
+        description="What the model is asked to do when the caller has gone quiet.",
+    )
+    idle_goodbye_message: str = Field(
+        defaults.IDLE_GOODBYE_MESSAGE, description="Said before hanging up on a quiet caller."
+    )
+    tool_filler_ms: int = Field(
+        defaults.TOOL_FILLER_MS,
+        ge=0,
+        le=60_000,
+        description="A tool still running after this long, the model silent: a soft filler "
+        "sound plays until the model speaks or the tool returns; 0: never.",
+    )
+    tool_filler_file: str | None = Field(
+        None,
+        description="The filler: a WAV (any rate, mono or stereo, 8/16-bit) or raw 8 kHz "
+        "mu-law (.ulaw); unset: a soft generated sound.",
     )
     transcription_model: str | None = Field(
         "gpt-4o-mini-transcribe",
@@ -361,6 +428,15 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
+    @field_validator("backchannels", mode="before")
+    @classmethod
+    def _split_phrases(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            return [p for v in value if isinstance(v, str) and (p := normal_words(v))]
+        return value
+
     @field_validator("builtin_tools")
     @classmethod
     def _known_builtins(cls, value: list[str]) -> list[str]:
@@ -420,6 +496,7 @@ class Settings(BaseSettings):
         "post_call_webhook_secret",
         "recording_notice",
         "recordings_dir",
+        "tool_filler_file",
         "greeting",
         "session_rollover_s",
         mode="before",
@@ -433,7 +510,16 @@ class Settings(BaseSettings):
             return value.strip() or None
         return value
 
-    @field_validator("log_level", "recording", "recording_format", mode="before")
+    @field_validator(
+        "log_level",
+        "recording",
+        "recording_format",
+        "turn_detection",
+        "vad_eagerness",
+        "noise_reduction",
+        "interruptions",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -30,7 +30,7 @@ CHANNELS = ("caller", "assistant")  # the bridge's recording: left, right
 # A clear and the truncations it caused are noted at the same instant: one barge-in.
 SAME_BARGE_IN_S = 0.05
 # What `markers` marks, in the legend's order.
-MARKER_KINDS = ("caller", "heard", "barge_in", "tool", "keys", "session")
+MARKER_KINDS = ("caller", "heard", "barge_in", "paused", "tool", "keys", "session")
 KEPT_PICTURES = 8  # a page opened again, or reloaded, costs no second read
 
 
@@ -142,6 +142,9 @@ def markers(timeline: Iterable[TimelineEntry], until: float) -> list[Marker]:
     speech_from: float | None = None
     tools_running: list[tuple[str, float]] = []
     barge_ins: list[tuple[float, list[str]]] = []  # (when, the items it truncated)
+    # INTERRUPTIONS=confirm: a clear first silences the answer (PAUSED); it either resumes
+    # (no barge-in: a pause is marked) or is cut a moment later (the barge-in it was).
+    paused_at: float | None = None
     for entry in timeline:
         moment = entry.moment
         if moment is Moment.SPEECH_STARTED:
@@ -151,11 +154,24 @@ def markers(timeline: Iterable[TimelineEntry], until: float) -> list[Marker]:
             speech_from = None
         elif moment is Moment.AUDIO_HEARD:
             found.append(_instant("heard", entry.at, f"answer began to play, {entry.detail}"))
-        elif moment in (Moment.CLEAR, Moment.TRUNCATE):
+        elif moment is Moment.PAUSED:
             if not barge_ins or entry.at - barge_ins[-1][0] > SAME_BARGE_IN_S:
+                barge_ins.append((entry.at, []))  # (nothing was queued: no clear)
+            paused_at = barge_ins[-1][0]
+        elif moment is Moment.RESUMED and paused_at is not None:
+            if barge_ins and barge_ins[-1][0] == paused_at:
+                barge_ins.pop()
+            found.append(
+                _span("paused", paused_at, entry.at, f"paused, then resumed {entry.detail}")
+            )
+            paused_at = None
+        elif moment in (Moment.CLEAR, Moment.TRUNCATE):
+            in_pause = paused_at is not None and bool(barge_ins)
+            if not in_pause and (not barge_ins or entry.at - barge_ins[-1][0] > SAME_BARGE_IN_S):
                 barge_ins.append((entry.at, []))
             if moment is Moment.TRUNCATE:
                 barge_ins[-1][1].append(entry.detail)
+                paused_at = None  # the pause was an interruption
         elif moment is Moment.TOOL_STARTED:
             tools_running.append((entry.detail, entry.at))
         elif moment is Moment.TOOL_FINISHED:

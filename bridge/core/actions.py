@@ -34,6 +34,7 @@ class CallOutcome(StrEnum):
     ASSISTANT_ENDED = "assistant_ended"
     TRANSFERRED = "transferred"
     TIME_LIMIT = "time_limit"
+    CALLER_IDLE = "caller_idle"  # the caller said nothing, even when asked: hung up on
     BACKEND_FAILED = "backend_failed"
     REFUSED = "refused"
     SHUTDOWN = "shutdown"
@@ -51,6 +52,7 @@ class EndReason(Enum):
     ASSISTANT_ENDED = ("the assistant ended the call", CallOutcome.ASSISTANT_ENDED)
     TRANSFERRED = ("transferred to {}", CallOutcome.TRANSFERRED)
     TIME_LIMIT = ("time limit reached", CallOutcome.TIME_LIMIT)
+    CALLER_IDLE = ("the caller stayed silent", CallOutcome.CALLER_IDLE)
     SHUTDOWN = ("the server is shutting down", CallOutcome.SHUTDOWN)
     FLOODED = ("flooded with messages", CallOutcome.REFUSED)
     NO_START = ("no 'start' message arrived", CallOutcome.REFUSED)
@@ -198,6 +200,14 @@ class TruncateItem:
 
 
 @dataclass(slots=True, frozen=True)
+class DeleteItem:
+    """Take an item out of the conversation: caller audio that was not a turn (a cough,
+    an "mm-hm"), so the model does not answer it."""
+
+    item_id: str
+
+
+@dataclass(slots=True, frozen=True)
 class AddMessage:
     """A text message in the conversation: the caller's keys (`user`), a restored turn
     (`user` or `assistant`), a note for the model (`system`)."""
@@ -260,6 +270,7 @@ ToBackend = (
     | CreateResponse
     | CancelResponse
     | TruncateItem
+    | DeleteItem
     | AddMessage
     | AddToolOutput
 )

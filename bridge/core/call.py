@@ -42,6 +42,7 @@ from bridge.core.actions import (
     ClearAudio,
     ConfigureSession,
     CreateResponse,
+    DeleteItem,
     DisableTurnDetection,
     Ending,
     EndReason,
@@ -56,8 +57,11 @@ from bridge.core.actions import (
     TruncateItem,
 )
 from bridge.core.backend_session import BudgetSpent, SessionLifecycle, WaitOut
-from bridge.core.call_config import CallConfig
+from bridge.core.call_config import CallConfig, Interruptions
+from bridge.core.filler import ToolFiller
+from bridge.core.idle import IdleStep, IdleWatch
 from bridge.core.input_guard import InputGuard, valid_audio
+from bridge.core.interruptions import Pause, Verdict
 from bridge.core.keypad import Keypad, is_keypad_item, keys_in
 from bridge.core.last_words import (
     GOODBYE_LEAD,
@@ -67,7 +71,10 @@ from bridge.core.last_words import (
 )
 from bridge.core.phases import HEARS, MOVES, Phase, PhaseError
 from bridge.core.playback import (
+    FILLER_ITEM_PREFIX,
+    LOCAL_ITEM_PREFIX,
     Chunk,
+    HeldChunk,
     PlaybackLedger,
     heard_ms,
     play_starts,
@@ -99,6 +106,8 @@ RESUME_INSTRUCTIONS = (
     "The phone line dropped for a moment. Carry on the conversation naturally from where it "
     "stopped, without mentioning the interruption unless something was lost."
 )
+# The bridge's own sounds (keypad tones, a tool's filler): never the model's voice.
+LOCAL_ITEM_PREFIXES = (LOCAL_ITEM_PREFIX, FILLER_ITEM_PREFIX)
 # In-band DTMF goes to Twilio in pieces of this many ms, each with its mark.
 DTMF_CHUNK_MS = 200
 
@@ -155,6 +164,14 @@ class Call:
         # Where the caller's speech the session heard last began: the start of the
         # transcript line its committed item becomes.
         self._speech_began_at: float | None = None
+        # INTERRUPTIONS=confirm: the caller may be interrupting; what they did not hear is
+        # held until it is known (`bridge.core.interruptions`).
+        self._confirm = config.interruptions is Interruptions.CONFIRM
+        self._pause: Pause | None = None
+        self._delete_next_commit = False  # a non-turn decided before its item was committed
+        self._idle = IdleWatch(config.idle_prompt_s, config.idle_hangup_s)
+        self._filler = ToolFiller(config.tool_filler, config.tool_filler_ms / 1000)
+        self._assistant_heard = False  # any of the model's audio has played
         self._greeted = False
         self._noted: set[str] = set()
         self._session_settings = replace(config.session, tools=self._tools.session_tools)
@@ -329,12 +346,18 @@ class Call:
         played = self._ledger.echoed(mark.name, now)
         if played:
             self._heard(played, now)
+        if self._filler.playing:
+            return self._play_filler(now)  # (its next piece, before this one runs out)
         return self._end_once_last_words_heard(now)
 
     def _heard(self, played: list[Chunk], now: float) -> None:
         """Chunks a mark's echo proved played: where items, and the current answer, began
         to be heard."""
         awaited = self._turns.awaited_mark
+        if not self._assistant_heard:
+            self._assistant_heard = any(
+                not chunk.item_id.startswith(LOCAL_ITEM_PREFIXES) for chunk in played
+            )
         for chunk, began in zip(played, play_starts(played, now), strict=True):
             if chunk.end == chunk.size:  # an item's first chunk
                 self._transcript.assistant_heard(chunk.item_id, began)
@@ -356,6 +379,7 @@ class Call:
             return self._flooded(now)
         if key.stream_sid != self.stream_sid or self._last_words is not None:
             return []
+        self._idle.caller_active()
         first_key = not self._keypad.keys
         complete = self._keypad.press(key.digit, now)
         if complete is None:
@@ -463,6 +487,10 @@ class Call:
         session opens. Its items stay tracked, so a barge-in still clears it and records
         what was heard, but they can no longer be truncated on the server."""
         mid_answer = self._responses.active is not None or self._transcript.caller_spoke_last
+        if self._pause is not None:
+            # What it held came from the session that is gone: the new one answers afresh.
+            self._pause = None
+            self._ledger.release_held()
         self._session.retire(now, mid_answer, rollover)
         self._ledger.orphan_items()
         self._responses.forget_session()
@@ -550,6 +578,7 @@ class Call:
 
     def _on_speech_started(self, started: ev.SpeechStarted, now: float) -> list[Action]:
         self._caller_speaking = True
+        self._idle.caller_active()
         began_at = self._turns.speech_began_at(started.audio_start_ms, now)
         self._speech_began_at = began_at
         origin = self.started_at if self.started_at is not None else now
@@ -560,7 +589,15 @@ class Call:
             # The far end's menu talking while our keys play is not a caller barging in:
             # clearing Twilio's queue would lose the keys.
             return []
-        return self._interrupt(now, cancel_always=False)
+        actions = self._stop_filler(now)
+        if not self._confirm:
+            return actions + self._interrupt(now, cancel_always=False)
+        if self._pause is not None:
+            # They spoke again before it was decided: a turn, not a cough.
+            return actions + self._interrupted(now)
+        if self._ledger.queued_model_audio() or self._responses.active is not None:
+            return actions + self._pause_answer(began_at, now)
+        return actions
 
     def _on_speech_stopped(self, stopped: ev.SpeechStopped, now: float) -> list[Action]:
         self._caller_speaking = False
@@ -568,16 +605,38 @@ class Call:
         ended_at = self._turns.speech_ended_at(stopped.audio_end_ms, silence_ms, now)
         origin = self.started_at if self.started_at is not None else now
         self._timeline.note(Moment.SPEECH_STOPPED, now, speech_detail("ended", ended_at - origin))
+        if self._pause is not None:
+            self._pause.speech_ended(ended_at, now)
+            return self._decide(now)
+        return self._caller_turn_ended(ended_at)
+
+    def _caller_turn_ended(self, ended_at: float) -> list[Action]:
+        """The caller's speech was a turn: it is answered (by the session itself, unless
+        the bridge decides, INTERRUPTIONS=confirm)."""
         self._turn_begins(ended_at)
+        if self._confirm and self._last_words is None:
+            return self._want_response()
         return []
 
     def _on_input_committed(self, committed: ev.InputCommitted, now: float) -> list[Action]:
         began_at, self._speech_began_at = self._speech_began_at, None
+        if self._delete_next_commit:
+            # The speech it holds was found not to be a turn before the session said so.
+            self._delete_next_commit = False
+            return [DeleteItem(committed.item_id)]
         self._transcript.caller_spoke(committed.item_id, began_at)
+        if self._pause is not None and self._pause.item_id is None:
+            self._pause.item_id = committed.item_id
         return []
 
     def _on_caller_transcribed(self, done: ev.CallerTranscribed, now: float) -> list[Action]:
         self._usage.add_transcription(done.usage)
+        pause = self._pause
+        if pause is not None and done.item_id == pause.item_id:
+            pause.transcript = done.transcript or ""
+            if done.transcript is not None:
+                self._transcript.caller_transcript(done.item_id, done.transcript)
+            return self._decide(now)
         if done.transcript is not None:
             self._transcript.caller_transcript(done.item_id, done.transcript)
         return []
@@ -638,12 +697,24 @@ class Call:
                 self._transcript.assistant_spoke(delta.item_id)
             if response_id:  # once per item, not per delta
                 self._responses.spoke(response_id)
-        mark = ledger.sent(item, size, now)
+        pause = self._pause
+        if pause is not None:
+            # The caller may be interrupting: kept until it is known.
+            item.held += size
+            if not pause.hold([HeldChunk(item.item_id, audio, size)]):
+                return self._interrupted(now)
+            return []
+        actions = self._stop_filler(now) if self._filler.playing else []
+        mark = ledger.sent(item, size, now, audio)
+        self._answer_sent(response_id, mark, now)
+        # Checked (or made) base64 above, which needs no escaping: the codec splices it in.
+        actions.append(PlayAudio(audio, mark))
+        return actions
+
+    def _answer_sent(self, response_id: str, mark: str, now: float) -> None:
         latency = self._turns.answer_sent(response_id, mark, now)
         if latency is not None and self._observer is not None:
             self._observer.turn_answered(latency)
-        # Checked (or made) base64 above, which needs no escaping: the codec splices it in.
-        return [PlayAudio(audio, mark)]
 
     def _on_audio_done(self, done: ev.AudioDone, now: float) -> list[Action]:
         self._ledger.audio_done(done.item_id)
@@ -705,16 +776,21 @@ class Call:
 
     def _interrupt(self, now: float, cancel_always: bool) -> list[Action]:
         """Stop the assistant where the caller is: clear Twilio's queue, truncate what was
-        not heard, drop the rest of the answer, and cancel it if the session will not."""
-        actions: list[Action] = []
+        not heard, drop the rest of the answer, and cancel it if the session will not. (A
+        pause, if one is on, ends here: what it held is dropped, and its clear counts.)"""
+        actions: list[Action] = self._stop_filler(now)
         if self._to_caller is not None:
             self._to_caller.reset()  # no tail of the interrupted answer starts the next one
         ledger = self._ledger
+        # (What a pause held is counted as sent by the model, so the cut is told right;
+        # it goes with the items, below.)
+        pause, self._pause = self._pause, None
         cleared = ledger.clear(now)
         timeline = self._timeline
         if cleared:
             timeline.note(Moment.CLEAR, now)
             actions.append(ClearAudio())
+        cleared = cleared or pause is not None
         # Whatever the ledger still holds has audio the caller did not hear in full: a
         # queued item, or one whose audio the model had not finished (it may hold more).
         items = ledger.items()
@@ -749,7 +825,8 @@ class Call:
                 )
         ledger.forget_items()
         if (cleared or truncations or cancelled) and not cancel_always:  # a caller barge-in
-            self._barge_ins.append(BargeIn(now, cleared, tuple(truncations), cancelled))
+            at = pause.paused_at if pause is not None else now  # when the caller was heard
+            self._barge_ins.append(BargeIn(at, cleared, tuple(truncations), cancelled))
             cut_ms = truncations[0].audio_end_ms if truncations else None
             self._turns.barged_in(cut_ms)
             if self._observer is not None:
@@ -761,6 +838,83 @@ class Call:
                     t.audio_end_ms,
                     t.sent_ms,
                 )
+        return actions
+
+    # --- was it an interruption? (INTERRUPTIONS=confirm) ---------------------------------------
+
+    def _pause_answer(self, began_at: float, now: float) -> list[Action]:
+        """The caller began to talk over the assistant: silence it at once, keep what they
+        did not hear, and wait to know (nothing is cancelled or truncated yet)."""
+        ledger = self._ledger
+        actions: list[Action] = []
+        if ledger.queued:
+            self._timeline.note(Moment.CLEAR, now)
+            actions.append(ClearAudio())
+        pause = Pause(
+            paused_at=now,
+            began_at=began_at,
+            limit_s=self.config.false_interruption_ms / 1000,
+            silence_s=self._session_settings.vad_silence_ms / 1000,
+            wait_for_transcript=self._session_settings.transcription_model is not None,
+        )
+        pause.hold(ledger.hold(now))
+        self._pause = pause
+        self._timeline.note(Moment.PAUSED, now)
+        return actions
+
+    @property
+    def wake_at(self) -> float | None:
+        """When the call would decide something with no event in between (a pause's
+        verdict), if sooner than its clock ticks: the runner ticks then."""
+        return self._pause.next_decision_at() if self._pause is not None else None
+
+    def _decide(self, now: float) -> list[Action]:
+        pause = self._pause
+        assert pause is not None
+        verdict = pause.verdict(now, self.config.backchannels)
+        if verdict is Verdict.RESUME:
+            return self._resume(now)
+        if verdict is Verdict.INTERRUPTED:
+            return self._interrupted(now)
+        return []
+
+    def _interrupted(self, now: float) -> list[Action]:
+        """It was an interruption: cut the answer where the caller stopped hearing it, and
+        answer their turn once it is over, as INTERRUPTIONS=immediate would have."""
+        pause = self._pause
+        assert pause is not None
+        actions = self._interrupt(now, cancel_always=False)
+        if self._observer is not None:
+            self._observer.paused(now - pause.paused_at, resumed=False)
+        if pause.ended_at is not None:
+            actions += self._caller_turn_ended(pause.ended_at)
+        return actions
+
+    def _resume(self, now: float) -> list[Action]:
+        """It was not an interruption: the answer goes on from the very byte the caller
+        stopped hearing, and what they said leaves the conversation (the model would
+        answer a cough)."""
+        pause, self._pause = self._pause, None
+        assert pause is not None
+        actions: list[Action] = []
+        if pause.item_id is not None:
+            actions.append(DeleteItem(pause.item_id))
+            self._transcript.forget(pause.item_id)
+        else:
+            self._delete_next_commit = True
+        ledger = self._ledger
+        for chunk in pause.held:
+            mark = ledger.resent(chunk, now)
+            if mark is None:
+                continue
+            item = ledger.item(chunk.item_id)
+            self._answer_sent(item.response_id if item is not None else "", mark, now)
+            actions.append(PlayAudio(chunk.payload, mark))
+        paused_ms = (now - pause.paused_at) * 1000
+        self._timeline.note(Moment.RESUMED, now, f"after {paused_ms:.0f} ms")
+        self.log.info("not an interruption: resumed after %.0f ms", paused_ms)
+        if self._observer is not None:
+            self._observer.paused(now - pause.paused_at, resumed=True)
         return actions
 
     # --- the clock ---------------------------------------------------------------------------
@@ -790,7 +944,69 @@ class Call:
             return self._say_goodbye(self.config.time_limit_message, EndReason.TIME_LIMIT, now)
         if self._keypad.paused(now):
             return self._give_keys_to_model(now)  # (nothing while no session can take them)
-        return self._maybe_roll_over(now)
+        if self._pause is not None and now >= self._pause.next_decision_at():
+            return self._decide(now)
+        step = self._idle.tick(self._quiet(), now)
+        if step is IdleStep.CHECK_IN:
+            self.log.info("the caller has been quiet: checking in")
+            self._timeline.note(Moment.IDLE_PROMPT, now)
+            self._responses.request()
+            return [CreateResponse(instructions=self.config.idle_prompt_instructions)]
+        if step is IdleStep.HANG_UP:
+            return self._say_goodbye(self.config.idle_goodbye_message, EndReason.CALLER_IDLE, now)
+        return self._play_filler(now) + self._maybe_roll_over(now)
+
+    def _quiet(self) -> bool:
+        """Nobody is saying anything, nor about to: the caller has heard everything the
+        assistant said, and nothing is on its way (an answer, a tool, keys)."""
+        return (
+            self._phase is Phase.BRIDGING
+            and self._session.configured
+            and self._assistant_heard
+            and self._pause is None
+            and not self._caller_speaking
+            and not self._ledger.queued
+            and not self._responses.busy
+            and not self._tools.running
+            and not self._keypad.keys
+        )
+
+    # --- a slow tool's filler -------------------------------------------------------------------
+
+    def _play_filler(self, now: float) -> list[Action]:
+        """While an operator's tool has run for TOOL_FILLER_MS with the model silent, keep
+        a little of the filler queued at Twilio (so that stopping it is instant)."""
+        filler = self._filler
+        running = self._tools.started_at
+        wanted = (
+            filler.enabled
+            and bool(running)
+            and self._phase is Phase.BRIDGING
+            and self._pause is None
+            and self._last_words is None
+            and not self._caller_speaking
+            and not self._ledger.queued_model_audio()
+            and now - min(running.values()) >= filler.after_s
+        )
+        if not wanted:
+            return []
+        actions: list[Action] = []
+        if not filler.playing:
+            self._timeline.note(Moment.FILLER_STARTED, now)
+        for piece in filler.pieces(self._ledger.queued_s()):
+            item = self._ledger.new_local_item(filler=True)
+            mark = self._ledger.sent(item, len(piece), now)
+            actions.append(PlayAudio(base64.b64encode(piece).decode(), mark))
+        return actions
+
+    def _stop_filler(self, now: float) -> list[Action]:
+        """The model speaks, the tool returned, or the caller talks: the filler stops at
+        once (and was never the model's: nothing of it is truncated or transcribed)."""
+        if not self._filler.playing:
+            return []
+        self._filler.stopped()
+        self._timeline.note(Moment.FILLER_STOPPED, now)
+        return [ClearAudio()] if self._ledger.clear_filler(now) else []
 
     # --- ending --------------------------------------------------------------------------------
 
@@ -816,11 +1032,17 @@ class Call:
         already says it (the model said goodbye, then called end_call); else it is asked
         for once no response is active."""
         self._timeline.note(Moment.GOODBYE, now, last_words.then.description)
+        actions: list[Action] = self._stop_filler(now)
+        if self._pause is not None:
+            # Never resumed into: the answer held is cut where the caller is, and the
+            # goodbye is asked for on its own.
+            actions += self._interrupt(now, cancel_always=True)
+            spoken_by = None
         last_words.deadline = self._after_queued_audio(last_words.deadline)
         self._last_words = last_words
         self._responses.owed = False
         # With turn detection off, the caller talking cannot cancel it.
-        actions: list[Action] = [DisableTurnDetection()]
+        actions.append(DisableTurnDetection())
         if spoken_by is not None:
             last_words.requested, last_words.response_id = True, spoken_by
         elif self._responses.active is None:
@@ -892,7 +1114,7 @@ class Call:
         if builtin == SEND_DTMF:
             return self._send_dtmf_tool(call_id, call.arguments, now)
         if self._tools.is_operator_tool(call.name):
-            self._tools.running[call_id] = call.name
+            self._tools.started(call_id, call.name, now)
             self._timeline.note(Moment.TOOL_STARTED, now, call.name)
             self.log.info("running tool %s", call.name)  # never its arguments: personal data
             return [RunTool(call_id, call.name, call.arguments)]
@@ -906,11 +1128,12 @@ class Call:
             return []  # answered already
         state, name = which
         self._timeline.note(Moment.TOOL_FINISHED, now, name)
+        actions = [] if self._tools.started_at else self._stop_filler(now)
         if state == "orphaned":
-            return self._orphaned_tool_output(finished.output)
+            return actions + self._orphaned_tool_output(finished.output)
         if self._phase is not Phase.BRIDGING:
-            return []  # no session can take it
-        return self._tool_output(
+            return actions  # no session can take it
+        return actions + self._tool_output(
             finished.call_id, finished.output, respond=self._last_words is None
         )
 

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from bridge import defaults
 from bridge.transcode import AudioFormat
 
 DEFAULT_MAX_REPLAY_CHARS = 20_000  # the replay keeps the newest turns within this (~5k tokens)
+
+
+class Interruptions(StrEnum):
+    """What the caller talking over the assistant does (INTERRUPTIONS)."""
+
+    # Clear, truncate and cancel at once.
+    IMMEDIATE = "immediate"
+    # Silence the assistant at once; resume from the byte the caller stopped hearing if it
+    # was a cough or a backchannel, else truncate and answer as IMMEDIATE would have.
+    CONFIRM = "confirm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +38,12 @@ class SessionSettings:
     vad_prefix_padding_ms: int = defaults.VAD_PREFIX_PADDING_MS
     vad_silence_ms: int = defaults.VAD_SILENCE_MS
     interrupt_response: bool = defaults.VAD_INTERRUPT_RESPONSE
+    # False: the session answers only when asked (response.create): the bridge decides
+    # whether the caller's speech was a turn (INTERRUPTIONS=confirm).
+    create_response: bool = True
+    turn_detection: str = defaults.TURN_DETECTION  # server_vad | semantic_vad
+    vad_eagerness: str = defaults.VAD_EAGERNESS  # semantic_vad's
+    noise_reduction: str = defaults.NOISE_REDUCTION  # near_field | far_field | off
     transcription_model: str | None = None
     # Function tools ({"type": "function", "name", "description", "parameters"}).
     tools: tuple[dict[str, Any], ...] = ()
@@ -84,3 +101,18 @@ class CallConfig:
     transfer_twiml: Mapping[str, str] = field(default_factory=dict)
     transfer_message: str = defaults.TRANSFER_MESSAGE
     keypad_pause_s: float = defaults.KEYPAD_PAUSE_S
+    # Turn-taking. (A bare CallConfig interrupts at once and never checks in or fills:
+    # the settings turn on what a deployment does.)
+    interruptions: Interruptions = Interruptions.IMMEDIATE
+    false_interruption_ms: int = defaults.FALSE_INTERRUPTION_MS
+    backchannels: frozenset[str] = frozenset()  # as `normal_words` writes them
+    # The caller heard the whole answer and said nothing for this long: the assistant
+    # checks in; `idle_hangup_s` after that, a goodbye and a hang-up. 0: never.
+    idle_prompt_s: float = 0.0
+    idle_hangup_s: float = 0.0
+    idle_prompt_instructions: str = defaults.IDLE_PROMPT_INSTRUCTIONS
+    idle_goodbye_message: str = defaults.IDLE_GOODBYE_MESSAGE
+    # A tool running this long with the model silent: `tool_filler` (8 kHz mu-law) plays,
+    # looped, until the model speaks or the tool returns. 0 or no sound: never.
+    tool_filler_ms: int = 0
+    tool_filler: bytes = b""

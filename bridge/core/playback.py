@@ -17,6 +17,7 @@ mu-law byte stands for exactly 1/8 ms of the item's own audio.
 
 from __future__ import annotations
 
+import base64
 from collections import deque
 from dataclasses import dataclass
 
@@ -24,8 +25,10 @@ from bridge.audio import MULAW_BYTES_PER_MS, MULAW_RATE
 
 # The bridge's informational mark after a clear: where it cut each item.
 TRUNCATION_MARK_PREFIX = "truncated:"
-# Audio the bridge makes itself (keypad tones) is played as items named so.
+# Audio the bridge makes itself (keypad tones) is played as items named so; the sound
+# played while a tool runs, so.
 LOCAL_ITEM_PREFIX = "bridge-audio-"
+FILLER_ITEM_PREFIX = "bridge-filler-"
 
 
 def mark_name(item_id: str, end: int) -> str:
@@ -73,6 +76,18 @@ class Chunk:
     end: int  # byte offset within the item once this chunk has played
     size: int
     sent_at: float
+    payload: str = ""  # the audio as sent (base64 mu-law): a reference, never decoded here
+
+
+@dataclass(slots=True)
+class HeldChunk:
+    """Audio of an item the caller has not heard, kept back while they may be interrupting
+    (INTERRUPTIONS=confirm): what was queued at Twilio when it was cleared, and what
+    arrived since. Sent again, in order, if it was not an interruption."""
+
+    item_id: str
+    payload: str  # base64 mu-law
+    size: int
 
 
 @dataclass(slots=True)
@@ -87,12 +102,14 @@ class Item:
     audio_done: bool = False
     # From a session since lost or replaced: still playing, but unknown to the current one.
     orphaned: bool = False
-    # Audio the bridge made itself (keypad tones): no model item to truncate.
+    # Audio the bridge made itself (keypad tones, a tool's filler): no model item to truncate.
     local: bool = False
+    filler: bool = False  # the sound played while a tool runs (local too)
+    held: int = 0  # bytes held back while the caller may be interrupting
 
     @property
     def heard_in_full(self) -> bool:
-        return self.audio_done and self.heard == self.sent
+        return self.audio_done and self.heard == self.sent and not self.held
 
 
 class PlaybackLedger:
@@ -125,20 +142,30 @@ class PlaybackLedger:
         item = self._items[item_id] = Item(item_id, response_id, content_index)
         return item
 
-    def new_local_item(self) -> Item:
+    def new_local_item(self, filler: bool = False) -> Item:
         """An item for audio the bridge made itself, complete from the start."""
         self._local_items += 1
-        item_id = f"{LOCAL_ITEM_PREFIX}{self._local_items}"
-        item = self._items[item_id] = Item(item_id, "", 0, audio_done=True, local=True)
+        prefix = FILLER_ITEM_PREFIX if filler else LOCAL_ITEM_PREFIX
+        item_id = f"{prefix}{self._local_items}"
+        item = Item(item_id, "", 0, audio_done=True, local=True, filler=filler)
+        self._items[item_id] = item
         return item
 
-    def sent(self, item: Item, size: int, now: float) -> str:
+    def sent(self, item: Item, size: int, now: float, payload: str = "") -> str:
         """`size` more bytes of `item` go to Twilio now; the name of the mark after them."""
         item.sent += size
         mark = mark_name(item.item_id, item.sent)
-        self._pending.append(Chunk(mark, item.item_id, item.sent, size, now))
+        self._pending.append(Chunk(mark, item.item_id, item.sent, size, now, payload))
         self._pending_marks.add(mark)
         return mark
+
+    def resent(self, chunk: HeldChunk, now: float) -> str | None:
+        """A held chunk goes to Twilio after all; its mark (None: its item is gone)."""
+        item = self._items.get(chunk.item_id)
+        if item is None:
+            return None
+        item.held -= chunk.size
+        return self.sent(item, chunk.size, now, chunk.payload)
 
     def audio_done(self, item_id: str) -> None:
         item = self._items.get(item_id)
@@ -189,9 +216,26 @@ class PlaybackLedger:
         return sum(chunk.size for chunk in self._pending) / MULAW_RATE
 
     def playing_local_audio(self) -> bool:
-        """Some of what is queued is the bridge's own audio (keypad tones)."""
+        """Some of what is queued is the bridge's own keypad tones."""
         items = self._items
-        return any(c.item_id in items and items[c.item_id].local for c in self._pending)
+        return any(
+            (item := items.get(c.item_id)) is not None and item.local and not item.filler
+            for c in self._pending
+        )
+
+    def playing_filler(self) -> bool:
+        """What is queued is a tool's filler sound (nothing else plays while it does)."""
+        items = self._items
+        return any(
+            (item := items.get(c.item_id)) is not None and item.filler for c in self._pending
+        )
+
+    def queued_model_audio(self) -> bool:
+        """Some of what is queued is the model's (not the bridge's own sounds)."""
+        items = self._items
+        return any(
+            (item := items.get(c.item_id)) is not None and not item.local for c in self._pending
+        )
 
     def items(self) -> list[Item]:
         """Items with audio not heard in full, in the order their audio began."""
@@ -212,6 +256,49 @@ class PlaybackLedger:
         self._pending.clear()
         self._pending_marks.clear()
         return True
+
+    def hold(self, now: float) -> list[HeldChunk]:
+        """Twilio's queue is being cleared now, and what the caller did not hear of the
+        model's items is kept to be sent again: the playing chunk from the byte they
+        stopped at, the queued ones whole. Each item counts as sent up to what was heard
+        (a mark sent again names its true offset), and holds the rest. The bridge's own
+        sounds are dropped."""
+        pending = list(self._pending)
+        self.clear(now)  # the playing chunk counts as heard up to now; echoes owed
+        held: list[HeldChunk] = []
+        for chunk in pending:
+            item = self._items.get(chunk.item_id)
+            if item is None or item.local:
+                continue
+            unheard = chunk.end - max(item.heard, chunk.end - chunk.size)
+            if unheard <= 0:
+                continue
+            # Once per pause, not per frame: only the playing chunk is cut.
+            payload = chunk.payload if unheard == chunk.size else _tail(chunk.payload, unheard)
+            held.append(HeldChunk(item.item_id, payload, unheard))
+        for item_id, item in list(self._items.items()):
+            if item.local:
+                del self._items[item_id]  # never played again: nothing to wait for
+            else:
+                item.held += item.sent - item.heard
+                item.sent = item.heard
+        return held
+
+    def release_held(self) -> None:
+        """What was held will never be sent (the pause was an interruption, or is over):
+        items count only what was sent."""
+        for item in list(self._items.values()):
+            item.held = 0
+            self._forget_if_heard(item)
+
+    def clear_filler(self, now: float) -> bool:
+        """Twilio's queue, holding only a tool's filler, is being cleared: the filler is
+        forgotten. False if nothing was queued."""
+        cleared = self.clear(now)
+        for item_id, item in list(self._items.items()):
+            if item.filler:
+                del self._items[item_id]
+        return cleared
 
     def forget_items(self) -> None:
         """After a barge-in: nothing more of these items will play."""
@@ -238,6 +325,11 @@ class PlaybackLedger:
             del self._items[item.item_id]
 
 
+def _tail(payload: str, size: int) -> str:
+    """The last `size` bytes of base64 audio, as base64."""
+    return base64.b64encode(base64.b64decode(payload)[-size:]).decode("ascii")
+
+
 def play_starts(played: list[Chunk], now: float) -> list[float]:
     """When each chunk a mark's echo at `now` proved played began to play: back to back,
     the last ending now (mu-law plays in real time), none before it was sent."""
@@ -258,4 +350,5 @@ def heard_ms(item: Item, delay_ms: float = 0.0) -> int:
 
 
 def sent_ms(item: Item) -> float:
-    return item.sent / MULAW_BYTES_PER_MS
+    """The ms of the item's audio the model gave: sent to Twilio, or held back."""
+    return (item.sent + item.held) / MULAW_BYTES_PER_MS

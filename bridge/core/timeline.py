@@ -35,10 +35,15 @@ class Moment(StrEnum):
     AUDIO_SENT = "audio_sent"  # an answer item's first audio went to Twilio (detail: item)
     AUDIO_HEARD = "audio_heard"  # a turn's answer began to play (detail: its latency)
     CLEAR = "clear"  # Twilio's queue was cleared (a barge-in)
+    PAUSED = "paused"  # the caller may be interrupting: the answer held where they are
+    RESUMED = "resumed"  # it was not an interruption (detail: the pause's length)
     TRUNCATE = "truncate"  # an item cut where the caller stopped hearing (detail: item, ms)
     CANCEL = "cancel"  # a response cancelled
     TOOL_STARTED = "tool_started"  # (detail: the tool's name)
     TOOL_FINISHED = "tool_finished"  # (detail: the tool's name)
+    IDLE_PROMPT = "idle_prompt"  # the caller was quiet: the assistant asked for them
+    FILLER_STARTED = "filler_started"  # a slow tool: the filler sound began
+    FILLER_STOPPED = "filler_stopped"
     GOODBYE = "goodbye"  # the last words were asked for (detail: why the call ends)
     ENDED = "ended"  # (detail: the end reason)
 

@@ -49,7 +49,15 @@ def _argument(arguments: str, name: str) -> object:
 
 
 class ToolCalls:
-    __slots__ = ("_builtins", "_operator_tools", "orphaned", "running", "seen", "session_tools")
+    __slots__ = (
+        "_builtins",
+        "_operator_tools",
+        "orphaned",
+        "running",
+        "seen",
+        "session_tools",
+        "started_at",
+    )
 
     def __init__(self, config: CallConfig) -> None:
         self._operator_tools = {str(spec.get("name")) for spec in config.tools}
@@ -68,6 +76,13 @@ class ToolCalls:
         # ... of tools called by a session since lost: their results reach the new one as
         # messages (it does not know those call_ids).
         self.orphaned: dict[str, str] = {}
+        # call_id -> when it began, of every operator's tool at work (running or orphaned):
+        # what the caller waits for.
+        self.started_at: dict[str, float] = {}
+
+    def started(self, call_id: str, name: str, now: float) -> None:
+        self.running[call_id] = name
+        self.started_at[call_id] = now
 
     def builtin(self, name: str) -> str | None:
         """`name` if it is a built-in this call offers."""
@@ -80,6 +95,7 @@ class ToolCalls:
         """A tool returned: ("running", its name) if its session is still the one in use,
         ("orphaned", its name) if called by a session since lost, or None (answered
         already, or unknown)."""
+        self.started_at.pop(call_id, None)
         if call_id in self.orphaned:
             return "orphaned", self.orphaned.pop(call_id)
         if call_id in self.running:

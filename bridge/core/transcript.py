@@ -70,6 +70,12 @@ class Transcript:
         if turn.at is None:
             turn.at = began_at
 
+    def forget(self, item_id: str) -> None:
+        """The item is out of the conversation (caller audio that was not a turn)."""
+        turn = self._by_item.pop(item_id, None)
+        if turn is not None:
+            self.turns.remove(turn)
+
     def caller_transcript(self, item_id: str, text: str) -> None:
         self._turn("user", item_id).text = text
 

@@ -65,6 +65,13 @@ class AgentOptions:
     # Response number (1-based, counting every response a session makes) -> a function call
     # that response makes. Counted per session: a reconnected client starts again at 1.
     function_calls: dict[int, FunctionCallPlan] = field(default_factory=dict)
+    # With transcription on, what the caller's Nth committed audio item (1-based, per
+    # session) is transcribed as; the others get a placeholder saying how long they were.
+    # There is no speech recognition here: a test says what the caller "said".
+    transcripts: dict[int, str] = field(default_factory=dict)
+    # A transcript completes this long after its item was committed (the service's
+    # transcription runs beside the model, and takes a moment).
+    transcript_delay_ms: int = 0
 
     def __post_init__(self) -> None:
         # Fail at construction, not in the middle of a call.
@@ -82,6 +89,13 @@ class AgentOptions:
             raise ValueError("drop_after_ms must be >= 0")
         if self.max_session_s is not None and not self.max_session_s > 0:
             raise ValueError("max_session_s must be positive")
+        if self.transcript_delay_ms < 0:
+            raise ValueError("transcript_delay_ms must be >= 0")
+        for index, text in self.transcripts.items():
+            if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+                raise ValueError(f"transcripts keys are item numbers (1-based), not {index!r}")
+            if not isinstance(text, str):
+                raise ValueError(f"transcripts[{index}] must be a string")
         for index, plan in self.function_calls.items():
             if isinstance(index, bool) or not isinstance(index, int) or index < 1:
                 raise ValueError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import math
 import time
@@ -41,6 +42,9 @@ from .server_events import BETA, GA, RealtimeError, new_id
 from .vad import FRAME_MS, EnergyVad
 
 log = logging.getLogger(__name__)
+
+# Caller speech shorter than this is transcribed as nothing (see _commit).
+WORDS_MIN_MS = 400
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_GREETING = "Hello! This is the phone bridge's local echo agent."
@@ -122,6 +126,8 @@ class AgentSession:
         self._active: ResponseRun | None = None
         self._assistant_audio = False
         self._pending_audio_item: str | None = None  # committed caller turn not yet answered
+        self._committed_items = 0  # caller audio items committed in this session
+        self._later: set[asyncio.Task[None]] = set()  # events sent after a delay
         self._pending_text: str | None = None  # client text/tool output not yet answered
         self._last_input_tokens = (0, 0)  # (text, audio) of the previous response, for caching
 
@@ -234,6 +240,8 @@ class AgentSession:
         except ConnectionClosed:
             pass
         finally:
+            for task in self._later:
+                task.cancel()
             try:
                 if self._active is not None:
                     reason = "connection_dropped" if self.dropped else "client_disconnected"
@@ -425,7 +433,9 @@ class AgentSession:
         bpm = formats.bytes_per_ms(self.config.input_format)
         start = (self._speech_start_ms - self._buffer_start_ms) * bpm
         end = (end_ms - self._buffer_start_ms) * bpm
-        await self._commit(start, end, item_id)
+        onset_ms = self._speech_start_ms + settings.prefix_padding_ms
+        speech_ms = end_ms - settings.silence_duration_ms - onset_ms
+        await self._commit(start, end, item_id, speech_ms)
         if settings.create_response:
             if self._active is None:
                 await self._start_response(None)
@@ -457,8 +467,11 @@ class AgentSession:
         self._vad_pos = 0
         self._reset_vad()
 
-    async def _commit(self, start: int, end: int, item_id: str) -> None:
-        """Turn buffer bytes [start, end) into a user audio item; the buffer restarts at end."""
+    async def _commit(
+        self, start: int, end: int, item_id: str, speech_ms: int | None = None
+    ) -> None:
+        """Turn buffer bytes [start, end) into a user audio item; the buffer restarts at end.
+        `speech_ms`: how long the speech in it lasted (the VAD's), if known."""
         fmt = self.config.input_format
         bpm = formats.bytes_per_ms(fmt)
         audio = bytearray(self._buffer[max(0, start) : end])
@@ -473,18 +486,38 @@ class AgentSession:
         rendered = {"previous_item_id": previous, "item": item.render(self.dialect)}
         await self.emit("conversation.item.added", rendered)
         await self.emit("conversation.item.done", rendered)
+        self._committed_items += 1
         if self.config.transcription:
-            # No speech recognition here: a placeholder that says what was heard.
-            await self.emit(
-                "conversation.item.input_audio_transcription.completed",
-                {
-                    "item_id": item_id,
-                    "content_index": 0,
-                    "transcript": f"({item.audio_ms / 1000:.2f} s of caller audio)",
-                    "usage": {"type": "duration", "seconds": item.audio_ms / 1000},
-                },
+            # No speech recognition here: what the test said the caller said, else a
+            # placeholder that says how much was heard; nothing for a sound too short to
+            # be words (a cough, an "mm-hm"), as the service often transcribes those.
+            spoken_ms = item.audio_ms if speech_ms is None else speech_ms
+            placeholder = (
+                f"({item.audio_ms / 1000:.2f} s of caller audio)"
+                if spoken_ms >= WORDS_MIN_MS
+                else ""
             )
+            transcript = self.options.transcripts.get(self._committed_items, placeholder)
+            completed = {
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": transcript,
+                "usage": {"type": "duration", "seconds": item.audio_ms / 1000},
+            }
+            name = "conversation.item.input_audio_transcription.completed"
+            delay_s = self.options.transcript_delay_ms / 1000
+            if delay_s:
+                task = asyncio.create_task(self._emit_later(delay_s, name, completed))
+                self._later.add(task)
+                task.add_done_callback(self._later.discard)
+            else:
+                await self.emit(name, completed)
         self._pending_audio_item = item_id
+
+    async def _emit_later(self, delay_s: float, name: str, fields: dict[str, Any]) -> None:
+        await asyncio.sleep(delay_s)
+        with contextlib.suppress(ConnectionClosed):
+            await self.emit(name, fields)
 
     async def _on_commit(self, event: dict[str, Any]) -> None:
         bpm = formats.bytes_per_ms(self.config.input_format)

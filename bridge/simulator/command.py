@@ -63,6 +63,20 @@ def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser
         help="speak over each answer (but the last) after hearing this many ms of it",
     )
     parser.add_argument(
+        "--backchannel-after",
+        type=int,
+        metavar="MS",
+        help='say a short "mm-hm" over each answer after hearing this many ms of it (not '
+        "a turn: the answer should pause and go on)",
+    )
+    parser.add_argument(
+        "--backchannel-ms",
+        type=int,
+        default=200,
+        metavar="MS",
+        help="how long the mm-hm lasts (200)",
+    )
+    parser.add_argument(
         "--keypad",
         type=keypad_entry,
         action="append",
@@ -114,6 +128,8 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         pause_ms=args.pause_ms,
         answer_idle_ms=args.answer_idle_ms,
         barge_in_after_ms=args.barge_in_after,
+        backchannel_after_ms=args.backchannel_after,
+        backchannel_ms=args.backchannel_ms,
         turn_timeout_s=args.turn_timeout,
         max_duration_s=args.timeout,
         out_path=args.out,

@@ -54,6 +54,13 @@ class TurnReport:
     # A keypad turn: the keys the caller pressed instead of speaking (None: it spoke). Its
     # speech_* times are those of the first and the last key.
     keys: str | None = None
+    # An "mm-hm" said over the answer (--backchannel-after): when, how far into the answer,
+    # how soon the answer stopped, and whether (and after how long a pause) it went on.
+    backchannel_ms: int | None = None
+    backchannel_heard_ms: float | None = None
+    backchannel_clear_ms: float | None = None  # mm-hm's first frame -> clear received
+    paused_ms: float | None = None  # clear -> the answer audible again
+    resumed: bool | None = None  # None: no pause (the answer did not stop)
 
 
 @dataclass
@@ -167,6 +174,7 @@ def _turn_report(
     if truncation is not None:
         heard_of_truncated = _round1(heard_by_item.get(truncation.item_id, 0) / MULAW_BYTES_PER_MS)
         delta = _round1(heard_of_truncated - truncation.audio_end_ms)
+    bc_clear_ms, paused_ms, resumed = _backchannel(turn, playback, mine, window_end)
     items: list[str] = []
     for h in mine:
         if h.item_id not in items:
@@ -190,12 +198,40 @@ def _turn_report(
         arrival_latency_ms=_since_speech_ended(turn, first_arrived),
         answer_heard_ms=playback.heard_bytes_by_response.get(response, 0) / MULAW_BYTES_PER_MS,
         answer_complete=(
-            None if not pushed else playback.unheard_bytes_by_response.get(response, 0) == 0
+            None
+            if not pushed
+            # A resumed answer's cut stretch was sent again: it is complete if its last
+            # stretch played to the end.
+            else (resumed is True and bool(mine) and not mine[-1].cut)
+            or playback.unheard_bytes_by_response.get(response, 0) == 0
         ),
         answer_items=items,
         timed_out=turn.timed_out,
         keys=turn.keys,
+        backchannel_ms=turn.backchannel_ms,
+        backchannel_heard_ms=(
+            None if turn.backchannel_heard_ms is None else _round1(turn.backchannel_heard_ms)
+        ),
+        backchannel_clear_ms=bc_clear_ms,
+        paused_ms=paused_ms,
+        resumed=resumed,
     )
+
+
+def _backchannel(
+    turn: TurnState, playback: Playback, mine: list[HeardAudio], window_end: float
+) -> tuple[float | None, float | None, bool | None]:
+    """What the mm-hm said over this turn's answer did: how soon the answer stopped, and
+    whether (and after how long a pause) it went on. (None, None, None): it did not stop."""
+    said = turn.backchannel_at
+    if said is None:
+        return None, None, None
+    clear = next((c for c in playback.clears if said <= c.at_ms < window_end), None)
+    if clear is None:
+        return None, None, None
+    again = next((h for h in mine if h.start_ms >= clear.at_ms), None)
+    paused = None if again is None else _round1(again.start_ms - clear.at_ms)
+    return _round1(clear.at_ms - said), paused, again is not None
 
 
 def build_report(
@@ -321,6 +357,18 @@ def _barge_in_line(cut: str, turn: TurnReport) -> str:
     )
 
 
+def _backchannel_line(turn: TurnReport) -> str:
+    """The mm-hm said over the answer, and what became of the answer."""
+    at = (turn.backchannel_ms or 0) / 1000
+    text = f"mm-hm at {at:.2f} s, {_ms(turn.backchannel_heard_ms or 0.0)} into the answer: "
+    if turn.resumed is None:
+        return text + "the answer did not stop"
+    stopped = f"stopped after {_ms(turn.backchannel_clear_ms or 0.0)}"
+    if turn.resumed:
+        return text + f"{stopped}, paused {_ms(turn.paused_ms or 0.0)}, then RESUMED"
+    return text + f"{stopped}, and was CUT (taken for an interruption)"
+
+
 def _turn_lines(turn: TurnReport, following: TurnReport | None) -> list[str]:
     """The turn in the order it happened: the caller, the answer, and the barge-in that cut
     the answer (which began the next turn)."""
@@ -328,6 +376,8 @@ def _turn_lines(turn: TurnReport, following: TurnReport | None) -> list[str]:
     pressed = "" if turn.keys is None else f"pressed {turn.keys or '(nothing)'} "
     lines = [f"turn {turn.index}  caller {pressed}{turn.speech_start_ms / 1000:.2f}–{end} s"]
     lines.append(_INDENT + _answer_line(turn))
+    if turn.backchannel_ms is not None:
+        lines.append(_INDENT + _backchannel_line(turn))
     if following is not None and following.barged_in:
         lines.append(_INDENT + _barge_in_line(f"answer {turn.index}", following))
     return lines

@@ -38,6 +38,9 @@ SPLIT_SILENCE_MS = 400
 SILENCE_FRAME = mulaw_silence(FRAME_MS)
 GREETING = 0  # the response tag of audio the bridge plays before the caller's first turn
 KEY_INTERVAL_MS = 250  # between two keys of a keypad turn
+# How long after an "mm-hm" an answer that stopped may still go on (the bridge decides it
+# was nothing once the caller's speech is over and its transcript came).
+BACKCHANNEL_PAUSE_MS = 2000
 
 
 def speech_spans(
@@ -128,6 +131,11 @@ class TurnState:
     # A keypad turn: the keys pressed so far (None: a spoken turn). Its "speech" is the key
     # presses: it starts with the first key and ends with the last.
     keys: str | None = None
+    # A short "mm-hm" said over this turn's answer: when (stream ms, clock ms), and how
+    # much of the answer had been heard then.
+    backchannel_ms: int | None = None
+    backchannel_at: float | None = None
+    backchannel_heard_ms: float | None = None
 
 
 class CallerScript:
@@ -155,6 +163,7 @@ class CallerScript:
         self._keys = ""  # the keys of the current keypad turn not pressed yet
         self.speech_frames_sent = 0
         self.keys_pressed = 0
+        self._backchannel: list[bytes] = []  # frames of an "mm-hm" still to say
 
     @property
     def done(self) -> bool:
@@ -183,6 +192,9 @@ class CallerScript:
             self._after_wait(frame_ms, now)
         if self._phase == "done":
             return None
+        if self._backchannel and self._phase == "wait":
+            self.speech_frames_sent += 1
+            return self._backchannel.pop(0)
         if self._phase != "speak":
             return SILENCE_FRAME  # also while pressing keys: the line stays open
         frame = self._frames[self._pos]
@@ -229,6 +241,20 @@ class CallerScript:
         has_next = response < len(self._utterances)
         playback, options = self._playback, self._options
         heard_ms = playback.heard_bytes_for_response(response, now) / MULAW_BYTES_PER_MS
+        turn = self.turns[-1] if self.turns and response != GREETING else None
+        if (
+            turn is not None
+            and options.backchannel_after_ms is not None
+            and turn.backchannel_ms is None
+            and playback.is_playing
+            and heard_ms >= options.backchannel_after_ms
+        ):
+            # Not a turn: said over the answer, which should pause and go on.
+            turn.backchannel_ms, turn.backchannel_at = frame_ms, now
+            turn.backchannel_heard_ms = heard_ms
+            self._backchannel = to_frames(
+                synthetic_speech_mulaw(options.backchannel_ms, seed=1000 + response)
+            )
         if (
             options.barge_in_after_ms is not None
             and response != GREETING
@@ -254,6 +280,10 @@ class CallerScript:
         if not playback.pushed_bytes_by_response.get(response) or idle_since is None:
             return False
         quiet_since = max(idle_since, playback.last_push_ms or idle_since)
+        turn = self.turns[-1] if self.turns and response != GREETING else None
+        if turn is not None and turn.backchannel_at is not None:
+            # The answer may be paused while the bridge makes sure the mm-hm was nothing.
+            quiet_since = max(quiet_since, turn.backchannel_at + BACKCHANNEL_PAUSE_MS)
         return now - quiet_since >= self._options.answer_idle_ms
 
     def _next(self, frame_ms: int, now: float) -> None:

@@ -29,6 +29,10 @@ class SimulatorOptions:
     pause_ms: int = 500  # silence before the first utterance
     answer_idle_ms: int = 800  # an answer is over after this long with nothing playing
     barge_in_after_ms: int | None = None  # speak over an answer once this much was heard
+    # Say a short "mm-hm" (backchannel_ms of speech) over each answer once this much of it
+    # was heard: not a turn, so the answer should go on.
+    backchannel_after_ms: int | None = None
+    backchannel_ms: int = 200
     turn_timeout_s: float = 15.0  # give up waiting for an answer after this long
     max_duration_s: float = 120.0
     out_path: str | None = None  # WAV of everything the caller heard
@@ -55,6 +59,10 @@ class SimulatorOptions:
             raise SimulatorError("--answer-idle-ms must not be negative")
         if self.barge_in_after_ms is not None and self.barge_in_after_ms < 0:
             raise SimulatorError("--barge-in-after must not be negative")
+        if self.backchannel_after_ms is not None and self.backchannel_after_ms < 0:
+            raise SimulatorError("--backchannel-after must not be negative")
+        if self.backchannel_ms < MIN_UTTERANCE_MS:
+            raise SimulatorError(f"--backchannel-ms must be at least {MIN_UTTERANCE_MS}")
         if self.turn_timeout_s <= 0:
             raise SimulatorError("--turn-timeout must be more than 0")
         if self.max_duration_s <= 0:

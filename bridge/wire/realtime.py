@@ -21,6 +21,7 @@ from bridge.core.actions import (
     CancelResponse,
     ConfigureSession,
     CreateResponse,
+    DeleteItem,
     DisableTurnDetection,
     ToBackend,
     TruncateItem,
@@ -267,6 +268,8 @@ class RealtimeCodec:
                     "audio_end_ms": action.audio_end_ms,
                 }
             )
+        if isinstance(action, DeleteItem):
+            return _dumps({"type": "conversation.item.delete", "item_id": action.item_id})
         if isinstance(action, AddMessage):
             part = self._assistant_text if action.role == "assistant" else "input_text"
             item = {
@@ -286,13 +289,17 @@ class RealtimeCodec:
         raise TypeError(f"not a message for the Realtime session: {action!r}")
 
     def session_update(self, settings: SessionSettings, fmt: AudioFormat) -> dict[str, Any]:
-        """The `session.update` for a phone call: `fmt` both ways, server VAD."""
+        """The `session.update` for a phone call: `fmt` both ways, the turn detection and
+        noise reduction asked for."""
         audio_input: dict[str, Any] = {
             "format": dict(_GA_FORMATS[fmt]),
             "turn_detection": _turn_detection(settings),
         }
         if settings.transcription_model:
             audio_input["transcription"] = {"model": settings.transcription_model}
+        noise_reduction = _noise_reduction(settings)
+        if noise_reduction is not None:
+            audio_input["noise_reduction"] = noise_reduction
         session: dict[str, Any] = {
             # No "model": the URL chose it, and a different one here would be refused.
             "type": "realtime",
@@ -340,6 +347,9 @@ class BetaCodec(RealtimeCodec):
         }
         if settings.transcription_model:
             session["input_audio_transcription"] = {"model": settings.transcription_model}
+        noise_reduction = _noise_reduction(settings)
+        if noise_reduction is not None:
+            session["input_audio_noise_reduction"] = noise_reduction
         _add_tools(session, settings)
         return {"type": "session.update", "session": session}
 
@@ -368,14 +378,27 @@ def _function_call(call: dict[str, Any], event: dict[str, Any]) -> FunctionCallR
 
 
 def _turn_detection(settings: SessionSettings) -> dict[str, Any]:
+    """The same in both dialects: server VAD's tunables, or semantic VAD's eagerness."""
+    common = {
+        "create_response": settings.create_response,
+        "interrupt_response": settings.interrupt_response,
+    }
+    if settings.turn_detection == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": settings.vad_eagerness, **common}
     return {
         "type": "server_vad",
         "threshold": settings.vad_threshold,
         "prefix_padding_ms": settings.vad_prefix_padding_ms,
         "silence_duration_ms": settings.vad_silence_ms,
-        "create_response": True,
-        "interrupt_response": settings.interrupt_response,
+        **common,
     }
+
+
+def _noise_reduction(settings: SessionSettings) -> dict[str, str] | None:
+    """None: left as the service has it (off)."""
+    if settings.noise_reduction in ("near_field", "far_field"):
+        return {"type": settings.noise_reduction}
+    return None
 
 
 def _add_tools(session: dict[str, Any], settings: SessionSettings) -> None:

@@ -206,6 +206,9 @@ class Recorder:
     def barged_in(self, heard_ms: int | None) -> None:
         self.events.append(("barged_in", heard_ms))
 
+    def paused(self, seconds: float, resumed: bool) -> None:
+        self.events.append(("resumed" if resumed else "interrupted", round(seconds, 3)))
+
     def reconnected(self) -> None:
         self.events.append(("reconnected", 0))
 

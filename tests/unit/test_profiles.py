@@ -15,6 +15,10 @@ from bridge.settings import ConfigError, Settings, load_settings
 from bridge.tools import ToolRegistry, load_tools_module
 
 SETTINGS_INSTRUCTIONS = "You answer the phone for Acme."
+TURN_TAKING_FIELDS = (
+    "interruptions, turn_detection, vad_eagerness, vad_threshold, vad_prefix_padding_ms, "
+    "vad_silence_ms, noise_reduction, idle_prompt_s, idle_hangup_s"
+)
 
 
 def settings(**overrides: object) -> Settings:
@@ -174,12 +178,13 @@ def test_unknown_tool_names_are_reported_per_profile(tmp_path: Path) -> None:
         (
             "[default]\nnumbers = ['+15551230000']",
             "[default]: unknown field 'numbers'; the fields are instructions, voice, greeting, "
-            "tools, model, recording, recording_notice",
+            "tools, model, recording, recording_notice, " + TURN_TAKING_FIELDS,
         ),
         (
             "[profiles.sales]\ninstruction = 'Sell.'",
             "[profiles.sales]: unknown field 'instruction'; the fields are numbers, "
-            "instructions, voice, greeting, tools, model, recording, recording_notice",
+            "instructions, voice, greeting, tools, model, recording, recording_notice, "
+            + TURN_TAKING_FIELDS,
         ),
         ("[profiles.sales]\nvoice = 3", "[profiles.sales] voice: must be a string, not a number"),
         (

@@ -32,6 +32,7 @@ from bridge.core.actions import (
     ClearAudio,
     ConfigureSession,
     CreateResponse,
+    DeleteItem,
     DisableTurnDetection,
     PlayAudio,
     SendMark,
@@ -133,6 +134,13 @@ SETTINGS = {
     "transcribed": SessionSettings(transcription_model="gpt-4o-transcribe"),
     "tools": SessionSettings(tools=TOOLS),
     "transcribed, tools": SessionSettings(transcription_model="whisper-1", tools=TOOLS[:1]),
+    # INTERRUPTIONS=confirm: the bridge decides when to answer and whether to stop.
+    "the bridge decides": SessionSettings(
+        interrupt_response=False, create_response=False, noise_reduction="near_field"
+    ),
+    "semantic": SessionSettings(
+        turn_detection="semantic_vad", vad_eagerness="low", noise_reduction="far_field"
+    ),
 }
 
 
@@ -274,12 +282,25 @@ def test_the_session_update_is_one_the_sdk_accepts_asking_for_what_was_configure
     # No model: the URL chose it, and another one here would be refused.
     assert "model" not in sent
     assert session.instructions == settings.instructions
-    assert vad.type == "server_vad"
-    assert vad.threshold == settings.vad_threshold
-    assert vad.prefix_padding_ms == settings.vad_prefix_padding_ms
-    assert vad.silence_duration_ms == settings.vad_silence_ms
-    assert vad.create_response is True
+    assert vad.type == settings.turn_detection
+    if settings.turn_detection == "semantic_vad":
+        assert vad.eagerness == settings.vad_eagerness
+        assert "threshold" not in json.dumps(sent) and "silence_duration_ms" not in json.dumps(sent)
+    else:
+        assert vad.threshold == settings.vad_threshold
+        assert vad.prefix_padding_ms == settings.vad_prefix_padding_ms
+        assert vad.silence_duration_ms == settings.vad_silence_ms
+    assert vad.create_response is settings.create_response
     assert vad.interrupt_response is settings.interrupt_response
+    noise_reduction = (
+        session.audio.input.noise_reduction
+        if dialect is GA
+        else session.input_audio_noise_reduction
+    )
+    if settings.noise_reduction == "off":
+        assert noise_reduction is None and "noise_reduction" not in json.dumps(sent)
+    else:
+        assert noise_reduction.type == settings.noise_reduction
     if settings.transcription_model:
         assert transcription.model == settings.transcription_model
     else:
@@ -350,6 +371,13 @@ def test_truncate(dialect: Dialect) -> None:
         "content_index": 1,
         "audio_end_ms": 1500,
     }
+
+
+def test_delete_item(dialect: Dialect) -> None:
+    """A cough or an "mm-hm" leaves the conversation (INTERRUPTIONS=confirm)."""
+    text = codec(dialect).encode(DeleteItem("item_C3b"))
+    sdk_accepts(dialect, text, SDK[dialect].ConversationItemDeleteEvent)
+    assert json.loads(text) == {"type": "conversation.item.delete", "item_id": "item_C3b"}
 
 
 # How each dialect writes a text message: the item model the SDK reads it as (GA has one
@@ -468,6 +496,7 @@ def test_every_action_for_the_session_is_covered_here() -> None:
         CreateResponse,
         CancelResponse,
         TruncateItem,
+        DeleteItem,
         AddMessage,
         AddToolOutput,
     }
