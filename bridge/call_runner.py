@@ -43,6 +43,7 @@ from bridge.core.actions import (
 from bridge.core.call import Call
 from bridge.core.call_config import CallConfig, StreamLimits
 from bridge.core.opening import StreamOpening
+from bridge.core.playback import FILLER_ITEM_PREFIX
 from bridge.core.summary import CallSummary
 from bridge.metrics import Metrics
 from bridge.post_call_webhook import PostCallWebhook
@@ -263,7 +264,8 @@ class CallRunner:
                 assert writer is not None and isinstance(action, PlayAudio)
                 to_twilio.append(writer.media(action.payload))
                 to_twilio.append(writer.mark(action.mark))
-                if self._recorder is not None:
+                # (A tool's filler is not the assistant speaking: not recorded as it.)
+                if self._recorder is not None and not action.mark.startswith(FILLER_ITEM_PREFIX):
                     self._recorder.sent(action.payload, action.mark, time.monotonic())
             elif kind is AppendAudio:
                 assert self._codec is not None and isinstance(action, AppendAudio)

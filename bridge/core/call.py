@@ -864,9 +864,14 @@ class Call:
 
     @property
     def wake_at(self) -> float | None:
-        """When the call would decide something with no event in between (a pause's
-        verdict), if sooner than its clock ticks: the runner ticks then."""
-        return self._pause.next_decision_at() if self._pause is not None else None
+        """When the call would do something with no event in between (a pause's verdict,
+        a slow tool's filler), so that the runner ticks then, not up to a tick later."""
+        if self._pause is not None:
+            return self._pause.next_decision_at()
+        started = self._tools.started_at
+        if started and self._filler.enabled and not self._filler.playing:
+            return min(started.values()) + self._filler.after_s
+        return None
 
     def _decide(self, now: float) -> list[Action]:
         pause = self._pause

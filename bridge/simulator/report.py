@@ -230,8 +230,11 @@ def _backchannel(
     if clear is None:
         return None, None, None
     again = next((h for h in mine if h.start_ms >= clear.at_ms), None)
-    paused = None if again is None else _round1(again.start_ms - clear.at_ms)
-    return _round1(clear.at_ms - said), paused, again is not None
+    # Cut, the bridge says where (a truncation mark), and what follows is another answer.
+    cut = any(clear.at_ms <= t.at_ms < window_end for t in playback.truncations)
+    if again is None or cut:
+        return _round1(clear.at_ms - said), None, False
+    return _round1(clear.at_ms - said), _round1(again.start_ms - clear.at_ms), True
 
 
 def build_report(

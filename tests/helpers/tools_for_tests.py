@@ -47,3 +47,13 @@ async def slow_lookup(arguments: dict) -> str:
 
 
 TOOLS.append(slow_lookup)
+
+
+@tool(timeout_s=10)
+async def lookup_slowly(arguments: dict) -> dict:
+    """Answers after 1.5 s: long enough for the filler (TOOL_FILLER_MS) to play."""
+    await asyncio.sleep(1.5)
+    return {"found": True}
+
+
+TOOLS.append(lookup_slowly)
