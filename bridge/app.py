@@ -19,7 +19,7 @@ from twilio.http import HttpClient
 from bridge.admission import CallRegistry
 from bridge.call_recording import RECORDING_FORMATS, purge_recordings
 from bridge.call_runner import CallRunner, wait_for_records
-from bridge.call_setup import call_setup, load_tool_registry
+from bridge.call_setup import call_setup, load_tool_filler, load_tool_registry
 from bridge.console import Console
 from bridge.core.call_config import StreamLimits
 from bridge.metrics import Metrics
@@ -61,6 +61,7 @@ def create_app(
     unknown_tools = profiles.unknown_tools([*BUILTIN_NAMES, *registry.names()])
     if unknown_tools:
         raise ConfigError(unknown_tools)
+    filler = load_tool_filler(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +84,9 @@ def create_app(
         else:
             chosen = endpoint_from_settings(settings)
         app.state.endpoint = chosen
-        app.state.call_setup = call_setup(settings, profiles, registry, chosen, agent_url)
+        app.state.call_setup = call_setup(
+            settings, profiles, registry, chosen, agent_url, filler=filler
+        )
         _log_setup(settings, chosen, profiles)
         records = app.state.store
         if records is not None:

@@ -99,20 +99,31 @@ def call_config(
     )
 
 
+def load_tool_filler(settings: Settings) -> bytes:
+    """The sound a slow tool's caller hears (TOOL_FILLER_MS): checked at start, so a
+    file that cannot be used stops the start instead of failing calls."""
+    if not settings.tool_filler_ms:
+        return b""
+    try:
+        return load_filler(settings.tool_filler_file)
+    except FillerError as exc:
+        raise ConfigError([f"TOOL_FILLER_FILE: {exc}"]) from None
+
+
 def call_setup(
     settings: Settings,
     profiles: Profiles,
     registry: ToolRegistry,
     endpoint: RealtimeEndpoint,
     local_agent_url: str | None = None,
+    filler: bytes | None = None,
 ) -> CallSetup:
     """What a call's stream gets once its `start` is admitted: its profile's config and
     endpoint, chosen from the stream's parameters alone, so any replica can serve it.
-    Every profile's setup is built here, once, so a bad one fails at start, not mid-call."""
-    try:
-        filler = load_filler(settings.tool_filler_file) if settings.tool_filler_ms else b""
-    except FillerError as exc:
-        raise ConfigError([f"TOOL_FILLER_FILE: {exc}"]) from None
+    Every profile's setup is built here, once, so a bad one fails at start, not mid-call.
+    `filler`: the tool filler's sound, if loaded already (`load_tool_filler`)."""
+    if filler is None:
+        filler = load_tool_filler(settings)
     setups: dict[str, tuple[CallConfig, RealtimeEndpoint]] = {}
     for profile in profiles.all():
         chosen = endpoint

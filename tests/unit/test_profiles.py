@@ -9,6 +9,7 @@ import pytest
 
 from bridge.app import create_app
 from bridge.call_setup import call_config, call_setup
+from bridge.core.call_config import Interruptions
 from bridge.profiles import Profile, Profiles
 from bridge.realtime.providers import endpoint_from_settings
 from bridge.settings import ConfigError, Settings, load_settings
@@ -298,6 +299,38 @@ def test_an_unreadable_or_malformed_file_is_one_line(tmp_path: Path) -> None:
 
 def examples() -> ToolRegistry:
     return ToolRegistry(load_tools_module("bridge.tools.examples"))
+
+
+def test_each_profile_takes_turns_its_own_way_and_the_session_is_asked_accordingly(
+    tmp_path: Path,
+) -> None:
+    config = settings(interruptions="confirm", vad_silence_ms=600, idle_prompt_s=8)
+    profiles = load(
+        tmp_path,
+        """
+        [profiles.kiosk]
+        interruptions = "immediate"
+        turn_detection = "semantic_vad"
+        vad_eagerness = "low"
+        noise_reduction = "far_field"
+        idle_prompt_s = 0
+        """,
+    )
+    endpoint = endpoint_from_settings(config)
+    kiosk = profiles.get("kiosk")
+    assert kiosk is not None
+    made = call_config(config, kiosk, examples(), endpoint)
+    assert made.interruptions is Interruptions.IMMEDIATE and made.idle_prompt_s == 0
+    session = made.session
+    assert (session.turn_detection, session.vad_eagerness) == ("semantic_vad", "low")
+    assert session.noise_reduction == "far_field"
+    # Immediate: the session interrupts and answers by itself, as it always did.
+    assert session.interrupt_response and session.create_response
+    default = call_config(config, profiles.default, examples(), endpoint)
+    assert default.interruptions is Interruptions.CONFIRM and default.idle_prompt_s == 8
+    # Confirm: the bridge decides both.
+    assert not default.session.interrupt_response and not default.session.create_response
+    assert default.session.vad_silence_ms == 600
 
 
 def test_a_profiles_call_config_has_its_voice_words_and_only_its_tools(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,30 @@ def test_every_problem_is_reported_on_its_own_line_naming_the_variable(
     assert any(p.startswith("REALTIME_DIALECT:") for p in problems)
     assert any(p.startswith("PUBLIC_URL:") and "http(s)" in p for p in problems)
     assert any(p.startswith("REALTIME_URL:") and "ws" in p for p in problems)
+
+
+def test_turn_taking_settings_are_checked_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTERRUPTIONS", "sometimes")
+    monkeypatch.setenv("FALSE_INTERRUPTION_MS", "50")
+    monkeypatch.setenv("NOISE_REDUCTION", "loud")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    named = sorted(p.split(":", 1)[0] for p in caught.value.problems)
+    assert named == ["FALSE_INTERRUPTION_MS", "INTERRUPTIONS", "NOISE_REDUCTION"]
+    monkeypatch.delenv("INTERRUPTIONS")
+    monkeypatch.delenv("FALSE_INTERRUPTION_MS")
+    monkeypatch.delenv("NOISE_REDUCTION")
+    monkeypatch.setenv("BACKCHANNELS", "Mm-hmm., Right!,  ,Got it")
+    assert load_settings().backchannels == ["mm hmm", "right", "got it"]
+
+
+def test_a_filler_file_that_cannot_be_read_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    from bridge.app import create_app
+
+    with pytest.raises(ConfigError) as caught:
+        create_app(load_settings(_env_file=None, tool_filler_file=str(tmp_path / "nope.wav")))
+    [problem] = caught.value.problems
+    assert problem.startswith("TOOL_FILLER_FILE: cannot read ") and "No such file" in problem
 
 
 def test_settings_come_from_a_dotenv_file_too(tmp_path) -> None:  # type: ignore[no-untyped-def]

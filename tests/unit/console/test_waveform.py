@@ -172,3 +172,20 @@ def test_the_calls_moments_are_marked_where_they_happened() -> None:
 
 def test_a_call_with_no_moments_has_no_marks() -> None:
     assert markers([entry(0.0, Moment.STREAM_STARTED), entry(3.0, Moment.ENDED)], 3.0) == []
+
+
+def test_a_pause_that_resumed_is_marked_as_one_and_a_confirmed_one_as_a_barge_in() -> None:
+    """INTERRUPTIONS=confirm: the clear comes first; a resume makes it a pause, a cut
+    (a moment later) makes it the barge-in it was."""
+    timeline = [
+        TimelineEntry(3.44, Moment.CLEAR),
+        TimelineEntry(3.44, Moment.PAUSED),
+        TimelineEntry(4.10, Moment.RESUMED, "after 660 ms"),
+        TimelineEntry(6.00, Moment.CLEAR),
+        TimelineEntry(6.00, Moment.PAUSED),
+        TimelineEntry(7.10, Moment.TRUNCATE, "item_b at 640 ms"),
+    ]
+    assert markers(timeline, until=10.0) == [
+        Marker("paused", 3.44, 4.1, "paused, then resumed after 660 ms"),
+        Marker("barge_in", 6.0, 6.0, "barge-in: cut item_b at 640 ms"),
+    ]
