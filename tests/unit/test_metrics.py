@@ -81,6 +81,19 @@ def test_a_sequence_of_calls_adds_up() -> None:
     assert value(metrics, "phone_bridge_truncation_ms_bucket", le="750.0") == 0
     assert value(metrics, "phone_bridge_truncation_ms_bucket", le="1000.0") == 1
 
+    # INTERRUPTIONS=confirm: how long answers were silenced, by what it turned out to be.
+    resumed, interrupted = {"verdict": "resumed"}, {"verdict": "interrupted"}
+    assert value(metrics, "phone_bridge_interruption_pause_seconds_count", **resumed) == 0
+    metrics.paused(0.66, resumed=True)
+    metrics.paused(1.1, resumed=False)
+    metrics.paused(float("nan"), resumed=True)  # (never raises, never counts)
+    assert value(metrics, "phone_bridge_interruption_pause_seconds_count", **resumed) == 1
+    assert value(metrics, "phone_bridge_interruption_pause_seconds_sum", **resumed) == 0.66
+    assert (
+        value(metrics, "phone_bridge_interruption_pause_seconds_bucket", le="1.25", **interrupted)
+        == 1
+    )
+
     assert value(metrics, "phone_bridge_reconnects_total") == 1
     assert value(metrics, "phone_bridge_session_rollovers_total") == 2
     assert (
