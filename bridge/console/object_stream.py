@@ -44,8 +44,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return max(0, size - count), size - 1
     start = int(match[1])
     end = int(match[2]) if match[2] else size - 1
-    if end < start:
-        return None
+    if match[2] and end < start:
+        return None  # (malformed: ignored)
     if start >= size:
         raise RangeNotSatisfiable
     return start, min(end, size - 1)
