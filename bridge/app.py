@@ -347,12 +347,16 @@ async def _keep_recordings(
     not costs recordings, never calls: one line here, and each record says why) and finish
     what bridges that stopped mid-call left; with RECORDING_RETENTION_DAYS, delete
     recordings past it."""
+    answers = True
     if recordings.bucket is not None:
         problem = await recordings.check()
         if problem is not None:
             log.error("recordings to %s will fail: %s", recordings.where, problem)
+            answers = False  # (its tidy-up would only say so again, at start)
     while True:
-        await recordings.tidy()
+        if answers:
+            await recordings.tidy()
+        answers = True
         if records is not None:
             try:
                 await recordings.purge(records, days)

@@ -153,6 +153,27 @@ async def test_a_long_recording_goes_up_in_parts_and_is_the_file_the_disk_would_
         assert soundfile.info(read_back).frames == done[1].duration_s * RATE
 
 
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+async def test_a_recording_under_a_part_goes_up_whole_at_its_end_in_every_format(
+    s3_bucket: RecordingsBucket, tmp_path: Path, suffix: str
+) -> None:
+    name = f"CA{'7' * 32}{suffix}"
+    on_disk = CallRecorder(tmp_path / "disk" / name, 0.0)
+    uploaded = CallRecorder(tmp_path / "spool" / name, 0.0, s3_bucket.bucket())
+    await feed([on_disk, uploaded], noise_frames(20))
+    for recorder in (on_disk, uploaded):
+        assert (await recorder.finish()).status == "completed"
+    content = s3_bucket.read(name)
+    assert "-" not in s3_bucket.etag(name)  # one request, no parts
+    disk = (tmp_path / "disk" / name).read_bytes()
+    if suffix == ".ogg":  # (each Ogg stream gets a serial number of its own)
+        assert np.array_equal(
+            soundfile.read(io.BytesIO(content))[0], soundfile.read(io.BytesIO(disk))[0]
+        )
+    else:
+        assert content == disk
+
+
 async def test_a_bridge_that_dies_mid_call_loses_at_most_the_part_in_progress(
     s3_bucket: RecordingsBucket, tmp_path: Path
 ) -> None:
