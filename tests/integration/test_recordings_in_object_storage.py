@@ -25,6 +25,7 @@ import soundfile
 from bridge import object_storage
 from bridge.audio import pcm16_to_mulaw
 from bridge.call_recording import CallRecorder
+from bridge.logs import configure_logging
 from bridge.object_storage import PART_SIZE
 from bridge.recording_storage import RecordingStorage, timeline_document
 from bridge.records.model import Recording
@@ -289,3 +290,26 @@ async def test_recordings_past_the_retention_are_deleted_from_the_bucket(
     assert s3_bucket.names() == sorted(
         [f"{new}.wav", f"{new}.timeline.json", f"{elsewhere}.wav", f"{elsewhere}.timeline.json"]
     )
+
+
+async def test_debug_logs_never_show_the_buckets_credentials(
+    s3_bucket: RecordingsBucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At DEBUG botocore logs every request's headers: a role's session token among them."""
+    token = "s3-test-session-token-never-logged-FQoGZXIvYXdzEJr"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        configure_logging("debug", fmt="text", stream=stream)
+        bucket = s3_bucket.bucket()
+        bucket.put("CA1.wav", b"RIFF", "audio/wav")
+        assert bucket.size_and_version("CA1.wav") is not None
+        logging.getLogger("bridge.object_storage").debug("bridge debug")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    out = stream.getvalue()
+    assert "bridge debug" in out
+    assert token not in out and SECRET_ACCESS_KEY not in out
