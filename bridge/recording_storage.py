@@ -80,7 +80,7 @@ class LocalRecording:
     def version(self) -> tuple[str, int, str] | None:
         try:
             stat = self.path.stat()
-        except FileNotFoundError:
+        except OSError:  # gone, or not ours to read: no recording to offer
             return None
         if not self.path.is_file():
             return None

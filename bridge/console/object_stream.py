@@ -93,4 +93,6 @@ async def _chunks(body: Any, found: ObjectRecording) -> AsyncIterator[bytes]:
     except Exception as exc:  # (the player asks again from where it stopped)
         log.error("console: streaming %s stopped: %s", found.url, described(exc))
     finally:
-        await in_object_io(body.close)
+        # Not awaited: a player that went away cancels this stream, and a cancelled scope
+        # would refuse the await; closing drops the connection without waiting on it.
+        body.close()

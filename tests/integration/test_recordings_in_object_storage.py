@@ -313,3 +313,36 @@ async def test_debug_logs_never_show_the_buckets_credentials(
     out = stream.getvalue()
     assert "bridge debug" in out
     assert token not in out and SECRET_ACCESS_KEY not in out
+
+
+async def test_the_console_says_a_recording_cannot_be_reached_while_the_bucket_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    use_test_credentials(monkeypatch, tmp_path)
+    down = start_s3_server()
+    down.stop()
+    bucket = RecordingsBucket(down, "recordings-down")
+    sid = "CA" + "8" * 32
+    heard = Recording("bridge", "completed", url=f"{bucket.url}{sid}.wav", duration_s=60)
+    async with running_bridge(
+        recording="bridge",
+        recordings_dir=str(tmp_path / "spool"),
+        console_password=PASSWORD,
+        **bucket.settings,
+    ) as bridge:
+        await bridge.app.state.store.save(replace(stored_call(sid), recording=heard))
+        async with httpx.AsyncClient(base_url=bridge.base_url, timeout=30) as http:
+            await http.post("/console/login", data={"password": PASSWORD})
+            answers = [
+                await http.get(f"/console/calls/{sid}/{what}")
+                for what in ("recording", "waveform.json")
+            ]
+            deleted = await http.post(f"/console/calls/{sid}/delete")
+            gone = await http.get(f"/console/calls/{sid}")
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json() == {"error": f"the recording of the call {sid} could not be reached"}
+    # The operator's delete still forgets the call; the object's is said in the log.
+    assert deleted.status_code == 303 and gone.status_code == 404
+    assert any("could not delete the recording" in r.getMessage() for r in caplog.records)
+    assert "Traceback" not in caplog.text and SECRET_ACCESS_KEY not in caplog.text
