@@ -155,8 +155,9 @@ class Bucket:
             # Path-style (endpoint/bucket/key) for MinIO and most self-hosted stores;
             # virtual-hosted (bucket.endpoint/key) otherwise, as AWS wants.
             s3={"addressing_style": "path" if path_style else "auto"},
-            # Checksums only where S3 requires them: several S3-compatible services (GCS,
-            # older MinIO and R2) refuse the CRC headers botocore sends by default since 1.36.
+            # Checksums only where S3 requires them: several S3-compatible services (MinIO
+            # versions, Backblaze B2, ...) refuse the x-amz-checksum headers botocore sends
+            # by default since 1.36.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             max_pool_connections=32,
@@ -217,10 +218,10 @@ class Bucket:
         )
 
     def delete(self, names: list[str]) -> None:
-        self.client.delete_objects(
-            Bucket=self.place.bucket,
-            Delete={"Objects": [{"Key": self.key(name)} for name in names], "Quiet": True},
-        )
+        # One request an object: the batch delete (DeleteObjects) must carry a checksum
+        # header, which several S3-compatible services refuse or want as Content-MD5.
+        for name in names:
+            self.client.delete_object(Bucket=self.place.bucket, Key=self.key(name))
 
     def reader(self, name: str) -> io.BufferedReader:
         """The object as a seekable file for libsndfile (read in READ_BLOCK ranges)."""
