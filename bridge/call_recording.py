@@ -431,7 +431,8 @@ class CallRecorder:
             why = described(exc)
         else:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        log.error("recording stopped, the call goes on: %s: %s", self.url, why)
+        where = self.url if self._bucket is not None else self.path
+        log.error("recording stopped, the call goes on: %s: %s", where, why)
         self.failed = f"could not be written: {why}"[:300]
         self._messages = []
         self._queue.clear()

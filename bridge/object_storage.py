@@ -22,6 +22,7 @@ part, which the close uploads again before completing the object; a WAV's first 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -262,15 +263,20 @@ class Bucket:
             Bucket=self.place.bucket, Key=self.key(name), UploadId=upload_id
         )
 
-    def complete_abandoned(self, idle_s: float = ABANDONED_AFTER_S) -> int:
+    def complete_abandoned(
+        self, is_recording: Callable[[str], bool], idle_s: float = ABANDONED_AFTER_S
+    ) -> int:
         """Make objects of the uploads that bridges left unfinished (they stopped mid-call):
         every part they uploaded, so a call loses at most its last minute. Uploads with no
-        part are aborted. How many were completed."""
+        part are aborted. Only uploads of names `is_recording` accepts are touched (the
+        prefix may be shared). How many were completed."""
         completed = 0
         now = time.time()
         for upload in self._uploads():
             key, upload_id = upload["Key"], upload["UploadId"]
             name = key[len(self.place.prefix) :]
+            if "/" in name or not is_recording(name):
+                continue
             parts = self._parts(key, upload_id)
             last = max([p["LastModified"] for p in parts] + [upload["Initiated"]])
             if now - _unix(last) < idle_s:
@@ -311,8 +317,6 @@ def _unix(moment: datetime | float) -> float:
 
 async def in_object_io(work: Callable[..., Any], *args: object) -> Any:
     """Run a blocking call of the store in its own threads (not the event loop's pool)."""
-    import asyncio
-
     return await asyncio.get_running_loop().run_in_executor(_OBJECT_IO, work, *args)
 
 

@@ -244,13 +244,18 @@ class RecordingStorage:
         try:
             return int(
                 await asyncio.wait_for(
-                    in_object_io(self.bucket.complete_abandoned, idle_s), UPLOAD_DEADLINE_S * 4
+                    in_object_io(self.bucket.complete_abandoned, _is_recording_name, idle_s),
+                    UPLOAD_DEADLINE_S * 4,
                 )
             )
         except Exception as exc:
             why = "no answer in time" if isinstance(exc, TimeoutError) else described(exc)
             log.error("could not look for unfinished uploads in %s: %s", self.bucket.url, why)
             return 0
+
+
+def _is_recording_name(name: str) -> bool:
+    return not name.startswith(".") and format_of(Path(name)) is not None
 
 
 def _remove_stale_spools(directory: Path, idle_s: float) -> None:

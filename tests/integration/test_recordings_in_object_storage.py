@@ -184,10 +184,16 @@ async def test_a_bridge_that_dies_mid_call_loses_at_most_the_part_in_progress(
     frames = noise_frames(420)
     await feed([on_disk, dying], frames)
     await on_disk.finish()
-    # The bridge is gone: `dying` is never finished. Another bridge, later, tidies up.
-    storage = RecordingStorage(tmp_path / "spool", s3_bucket.bucket())
+    # The bridge is gone: `dying` is never finished. Another bridge, later, tidies up,
+    # touching no other upload under the prefix (it may be shared).
+    bucket = s3_bucket.bucket()
+    theirs = bucket.start_upload("notes.txt", "text/plain")
+    bucket.upload_part("notes.txt", theirs, 1, b"not ours")
+    storage = RecordingStorage(tmp_path / "spool", bucket)
     assert s3_bucket.names() == []  # (an unfinished upload is no object yet)
     assert await storage.tidy(idle_s=0) == 1
+    unfinished = bucket.client.list_multipart_uploads(Bucket=s3_bucket.name)["Uploads"]
+    assert [u["UploadId"] for u in unfinished] == [theirs]
     left = s3_bucket.read(name)
     caller, _ = read_stereo(io.BytesIO(left))  # reads whole: its header says "to the end"
     whole, _ = read_stereo(tmp_path / "disk" / name)
