@@ -10,14 +10,13 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from twilio.http import HttpClient
 
 from bridge.admission import CallRegistry
-from bridge.call_recording import RECORDING_FORMATS, purge_recordings
+from bridge.call_recording import RECORDING_FORMATS
 from bridge.call_runner import CallRunner, wait_for_records
 from bridge.call_setup import call_setup, load_tool_filler, load_tool_registry
 from bridge.console import Console
@@ -29,6 +28,7 @@ from bridge.post_call_webhook import PostCallWebhook
 from bridge.profiles import Profiles, load_profiles
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.realtime.providers import endpoint_from_settings
+from bridge.recording_storage import RecordingStorage
 from bridge.records.model import Recording
 from bridge.records.store import CallStore, SQLiteCallStore
 from bridge.settings import ConfigError, Settings
@@ -103,23 +103,24 @@ def create_app(
         if webhook is not None:
             webhook.start()
             log.info("post-call webhook: %s", webhook.safe_url)
-        _log_recording(settings, profiles)
+        _log_recording(settings, profiles, recordings)
         retention = settings.recording_retention_days
-        purge = None
-        if records is not None and retention > 0:
-            directory = Path(settings.recordings_path)
-            purge = asyncio.create_task(_purge_hourly(records, directory, retention))
+        upkeep = None
+        if recordings.bucket is not None or (records is not None and retention > 0):
+            upkeep = asyncio.create_task(
+                _keep_recordings(recordings, records if retention > 0 else None, retention)
+            )
         try:
             yield
         finally:
-            if purge is not None:
-                purge.cancel()
+            if upkeep is not None:
+                upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await purge
+                    await upkeep
             if agent is not None:
                 await agent.stop()
+            await wait_for_records()  # (the recordings' last parts too)
             if records is not None:
-                await wait_for_records()
                 if webhook is not None:
                     await webhook.stop()  # what it has not delivered waits in the records
                 await records.close()
@@ -139,10 +140,11 @@ def create_app(
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
     rest = TwilioRest(token.get_secret_value(), twilio_http) if token is not None else None
-    # RECORDING, or each profile's: where the bridge writes its recordings, and where Twilio
-    # posts the status of its own (signed like every webhook).
+    # RECORDING, or each profile's: where the bridge writes its recordings (and finds those
+    # of earlier calls), and where Twilio posts the status of its own (signed like every
+    # webhook).
     recording_modes = profiles.recording_modes()
-    recordings_dir = Path(settings.recordings_path) if "bridge" in recording_modes else None
+    recordings = app.state.recordings = RecordingStorage.from_settings(settings)
     recording_callback = (
         settings.public_url + RECORDING_STATUS_PATH
         if "twilio" in recording_modes and settings.public_url
@@ -264,7 +266,7 @@ def create_app(
             webhook=app.state.webhook,
             recording_of=recording_of_call,
             recording_callback=recording_callback,
-            recordings_dir=recordings_dir,
+            recordings=recordings if "bridge" in recording_modes else None,
             recording_format=RECORDING_FORMATS[settings.recording_format],
         )
         try:
@@ -282,7 +284,7 @@ def create_app(
         return Response(body, media_type=content_type)
 
     console = app.state.console = Console(
-        settings, calls=calls, store=app.state.store, tokens=tokens
+        settings, calls=calls, store=app.state.store, tokens=tokens, recordings=recordings
     )
     app.include_router(console.router)
 
@@ -324,13 +326,13 @@ def _log_setup(settings: Settings, endpoint: RealtimeEndpoint, profiles: Profile
         )
 
 
-def _log_recording(settings: Settings, profiles: Profiles) -> None:
+def _log_recording(settings: Settings, profiles: Profiles, recordings: RecordingStorage) -> None:
     """Say which calls are recorded, and how: consent is the operator's to get."""
     recorded = {p.name: p.recording for p in profiles.all() if p.recording != "off"}
     if not recorded:
         return
     where = {
-        "bridge": f"by the bridge as {settings.recording_format} in {settings.recordings_path}",
+        "bridge": f"by the bridge as {settings.recording_format} in {recordings.where}",
         "twilio": "by Twilio",
     }
     if len(set(recorded.values())) == 1 and len(recorded) == len(profiles.all()):
@@ -341,13 +343,28 @@ def _log_recording(settings: Settings, profiles: Profiles) -> None:
         log.info("recording the calls of profile %s %s (consent is yours)", name, where[mode])
 
 
-async def _purge_hourly(records: CallStore, directory: Path, days: float) -> None:
-    """RECORDING_RETENTION_DAYS: at start, then every hour."""
+async def _keep_recordings(
+    recordings: RecordingStorage, records: CallStore | None, days: float
+) -> None:
+    """At start, then every hour: with a bucket, say whether it answers (a bucket that does
+    not costs recordings, never calls: one line here, and each record says why) and finish
+    what bridges that stopped mid-call left; with RECORDING_RETENTION_DAYS, delete
+    recordings past it."""
+    answers = True
+    if recordings.bucket is not None:
+        problem = await recordings.check()
+        if problem is not None:
+            log.error("recordings to %s will fail: %s", recordings.where, problem)
+            answers = False  # (its tidy-up would only say so again, at start)
     while True:
-        try:
-            await purge_recordings(records, directory, days)
-        except Exception as exc:  # the records are away: next hour
-            log.error("could not delete old recordings: %s", exc)
+        if answers:
+            await recordings.tidy()
+        answers = True
+        if records is not None:
+            try:
+                await recordings.purge(records, days)
+            except Exception as exc:  # the records are away: next hour
+                log.error("could not delete old recordings: %s", exc)
         await asyncio.sleep(3600)
 
 

@@ -22,6 +22,10 @@ and writes the encoder's lookahead as the stream's pre-skip, which decoders drop
 both channels sit where the WAV has them (0 samples apart, measured by cross-correlation
 in tests/unit/test_call_recording.py). Its Ogg pages hold up to 1 s of audio each, so at
 most that much more (a few KB) waits in memory before it reaches the disk.
+
+With RECORDINGS_URL, the same file is written to a bucket instead, in parts as the call goes
+(`bridge.object_storage.UploadingFile`), by the same thread, under the same failure
+semantics: a store that is away or slow costs the recording, never the call.
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ import soundfile
 
 from bridge.audio import MULAW_RATE, mulaw_to_pcm16
 from bridge.core.call import decoded_length
+from bridge.object_storage import UPLOAD_DEADLINE_S, Bucket, UploadingFile, described
 from bridge.records.model import Recording
-from bridge.records.store import CallStore
 
 log = logging.getLogger("bridge.call_recording")
 
@@ -73,6 +77,10 @@ WRITER_NICENESS = 19  # the lowest priority a thread can give itself
 _ENCODING = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) // 2))
 
 _CALLER, _SENT, _PLAYED, _CLEARED = range(4)
+SPOOL_SUFFIX = ".spool"  # a recording's local spool, while it is uploaded (no format's suffix)
+# What a WAV's header says before its close: "to the end of the file" (the most RIFF can
+# hold), so a file or object a stopped bridge left reads whole; the close writes the length.
+_UNKNOWN_WAV_FRAMES = (0xFFFFFFFF - 36) // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +116,20 @@ class _Chunk:
 
 
 class CallRecorder:
-    def __init__(self, path: Path, started_at: float) -> None:
-        """`path`'s suffix says the format (RECORDING_FORMATS)."""
+    def __init__(self, path: Path, started_at: float, bucket: Bucket | None = None) -> None:
+        """`path`'s suffix says the format (RECORDING_FORMATS). With a `bucket`, the
+        recording is the object of `path`'s name there, and `path` its local spool."""
         file_format = format_of(path)
         if file_format is None:
             raise ValueError(f"{path.name}: not the file of a recording format")
         self.path = path
         self.format = file_format
+        self._bucket = bucket
+        # Where the record says the recording is: the file's name in RECORDINGS_DIR, or
+        # the object's s3:// address.
+        self.url = bucket.url_of(path.name) if bucket is not None else path.name
+        self._deadline_s = UPLOAD_DEADLINE_S if bucket is not None else WRITE_DEADLINE_S
+        self._file: BinaryIO | UploadingFile | None = None
         self._origin = started_at  # the stream's start: sample 0
         self._messages: list[tuple[int, str, str, float]] = []  # (kind, payload, mark, at)
         self._queue: deque[_Chunk] = deque()
@@ -180,18 +195,18 @@ class CallRecorder:
             # The header is written with the file's length only now (WAV, FLAC; Opus: the
             # last packet): a close that fails leaves a file players would cut short.
             try:
-                await asyncio.wait_for(self._on_disk(self._close), WRITE_DEADLINE_S)
+                await asyncio.wait_for(self._on_disk(self._close), self._deadline_s)
             except Exception as exc:
                 self._fail(exc)
         elif self._thread is not None:
             self._disk.put(self._close_quietly)  # (not waited for: the disk is failing)
         self._disk.put(None)  # (the thread ends once what it holds is done)
         if self.failed is not None:
-            return Recording("bridge", "failed", url=self.path.name, error=self.failed)
+            return Recording("bridge", "failed", url=self.url, error=self.failed)
         if self._late:
             log.warning("recording: %d ms of audio came too late to be placed", self._late // 8)
         return Recording(
-            "bridge", "completed", url=self.path.name, duration_s=round(self._written / MULAW_RATE)
+            "bridge", "completed", url=self.url, duration_s=round(self._written / MULAW_RATE)
         )
 
     async def _settle(self, until: float | None) -> None:
@@ -203,7 +218,7 @@ class CallRecorder:
         try:
             frames = self._place(messages, until)
             if frames:
-                await asyncio.wait_for(self._on_disk(self._write, frames), WRITE_DEADLINE_S)
+                await asyncio.wait_for(self._on_disk(self._write, frames), self._deadline_s)
         except Exception as exc:  # a full disk, a stalled one, or a bug: never the call's end
             self._fail(exc)
 
@@ -376,15 +391,14 @@ class CallRecorder:
             self._writer.close()
 
     def _close_quietly(self) -> None:
+        if isinstance(self._file, UploadingFile):
+            self._file.abandon()  # (no object made of a failed recording's parts)
         with contextlib.suppress(Exception):
             self._close()
 
     def _write(self, frames: bytes) -> None:
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # What callers said is personal data: readable by this user only.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            file = os.fdopen(fd, "wb")
+            file = self._open_file()
             try:
                 self._writer = _open_writer(file, self.format)
             except BaseException:
@@ -392,15 +406,33 @@ class CallRecorder:
                 raise
         self._writer.write(frames)
 
+    def _open_file(self) -> BinaryIO:
+        if self._bucket is not None:
+            spool = self.path.with_name(self.path.name + SPOOL_SUFFIX)
+            uploading = UploadingFile(self._bucket, self.path.name, self.format.media_type, spool)
+            self._file = uploading
+            return uploading  # type: ignore[return-value]  # (what the writers use of a file)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # What callers said is personal data: readable by this user only.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._file = os.fdopen(fd, "wb")
+        return self._file
+
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, TimeoutError):
-            short = "a slow disk" + (
-                ", or too little CPU to encode" if self.format.libsndfile else ""
-            )
-            why = f"not done within {WRITE_DEADLINE_S:g} s ({short})"
+            if self._bucket is not None:
+                short = "object storage slow or unreachable"
+            else:
+                short = "a slow disk"
+            if self.format.libsndfile:
+                short += ", or too little CPU to encode"
+            why = f"not done within {self._deadline_s:g} s ({short})"
+        elif self._bucket is not None:
+            why = described(exc)
         else:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        log.error("recording stopped, the call goes on: %s: %s", self.path, why)
+        where = self.url if self._bucket is not None else self.path
+        log.error("recording stopped, the call goes on: %s: %s", where, why)
         self.failed = f"could not be written: {why}"[:300]
         self._messages = []
         self._queue.clear()
@@ -427,6 +459,7 @@ class _WavWriter:
         self._wav.setnchannels(2)
         self._wav.setsampwidth(2)
         self._wav.setframerate(MULAW_RATE)
+        self._wav.setnframes(_UNKNOWN_WAV_FRAMES)
 
     def write(self, frames: bytes) -> None:
         self._wav.writeframesraw(frames)
@@ -533,8 +566,8 @@ def _pcm(payload: str) -> np.ndarray | None:
 def recording_file(directory: Path, recording: Recording | None) -> Path | None:
     """The bridge's file of a recording, if it made one: only ever a plain file name in
     `directory`, of a format the bridge writes (the name is the store's, but a path is
-    never followed). Its suffix says the format, so records from before FLAC and Opus
-    (CallSid.wav) are found as ever."""
+    never followed; an s3:// address is not a file's). Its suffix says the format, so
+    records from before FLAC and Opus (CallSid.wav) are found as ever."""
     if recording is None or recording.kind != "bridge" or not recording.url:
         return None
     name = recording.url
@@ -547,23 +580,3 @@ def media_type_of(path: Path) -> str:
     """What a recording's file is, as HTTP names it."""
     file_format = format_of(path)
     return file_format.media_type if file_format is not None else "application/octet-stream"
-
-
-async def delete_recording_file(directory: Path, recording: Recording | None) -> None:
-    path = recording_file(directory, recording)
-    if path is not None:
-        try:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-        except OSError as exc:
-            log.error("could not delete the recording %s: %s", path, exc)
-
-
-async def purge_recordings(store: CallStore, directory: Path, older_than_days: float) -> int:
-    """One pass of RECORDING_RETENTION_DAYS: recordings (their files too) and timelines of
-    calls older than that are deleted. How many recordings went."""
-    expired = await store.expire_recordings(time.time() - older_than_days * 86400)
-    for _, recording in expired:
-        await delete_recording_file(directory, recording)
-    if expired:
-        log.info("deleted %d recordings older than %g days", len(expired), older_than_days)
-    return len(expired)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -54,6 +53,7 @@ from bridge.realtime.endpoint import (
     open_realtime,
 )
 from bridge.realtime.providers import call_fields
+from bridge.recording_storage import RecordingStorage, timeline_document
 from bridge.records.from_call import CallClock, record_of
 from bridge.records.model import CallRecord, Recording
 from bridge.records.store import CallStore
@@ -67,7 +67,8 @@ from twiml.rest import TwilioRest
 from twiml.stream_token import StreamTokenError, StreamTokens
 
 log = logging.getLogger("bridge.call_runner")
-# Record writes still under way (a task must be referenced until it is done).
+# Record writes (and the recordings' last writes before them) still under way (a task must
+# be referenced until it is done).
 _RECORDS_BEING_SAVED: set[asyncio.Task[None]] = set()
 
 # The Realtime session is paid by the minute it stays open: it must be gone within 1 s of
@@ -92,8 +93,8 @@ Admission = Callable[[str, "CallRunner"], str | None]
 
 
 async def wait_for_records() -> None:
-    """Let the call records still being written finish (at shutdown, before the store
-    closes)."""
+    """Let the recordings and call records still being written finish (at shutdown, before
+    the store closes; each has its deadline)."""
     if _RECORDS_BEING_SAVED:
         await asyncio.gather(*_RECORDS_BEING_SAVED, return_exceptions=True)
 
@@ -123,11 +124,11 @@ class CallRunner:
         webhook: PostCallWebhook | None = None,
         recording_of: Callable[[Mapping[str, str]], str] | None = None,
         recording_callback: str | None = None,
-        recordings_dir: Path | None = None,
+        recordings: RecordingStorage | None = None,
         recording_format: RecordingFormat = RECORDING_FORMATS["wav"],
     ) -> None:
         """`recording_of`: how an admitted call is recorded, from its stream's parameters
-        (its profile): "bridge" into `recordings_dir`, "twilio" with `recording_callback`
+        (its profile): "bridge" into `recordings`, "twilio" with `recording_callback`
         (where Twilio posts the recording's status), anything else not at all.
         The bridge writes `recording_format`."""
         self.twilio = twilio_socket
@@ -145,7 +146,7 @@ class CallRunner:
         self.webhook = webhook
         self._recording_of = recording_of
         self._recording_callback = recording_callback
-        self._recordings_dir = recordings_dir
+        self._recordings = recordings
         self._recording_format = recording_format
         self._recorder: CallRecorder | None = None
         self._recorded = ""  # the stream whose caller audio it records
@@ -188,8 +189,6 @@ class CallRunner:
                 await self._end_through_rest(self.ending)
             await self._twilio_link.finish()
             await self._close_twilio()
-            if self._recorder is not None:
-                self.recording = await self._recorder.finish()
             self._keep_record()
 
     async def say_goodbye(self, text: str) -> None:
@@ -355,13 +354,13 @@ class CallRunner:
         recording = self._recording_of(start.parameters) if self._recording_of else "off"
         if (
             recording == "bridge"
-            and self._recordings_dir is not None
+            and self._recordings is not None
             and call is not None
             and call.started_at is not None
         ):
-            name = re.sub(r"[^A-Za-z0-9]", "", start.call_sid) or "call"
-            path = self._recordings_dir / f"{name}{self._recording_format.suffix}"
-            recorder = CallRecorder(path, call.started_at)
+            recorder: CallRecorder = self._recordings.recorder(
+                start.call_sid, self._recording_format, call.started_at
+            )
             self._recorder, self._recorded = recorder, start.stream_sid
             self._spawn(recorder.run(), "recorder")
         if recording == "twilio" and self._recording_callback and self.rest is not None:
@@ -472,7 +471,8 @@ class CallRunner:
     # --- the end -------------------------------------------------------------------------------
 
     def _keep_record(self) -> None:
-        """Log the call's end with its usage, count it, and store its record."""
+        """Log the call's end with its usage, count it, and finish its recording and store
+        its record once its line is free."""
         ending = self.ending
         summary = self.summary()
         if summary is None:
@@ -502,14 +502,21 @@ class CallRunner:
                 record.tokens,
                 record.cost_usd,
             )
-        if self.store is not None:
-            # Written after the line is freed: a slow disk never holds a caller's line.
+        if self.store is not None or self._recorder is not None:
+            # After the line is freed: a slow disk or bucket never holds a caller's line.
             task = asyncio.create_task(self._store(record), name=f"save {summary.call_sid}")
             _RECORDS_BEING_SAVED.add(task)
             task.add_done_callback(_RECORDS_BEING_SAVED.discard)
 
     async def _store(self, record: CallRecord) -> None:
-        assert self.store is not None
+        recorder = self._recorder
+        if recorder is not None:  # the recording's end first: the record says how it went
+            recording = await recorder.finish()
+            record = replace(record, recording=recording)
+            if self._recordings is not None and recording.status == "completed":
+                await self._recordings.keep_timeline(recording, timeline_document(record))
+        if self.store is None:
+            return
         webhook = self.webhook
         delivery = webhook.delivery_for(record) if webhook is not None else None
         try:

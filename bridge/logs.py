@@ -101,8 +101,11 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # At DEBUG the websockets library logs every handshake header: the Realtime API key,
-    # a gateway ?token=, Twilio's signatures. Those lines never leave it.
-    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))
+    # a gateway ?token=, Twilio's signatures; botocore (RECORDINGS_URL) every request's
+    # headers and what it signed, a role's session token among them. Those lines never
+    # leave them.
+    for library in ("websockets", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(library).setLevel(max(logging.INFO, root.level))
 
 
 def _is_terminal(stream: IO[str]) -> bool:

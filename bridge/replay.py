@@ -26,13 +26,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from bridge.arguments import OneLineErrorParser, non_negative_int
 from bridge.audio import MULAW_RATE, pcm16_to_mulaw
 from bridge.core.timeline import Moment
+from bridge.object_storage import described
+from bridge.recording_storage import ObjectRecording, RecordingStorage
 from bridge.simulator.caller import simulate_call
 from bridge.simulator.replay_script import ReplayScript
 from bridge.simulator.report import CallReport, format_report
@@ -89,13 +91,15 @@ class TurnRow:
 # --- what is replayed -------------------------------------------------------------------
 
 
-def read_caller_channel(path: Path) -> bytes:
+def read_caller_channel(source: Path | BinaryIO, label: str | None = None) -> bytes:
     """The caller's audio in a recording (its left channel; a mono file is the caller) as
-    8 kHz mu-law, read a block at a time: any format libsndfile reads (WAV, FLAC, Ogg)."""
+    8 kHz mu-law, read a block at a time: any format libsndfile reads (WAV, FLAC, Ogg), from
+    a file or (`label` naming it) an object being read."""
     import soundfile
 
+    name = label or str(source)
     try:
-        with soundfile.SoundFile(path) as audio:
+        with soundfile.SoundFile(source) as audio:
             rate = audio.samplerate
             state = None
             out = bytearray()
@@ -105,9 +109,9 @@ def read_caller_channel(path: Path) -> bytes:
                     pcm, state = audioop.ratecv(pcm, 2, 1, rate, MULAW_RATE, state)
                 out += pcm16_to_mulaw(pcm)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise ReplayError(f"cannot read {path} as audio: {exc}") from None
+        raise ReplayError(f"cannot read {name} as audio: {exc}") from None
     if not out:
-        raise ReplayError(f"{path} holds no audio")
+        raise ReplayError(f"{name} holds no audio")
     return bytes(out)
 
 
@@ -127,12 +131,11 @@ async def _stored_record(call_sid: str, db_path: str | None) -> CallRecord | Non
 
 
 def load_source(
-    call_or_file: str, db_path: str | None, recordings_dir: Path | None
+    call_or_file: str, db_path: str | None, recordings: RecordingStorage | None
 ) -> ReplaySource:
     """A recording file (its record too, when its name is a call the records know), or a
-    call's record and its recording."""
-    from bridge.call_recording import recording_file
-
+    call's record and its recording (a file in RECORDINGS_DIR, or an object under
+    RECORDINGS_URL)."""
     path = Path(call_or_file)
     if path.is_file():
         stem = path.name.split(".", 1)[0]
@@ -158,13 +161,28 @@ def load_source(
             f"call {call_or_file} was recorded by Twilio ({recording.sid}): download its "
             "dual-channel audio and pass the file"
         )
-    found = recording_file(recordings_dir, recording) if recordings_dir is not None else None
-    if found is None or not found.is_file():
+    found = recordings.find(recording) if recordings is not None else None
+    where = recordings.where if recordings is not None else "RECORDINGS_DIR"
+    try:
+        there = found is not None and found.version() is not None
+    except Exception as exc:  # the bucket is away, or refuses these credentials
+        raise ReplayError(f"cannot reach {recording.url}: {described(exc)}") from None
+    if found is None or not there:
         raise ReplayError(
-            f"the recording of call {call_or_file} is not in {recordings_dir} "
-            "(RECORDINGS_DIR): deleted, or kept elsewhere?"
+            f"the recording of call {call_or_file} ({recording.url}) is not in {where} "
+            "(RECORDINGS_DIR, RECORDINGS_URL): deleted, or kept elsewhere?"
         )
-    return ReplaySource(read_caller_channel(found), f"call {call_or_file} ({found})", record)
+    label = found.url if isinstance(found, ObjectRecording) else str(found.path)
+    try:
+        source = found.open()
+    except Exception as exc:
+        raise ReplayError(f"cannot read {label}: {described(exc)}") from None
+    try:
+        caller = read_caller_channel(source, label)
+    finally:
+        if not isinstance(source, Path):
+            source.close()
+    return ReplaySource(caller, f"call {call_or_file} ({label})", record)
 
 
 # --- the comparison ------------------------------------------------------------------------
@@ -504,4 +522,8 @@ def _source_from(call_or_file: str) -> ReplaySource:
         raise ReplayError(
             "cannot read the settings that find the call: " + "; ".join(exc.problems)
         ) from None
-    return load_source(call_or_file, settings.call_db_path, Path(settings.recordings_path))
+    try:
+        recordings = RecordingStorage.from_settings(settings)
+    except Exception as exc:  # (boto3 refusing the endpoint or region it was given)
+        raise ReplayError(f"cannot reach RECORDINGS_URL: {described(exc)}") from None
+    return load_source(call_or_file, settings.call_db_path, recordings)

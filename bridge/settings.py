@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge import defaults
 from bridge.core.interruptions import normal_words
+from bridge.object_storage import check_endpoint, check_region, parse_recordings_url
 from bridge.realtime import providers
 from bridge.realtime.dialects import Dialect
 from bridge.tools.builtins import BUILTIN_NAMES
@@ -314,6 +315,30 @@ class Settings(BaseSettings):
         description="Where RECORDING=bridge writes each call's file (CallSid.wav, .flac or "
         ".ogg); unset: a recordings folder beside CALL_DB_PATH.",
     )
+    recordings_url: str | None = Field(
+        None,
+        description="s3://bucket/prefix: RECORDING=bridge keeps each call's audio and "
+        "timeline in this bucket of any S3-compatible service (AWS, GCS, MinIO, R2), "
+        "uploaded in parts as the call goes, with credentials from the AWS chain "
+        "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, a role). Unset: files in "
+        "RECORDINGS_DIR.",
+    )
+    recordings_s3_endpoint: str | None = Field(
+        None,
+        description="The S3 API's URL for a service other than AWS: MinIO's, "
+        "https://<account>.r2.cloudflarestorage.com, https://storage.googleapis.com. "
+        "Unset: AWS.",
+    )
+    recordings_s3_region: str | None = Field(
+        None,
+        description="The bucket's region (auto for R2); unset: the AWS chain's (AWS_REGION), "
+        "else us-east-1.",
+    )
+    recordings_s3_path_style: bool = Field(
+        False,
+        description="Name the bucket in the path (endpoint/bucket/key), as MinIO and most "
+        "self-hosted services want; false: as the service prefers (bucket.endpoint on AWS).",
+    )
     recording_notice: str | None = Field(
         None,
         description="Said to every caller before the assistant answers, e.g. that calls "
@@ -383,6 +408,21 @@ class Settings(BaseSettings):
         if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
             raise ValueError("every header value must be a string")
         return value
+
+    @field_validator("recordings_url")
+    @classmethod
+    def _check_recordings_url(cls, value: str | None) -> str | None:
+        return parse_recordings_url(value).url if value else None
+
+    @field_validator("recordings_s3_endpoint")
+    @classmethod
+    def _check_s3_endpoint(cls, value: str | None) -> str | None:
+        return check_endpoint(value) if value else None
+
+    @field_validator("recordings_s3_region")
+    @classmethod
+    def _check_s3_region(cls, value: str | None) -> str | None:
+        return check_region(value) if value else None
 
     @field_validator("operator_token", "metrics_token")
     @classmethod
@@ -497,6 +537,9 @@ class Settings(BaseSettings):
         "recording_notice",
         "recordings_dir",
         "tool_filler_file",
+        "recordings_url",
+        "recordings_s3_endpoint",
+        "recordings_s3_region",
         "greeting",
         "session_rollover_s",
         mode="before",
@@ -587,6 +630,17 @@ class Settings(BaseSettings):
                 "POST_CALL_WEBHOOK_URL: needs call records (CALL_DB_PATH), where deliveries "
                 "wait to be retried, across restarts too"
             )
+        if not self.recordings_url:
+            for name, value in (
+                ("RECORDINGS_S3_ENDPOINT", self.recordings_s3_endpoint),
+                ("RECORDINGS_S3_REGION", self.recordings_s3_region),
+                ("RECORDINGS_S3_PATH_STYLE", self.recordings_s3_path_style or None),
+            ):
+                if value is not None:
+                    problems.append(
+                        f"{name}: used only with RECORDINGS_URL (s3://bucket/prefix), which "
+                        "is not set: recordings would go to RECORDINGS_DIR"
+                    )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -696,7 +750,12 @@ SECRET_SETTINGS = frozenset(
     name.upper() for name, field in Settings.model_fields.items() if _is_secret(field)
 )
 # Shown without user:password@, query or fragment, which may carry a credential.
-_URL_SETTINGS = {"PUBLIC_URL", "AZURE_OPENAI_ENDPOINT"}
+_URL_SETTINGS = {
+    "PUBLIC_URL",
+    "AZURE_OPENAI_ENDPOINT",
+    "RECORDINGS_URL",
+    "RECORDINGS_S3_ENDPOINT",
+}
 # A shorter secret is not looked for in error text: it would blank out ordinary words.
 _MIN_REDACTED_CHARS = 4
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.object_storage import (
+    RecordingsBucket,
+    S3Server,
+    new_bucket,
+    start_s3_server,
+    use_test_credentials,
+)
 from tests.helpers.settings_env import setting_names
 
 
@@ -20,3 +28,20 @@ def no_settings_in_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.upper() in names:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """An S3 server on loopback, one per test process (see tests/helpers/object_storage.py)."""
+    server = start_s3_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> RecordingsBucket:
+    """A bucket of its own on it, reached with credentials from the environment."""
+    use_test_credentials(monkeypatch, tmp_path)
+    return new_bucket(s3_server)

@@ -10,22 +10,26 @@ import re
 import secrets
 import time
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import orjson
-import soundfile
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from starlette.websockets import WebSocket
 
-from bridge.call_recording import delete_recording_file, media_type_of, recording_file
 from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
+from bridge.console.object_stream import READ_DEADLINE_S, object_response
 from bridge.console.waveform import Waveforms, markers
+from bridge.object_storage import described, in_object_io
 from bridge.profiles import DEFAULT_PROFILE
-from bridge.records.store import timeline_rows
+from bridge.recording_storage import (
+    LocalRecording,
+    ObjectRecording,
+    RecordingStorage,
+    timeline_document,
+)
 from twiml.answer import PROFILE_PARAMETER, stream_url
 from twiml.request_body import RefusalLog, RequestRefused, parse_form, read_body
 from twiml.stream_token import StreamTokens
@@ -84,12 +88,14 @@ class Console:
         calls: CallRegistry,
         store: CallStore | None,
         tokens: StreamTokens | None,
+        recordings: RecordingStorage | None = None,
         login_delay_s: float = 0.5,
     ) -> None:
         self.settings = settings
         self.calls = calls
         self.store = store
         self.tokens = tokens
+        self.recordings = recordings or RecordingStorage.from_settings(settings)
         password = settings.console_password
         self.sessions = Sessions(password.get_secret_value()) if password is not None else None
         self.throttle = LoginThrottle(login_delay_s)
@@ -345,14 +351,7 @@ class Console:
         record = await self.store.get(call_sid) if self.store is not None else None
         if record is None:
             return JSONResponse({"error": f"no call with the sid {call_sid}"}, status_code=404)
-        body = orjson.dumps(
-            {
-                "call_sid": record.call_sid,
-                "started_at": record.started_at,
-                "dropped": record.timeline_dropped,
-                "timeline": timeline_rows(record.timeline),
-            }
-        )
+        body = timeline_document(record)
         filename = f"{re.sub(r'[^A-Za-z0-9_-]', '', call_sid)}-timeline.json"
         return Response(
             body,
@@ -365,34 +364,52 @@ class Console:
 
     async def _recorded_call(
         self, request: Request, call_sid: str
-    ) -> tuple[CallRecord, Path] | Response:
-        """The call's record and the file of its complete recording by the bridge; or the
-        answer when there is none, or the request is not logged in."""
+    ) -> tuple[CallRecord, LocalRecording | ObjectRecording, tuple[str, int, str]] | Response:
+        """The call's record, its complete recording by the bridge (a file, or an object)
+        and that recording's place, length and version; or the answer when there is none,
+        or the request is not logged in."""
         if not self._logged_in(request):
             return self._unauthorized()
         record = await self.store.get(call_sid) if self.store is not None else None
         recording = record.recording if record is not None else None
-        path = recording_file(Path(self.settings.recordings_path), recording)
+        found = self.recordings.find(recording)
         complete = recording is not None and recording.status == "completed"
-        if record is None or path is None or not complete:
+        if record is None or found is None or not complete:
             return _no_recording(call_sid)
-        return (record, path) if await asyncio.to_thread(path.is_file) else _no_recording(call_sid)
+        try:
+            version = await asyncio.wait_for(in_object_io(found.version), READ_DEADLINE_S)
+        except Exception as exc:  # the bucket is away: said so, in one line each side
+            log.error("console: could not reach the recording of %s: %s", call_sid, described(exc))
+            return JSONResponse(
+                {"error": f"the recording of the call {call_sid} could not be reached"}, 503
+            )
+        return (record, found, version) if version is not None else _no_recording(call_sid)
 
     async def _call_recording(self, request: Request, call_sid: str) -> Response:
         """The bridge's recording of the call (RECORDING=bridge), in its file's format
         (WAV, FLAC or Ogg Opus): the browser can seek in it (range requests), behind the
-        login."""
+        login. From object storage, streamed through the bridge."""
         recorded = await self._recorded_call(request, call_sid)
         if isinstance(recorded, Response):
             return recorded
-        _, path = recorded
-        return FileResponse(
-            path,
-            media_type=media_type_of(path),
-            filename=path.name,
-            content_disposition_type="inline",
-            headers=dict(_SECURITY_HEADERS),
-        )
+        _, found, (_, size, etag) = recorded
+        if isinstance(found, LocalRecording):
+            return FileResponse(
+                found.path,
+                media_type=found.media_type,
+                filename=found.name,
+                content_disposition_type="inline",
+                headers=dict(_SECURITY_HEADERS),
+            )
+        try:
+            return await object_response(
+                found, size, etag, request.headers.get("range"), _SECURITY_HEADERS
+            )
+        except Exception as exc:
+            log.error("console: could not read the recording of %s: %s", call_sid, described(exc))
+            return JSONResponse(
+                {"error": f"the recording of the call {call_sid} could not be reached"}, 503
+            )
 
     async def _call_waveform(self, request: Request, call_sid: str) -> Response:
         """The recording as a picture's data: {duration_s, pictured_s, buckets, full_scale,
@@ -401,11 +418,11 @@ class Console:
         recorded = await self._recorded_call(request, call_sid)
         if isinstance(recorded, Response):
             return recorded
-        record, path = recorded
+        record, found, version = recorded
         try:
-            peaks = await self._waveforms.peaks(path)
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-            log.error("console: could not read the recording %s: %s", path, exc)
+            peaks = await self._waveforms.peaks(found, version)
+        except Exception as exc:  # not audio after all, or the bucket went away
+            log.error("console: could not read the recording %s: %s", version[0], described(exc))
             return JSONResponse(
                 {"error": f"the recording of the call {call_sid} could not be read"}, 500
             )
@@ -429,7 +446,7 @@ class Console:
         if record is None:
             page = pages.message_page("Call not found", f"No call with the sid {call_sid}.")
             return self._page(page, 404)
-        await delete_recording_file(Path(self.settings.recordings_path), record.recording)
+        await self.recordings.delete(record.recording)
         log.info("console: deleted call %s and its recording", call_sid)
         return RedirectResponse("/console/calls", status_code=303)
 

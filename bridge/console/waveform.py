@@ -13,12 +13,16 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import soundfile
 
 from bridge.core.timeline import Moment, TimelineEntry, speech_edge
+from bridge.object_storage import in_object_io
+
+if TYPE_CHECKING:
+    from bridge.recording_storage import StoredRecording
 
 BUCKETS = 1000  # about one a pixel of a wide screen; ~8 KB of JSON for both channels
 FULL_SCALE = 1000  # a bucket's peak: thousandths of full scale
@@ -50,10 +54,10 @@ class Peaks:
         }
 
 
-def read_peaks(path: Path, buckets: int = BUCKETS) -> Peaks:
+def read_peaks(source: Path | BinaryIO, buckets: int = BUCKETS) -> Peaks:
     """Each channel's peak amplitude in `buckets` equal stretches of the recording (fewer
     if it has fewer samples). Raises what soundfile raises for a file it cannot read."""
-    with soundfile.SoundFile(path) as audio:
+    with soundfile.SoundFile(source) as audio:
         rate = audio.samplerate
         total = max(0, audio.frames)
         pictured = min(total, int(MAX_PICTURED_S * rate))
@@ -87,21 +91,36 @@ class Waveforms:
 
     def __init__(self, keep: int = KEPT_PICTURES) -> None:
         self._keep = keep
-        self._kept: OrderedDict[tuple[str, int, int], Peaks] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, int, str], Peaks] = OrderedDict()
         self._one_at_a_time = asyncio.Lock()
 
-    async def peaks(self, path: Path) -> Peaks:
+    async def peaks(
+        self, recording: StoredRecording, version: tuple[str, int, str] | None = None
+    ) -> Peaks:
+        """`version`: where the recording is, its length and version (a file's mtime, an
+        object's ETag), if the caller looked already: what a recording written again
+        changes. Raises FileNotFoundError if it is gone."""
         async with self._one_at_a_time:
-            stat = await asyncio.to_thread(path.stat)
-            key = (str(path), stat.st_size, stat.st_mtime_ns)  # (a file written again)
+            key = version or await in_object_io(recording.version)
+            if key is None:
+                raise FileNotFoundError(recording.name)
             peaks = self._kept.get(key)
             if peaks is None:
-                peaks = await asyncio.to_thread(read_peaks, path)
+                peaks = await in_object_io(_read_peaks_of, recording)
                 self._kept[key] = peaks
                 while len(self._kept) > self._keep:
                     self._kept.popitem(last=False)
             self._kept.move_to_end(key)
             return peaks
+
+
+def _read_peaks_of(recording: StoredRecording) -> Peaks:
+    source = recording.open()
+    try:
+        return read_peaks(source)
+    finally:
+        if not isinstance(source, Path):
+            source.close()
 
 
 def _fold(peaks: np.ndarray, edges: np.ndarray, start: int, magnitudes: np.ndarray) -> None:

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 
-# Variables of the Python runtime and of pip, not of the bridge: images set these too.
-RUNTIME_VARIABLES = re.compile(r"PATH|PYTHON[A-Z_]*|PIP_[A-Z_]+")
+# Variables of the Python runtime and of pip, not of the bridge: images set these too. And
+# the AWS credential chain's, which boto3 reads for the bridge (RECORDINGS_URL).
+RUNTIME_VARIABLES = re.compile(r"PATH|PYTHON[A-Z_]*|PIP_[A-Z_]+|AWS_[A-Z_]+")
 
 
 def secret_setting_names() -> set[str]:

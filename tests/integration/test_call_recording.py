@@ -8,7 +8,6 @@ call, in every format."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,13 +16,20 @@ import numpy as np
 import pytest
 import soundfile
 
-from bridge.audio import mulaw_to_pcm16
 from bridge.records.model import Recording
 from bridge.records.store import SQLiteCallStore
-from bridge.simulator import CallReport, HeardAudio
+from bridge.simulator import CallReport
+from tests.helpers.recorded_audio import (
+    ALIGNED_MS,
+    SAMPLES_PER_MS,
+    assert_recorded_as_heard,
+    assert_served,
+    assert_the_caller_speaks_where_they_did,
+    heard_stretches,
+    read_stereo,
+)
 from tests.helpers.records import record
 from tests.helpers.running_bridge import (
-    RunningBridge,
     running_bridge,
     stored_record,
     wait_until,
@@ -32,54 +38,10 @@ from tests.helpers.twilio_side import simulated_call
 
 pytestmark = pytest.mark.integration
 
-ALIGNED_MS = 20  # the issue's bound on where audio sits, both channels
 PASSWORD = "console-test-password"
-SAMPLES_PER_MS = 8
 
 
 FILES = {"wav": ("wav", "audio/wav"), "flac": ("flac", "audio/flac"), "opus": ("ogg", "audio/ogg")}
-
-
-def read_stereo(path: Path, subtype: str = "PCM_16") -> tuple[np.ndarray, np.ndarray]:
-    info = soundfile.info(str(path))
-    assert (info.channels, info.samplerate, info.subtype) == (2, 8000, subtype), info
-    stereo, _ = soundfile.read(path, dtype="int16")
-    return stereo[:, 0], stereo[:, 1]
-
-
-def found_at(channel: np.ndarray, pcm: np.ndarray, near_ms: float) -> int | None:
-    """Where `pcm` begins in `channel`, searched within 100 ms of `near_ms`: found by its
-    first 20 ms of sound (silence would match any silence)."""
-    sound = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 1000)
-    assert len(sound), "nothing to find: the segment is silent"
-    first = int(sound[0])
-    probe = pcm[first : first + 160]
-    centre = round(near_ms * SAMPLES_PER_MS) + first
-    for at in range(max(0, centre - 800), min(len(channel) - len(probe), centre + 800)):
-        if np.array_equal(channel[at : at + len(probe)], probe):
-            return at - first
-    return None
-
-
-async def assert_served(bridge: RunningBridge, call_sid: str, path: Path, media_type: str) -> None:
-    """The console's page of the call plays the recording (behind the login, as
-    `media_type`) and seeks in it (range requests), at its address and at the one it had
-    before FLAC and Opus."""
-    async with httpx.AsyncClient(base_url=bridge.base_url) as http:
-        url = f"/console/calls/{call_sid}/recording"
-        refused = await http.get(url)
-        await http.post("/console/login", data={"password": PASSWORD})
-        page = await http.get(f"/console/calls/{call_sid}")
-        seek = await http.get(url, headers={"Range": "bytes=44-8043"})
-        whole = await http.get(url)
-        old_address = await http.get(url + ".wav")
-    assert refused.status_code == 401
-    assert '<audio id="recording"' in page.text and f'src="{url}"' in page.text
-    assert (seek.status_code, len(seek.content)) == (206, 8000)
-    assert seek.headers["content-range"] == f"bytes 44-8043/{path.stat().st_size}"
-    assert whole.content == old_address.content == path.read_bytes()
-    for response in (seek, whole, old_address):
-        assert response.headers["content-type"] == media_type
 
 
 async def recorded_call(tmp_path: Path, recording_format: str) -> tuple[CallReport, Path]:
@@ -95,22 +57,11 @@ async def recorded_call(tmp_path: Path, recording_format: str) -> tuple[CallRepo
         report, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
         record = await stored_record(bridge, report.call_sid)
         path = tmp_path / f"{report.call_sid}.{suffix}"
-        await assert_served(bridge, report.call_sid, path, media_type)
+        await assert_served(bridge, report.call_sid, path.read_bytes(), media_type, PASSWORD)
     assert record.recording is not None and record.recording.status == "completed"
     assert record.recording.url == path.name
     assert record.recording.duration_s == round(soundfile.info(str(path)).frames / 8000)
     return report, path
-
-
-def heard_stretches(report: CallReport) -> Iterator[tuple[HeardAudio, np.ndarray]]:
-    """Each stretch the caller heard without a break, with its audio as 16-bit samples."""
-    heard = report.heard_audio
-    assert sum(s.nbytes for s in report.heard_segments) == len(heard)
-    offset = 0
-    for segment in report.heard_segments:
-        said = heard[offset : offset + segment.nbytes]
-        offset += segment.nbytes
-        yield segment, np.frombuffer(mulaw_to_pcm16(said), dtype=np.int16)
 
 
 @pytest.mark.parametrize("recording_format", ["wav", "flac"])
@@ -119,37 +70,7 @@ async def test_the_assistant_channel_is_what_the_caller_heard_cut_and_placed_as_
 ) -> None:
     report, path = await recorded_call(tmp_path, recording_format)
     caller, assistant = read_stereo(path)  # (FLAC: lossless, so every byte as in a WAV)
-    cuts = 0
-    for segment, said in heard_stretches(report):
-        start = found_at(assistant, said, segment.start_ms)
-        assert start is not None, segment
-        # Placed where it played ...
-        assert abs(start / SAMPLES_PER_MS - segment.start_ms) <= ALIGNED_MS, segment
-        # ... and exactly what was heard: every byte, and it stops where the clear cut it.
-        recorded = assistant[start : start + len(said)]
-        same = int(np.argmin(recorded == said)) if not np.array_equal(recorded, said) else None
-        tail_ms = 0.0 if same is None else (len(said) - same) / SAMPLES_PER_MS
-        assert tail_ms <= ALIGNED_MS, (segment, tail_ms)
-        if segment.cut:
-            cuts += 1
-            # Nothing the caller did not hear follows the cut (within the bound).
-            cut_at = start + len(said) + ALIGNED_MS * SAMPLES_PER_MS
-            assert not np.any(assistant[cut_at : cut_at + 200 * SAMPLES_PER_MS]), segment
-    assert cuts == 2
-    assert_the_caller_speaks_where_they_did(caller, report)
-
-
-def assert_the_caller_speaks_where_they_did(caller: np.ndarray, report: CallReport) -> None:
-    for turn in report.turns:
-        window = caller[
-            round((turn.speech_start_ms - 100) * SAMPLES_PER_MS) : round(
-                (turn.speech_start_ms + 200) * SAMPLES_PER_MS
-            )
-        ]
-        loud = np.flatnonzero(np.abs(window.astype(np.int32)) > 1000)
-        assert len(loud), turn
-        onset_ms = turn.speech_start_ms - 100 + loud[0] / SAMPLES_PER_MS
-        assert abs(onset_ms - turn.speech_start_ms) <= ALIGNED_MS, (turn, onset_ms)
+    assert_recorded_as_heard(caller, assistant, report, cuts=2)
 
 
 def placed_at(channel: np.ndarray, pcm: np.ndarray, near_ms: float) -> tuple[int, float]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from bridge.recording_storage import RecordingStorage
 from bridge.replay import (
     CHANGED_AT_EXIT,
     ReplayError,
@@ -49,7 +50,8 @@ async def test_a_replayed_call_meets_the_same_caller_and_hears_what_it_heard(
     ) as bridge:
         original, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
         record = await stored_record(bridge, original.call_sid)
-        source = await asyncio.to_thread(load_source, original.call_sid, db, tmp_path)
+        recordings = RecordingStorage(tmp_path)
+        source = await asyncio.to_thread(load_source, original.call_sid, db, recordings)
         assert source.original is not None and source.original.call_sid == original.call_sid
 
         options = SimulatorOptions(
@@ -123,6 +125,6 @@ async def test_a_call_that_was_not_recorded_cannot_be_replayed(tmp_path: Path) -
         original, _ = await simulated_call(bridge, turns=1)
         await stored_record(bridge, original.call_sid)
     with pytest.raises(ReplayError, match="was not recorded"):
-        await asyncio.to_thread(load_source, original.call_sid, db, tmp_path)
+        await asyncio.to_thread(load_source, original.call_sid, db, RecordingStorage(tmp_path))
     with pytest.raises(ReplayError, match=r"no call CA0+ in the call records"):
-        await asyncio.to_thread(load_source, "CA" + "0" * 32, db, tmp_path)
+        await asyncio.to_thread(load_source, "CA" + "0" * 32, db, RecordingStorage(tmp_path))

@@ -298,3 +298,58 @@ def test_a_recording_format_is_one_the_bridge_writes(monkeypatch: pytest.MonkeyP
     assert all(name in unknown for name in ("'wav'", "'flac'", "'opus'")), unknown
     monkeypatch.setenv("RECORDING_FORMAT", "FLAC")
     assert load_settings(_env_file=None).recording_format == "flac"
+
+
+def test_recordings_in_object_storage_are_named_by_an_s3_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECORDINGS_URL", "s3://call-audio/phone-bridge/prod")
+    monkeypatch.setenv("RECORDINGS_S3_ENDPOINT", "https://abc.r2.cloudflarestorage.com/")
+    monkeypatch.setenv("RECORDINGS_S3_REGION", "auto")
+    monkeypatch.setenv("RECORDINGS_S3_PATH_STYLE", "true")
+    settings = load_settings(_env_file=None)
+    assert settings.recordings_url == "s3://call-audio/phone-bridge/prod/"
+    assert settings.recordings_s3_endpoint == "https://abc.r2.cloudflarestorage.com"
+    assert (settings.recordings_s3_region, settings.recordings_s3_path_style) == ("auto", True)
+
+
+def test_a_recordings_url_that_cannot_work_is_one_line_each_never_echoing_a_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    found = problems_with(
+        monkeypatch,
+        RECORDINGS_URL="s3://AKIAEXAMPLE:wJalrXUtnFEMIexamplekey@call-audio/x",
+        RECORDINGS_S3_ENDPOINT="ftp://minio:9000",
+        RECORDINGS_S3_REGION="Europe West",
+    )
+    assert [p.split(":")[0] for p in found] == [
+        "RECORDINGS_URL",
+        "RECORDINGS_S3_ENDPOINT",
+        "RECORDINGS_S3_REGION",
+    ]
+    assert "credential chain" in found[0]
+    assert not any("wJalrXUtnFEMIexamplekey" in p or "AKIAEXAMPLE" in p for p in found), found
+    for url, why in (
+        ("https://call-audio.s3.amazonaws.com", "must be s3://bucket/prefix"),
+        ("s3://Call_Audio!", "is not a bucket name"),
+        ("s3://call-audio/../other", "must not hold . or .."),
+    ):
+        monkeypatch.setenv("RECORDINGS_URL", url)
+        monkeypatch.delenv("RECORDINGS_S3_ENDPOINT")
+        monkeypatch.delenv("RECORDINGS_S3_REGION")
+        [problem] = problems_with(monkeypatch)
+        assert problem.startswith("RECORDINGS_URL: ") and why in problem, problem
+        monkeypatch.setenv("RECORDINGS_S3_ENDPOINT", "https://x.example")
+        monkeypatch.setenv("RECORDINGS_S3_REGION", "auto")
+
+
+def test_object_storage_settings_without_a_recordings_url_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """They would be ignored, and the recordings land on a disk the operator meant to
+    leave."""
+    found = problems_with(monkeypatch, RECORDINGS_S3_ENDPOINT="http://minio:9000")
+    assert found == [
+        "RECORDINGS_S3_ENDPOINT: used only with RECORDINGS_URL (s3://bucket/prefix), which "
+        "is not set: recordings would go to RECORDINGS_DIR"
+    ]

@@ -13,6 +13,7 @@ import soundfile
 from bridge.console import waveform
 from bridge.console.waveform import Marker, markers, read_peaks
 from bridge.core.timeline import Moment, TimelineEntry, speech_detail
+from bridge.recording_storage import LocalRecording
 
 RATE = 8000
 
@@ -120,10 +121,11 @@ async def test_a_picture_is_read_once_until_its_file_changes(
     path = tmp_path / "call.wav"
     soundfile.write(path, stereo(1.0, (0, 0.5), (0.5, 1.0)), RATE)
     pictures = waveform.Waveforms()
-    first = await pictures.peaks(path)
-    assert await pictures.peaks(path) == first and len(reads) == 1
+    recording = LocalRecording(path)
+    first = await pictures.peaks(recording)
+    assert await pictures.peaks(recording) == first and len(reads) == 1
     soundfile.write(path, stereo(2.0, (0, 0.5), (0.5, 1.0)), RATE)  # written again
-    assert (await pictures.peaks(path)).duration_s == 2.0 and len(reads) == 2
+    assert (await pictures.peaks(recording)).duration_s == 2.0 and len(reads) == 2
 
 
 # ------------------------------------------------------------------------------ markers
