@@ -169,6 +169,7 @@ class Call:
         self._confirm = config.interruptions is Interruptions.CONFIRM
         self._pause: Pause | None = None
         self._delete_next_commit = False  # a non-turn decided before its item was committed
+        self._not_turns: set[str] = set()  # caller items taken out: their transcripts too
         self._idle = IdleWatch(config.idle_prompt_s, config.idle_hangup_s)
         self._filler = ToolFiller(config.tool_filler, config.tool_filler_ms / 1000)
         self._assistant_heard = False  # any of the model's audio has played
@@ -623,6 +624,7 @@ class Call:
         if self._delete_next_commit:
             # The speech it holds was found not to be a turn before the session said so.
             self._delete_next_commit = False
+            self._not_turns.add(committed.item_id)
             return [DeleteItem(committed.item_id)]
         self._transcript.caller_spoke(committed.item_id, began_at)
         if self._pause is not None and self._pause.item_id is None:
@@ -637,7 +639,7 @@ class Call:
             if done.transcript is not None:
                 self._transcript.caller_transcript(done.item_id, done.transcript)
             return self._decide(now)
-        if done.transcript is not None:
+        if done.transcript is not None and done.item_id not in self._not_turns:
             self._transcript.caller_transcript(done.item_id, done.transcript)
         return []
 
@@ -905,6 +907,7 @@ class Call:
         if pause.item_id is not None:
             actions.append(DeleteItem(pause.item_id))
             self._transcript.forget(pause.item_id)
+            self._not_turns.add(pause.item_id)  # (its transcript may come yet)
         else:
             self._delete_next_commit = True
         ledger = self._ledger
@@ -972,7 +975,7 @@ class Call:
             and not self._caller_speaking
             and not self._ledger.queued
             and not self._responses.busy
-            and not self._tools.running
+            and not self._tools.started_at
             and not self._keypad.keys
         )
 

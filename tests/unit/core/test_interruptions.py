@@ -141,6 +141,9 @@ def test_without_a_transcript_in_time_short_speech_resumes() -> None:
     assert h.tick(0.6 + TRANSCRIPT_WAIT_S - 0.05) == []
     resumed = h.tick(0.6 + TRANSCRIPT_WAIT_S + 0.01)
     assert resumed[0] == DeleteItem("u1") and len(of(PlayAudio, resumed)) == 2
+    # Its transcript, late, does not bring the non-turn back into the transcript.
+    h.handle(ev.CallerTranscribed("u1", "Mm-hmm."), 2.0)
+    assert all(line.role != "caller" for line in h.summary().transcript)
 
 
 def test_without_transcription_short_speech_resumes_when_it_stops() -> None:
