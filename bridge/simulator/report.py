@@ -44,6 +44,9 @@ class TurnReport:
     truncated_at_ms: float | None  # audio_end_ms of the bridge's `truncated:` mark
     truncated_heard_ms: float | None  # what the caller heard of that item (0.1 ms)
     truncation_delta_ms: float | None  # heard - truncated
+    # How long after the clear the truncation came: ~0 when the bridge cuts at once,
+    # the pause (INTERRUPTIONS=confirm) while it made sure it was an interruption.
+    cut_after_clear_ms: float | None
     first_audio_heard_at_ms: float | None
     response_latency_ms: float | None  # end of caller speech -> first answer audio heard
     arrival_latency_ms: float | None  # end of caller speech -> first answer audio arrived
@@ -163,14 +166,17 @@ def _turn_report(
     pushed = playback.pushed_bytes_by_response.get(response, 0)
     # Events between this turn's first speech frame and the next turn's belong to this turn.
     in_window = turn.speech_started_at, window_end
-    clear_latency = None
+    clear_latency = clear = None
     if turn.barged_in:
         clear = next((c for c in playback.clears if in_window[0] <= c.at_ms < in_window[1]), None)
         clear_latency = None if clear is None else clear.at_ms - turn.speech_started_at
     truncation = next(
         (t for t in playback.truncations if in_window[0] <= t.at_ms < in_window[1]), None
     )
-    heard_of_truncated = delta = None
+    heard_of_truncated = delta = cut_after = None
+    if truncation is not None and clear is not None:
+        # INTERRUPTIONS=confirm: silenced at once, cut once the bridge was sure.
+        cut_after = _round1(max(0.0, truncation.at_ms - clear.at_ms))
     if truncation is not None:
         heard_of_truncated = _round1(heard_by_item.get(truncation.item_id, 0) / MULAW_BYTES_PER_MS)
         delta = _round1(heard_of_truncated - truncation.audio_end_ms)
@@ -193,6 +199,7 @@ def _turn_report(
         truncated_at_ms=None if truncation is None else truncation.audio_end_ms,
         truncated_heard_ms=heard_of_truncated,
         truncation_delta_ms=delta,
+        cut_after_clear_ms=cut_after,
         first_audio_heard_at_ms=None if first_heard is None else _round1(first_heard),
         response_latency_ms=_since_speech_ended(turn, first_heard),
         arrival_latency_ms=_since_speech_ended(turn, first_arrived),
@@ -354,8 +361,10 @@ def _barge_in_line(cut: str, turn: TurnReport) -> str:
     )
     if turn.truncated_item_id is None:
         return text + "; no truncation mark"
+    confirmed = turn.cut_after_clear_ms
+    paused = f" after a {_ms(confirmed)} pause" if confirmed is not None and confirmed > 50 else ""
     return text + (
-        f"; truncated {turn.truncated_item_id} at {turn.truncated_at_ms:g} ms, "
+        f"; truncated {turn.truncated_item_id}{paused} at {turn.truncated_at_ms:g} ms, "
         f"caller heard {turn.truncated_heard_ms:.1f} ms (Δ {turn.truncation_delta_ms:+.1f} ms)"
     )
 
