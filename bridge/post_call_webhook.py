@@ -24,7 +24,8 @@ import orjson
 from standardwebhooks import Webhook
 
 from bridge.records.model import CallRecord, WebhookDelivery
-from bridge.records.store import CallStore, timeline_rows, transcript_rows, turn_rows
+from bridge.records.rows import timeline_rows, transcript_rows, turn_rows
+from bridge.records.store import CallStore
 
 log = logging.getLogger("bridge.post_call_webhook")
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.postgres_server import (
+    MISSING,
+    PostgresServer,
+    postgres_bindir,
+    started_server,
+)
 from tests.helpers.settings_env import setting_names
 
 
@@ -20,3 +27,17 @@ def no_settings_in_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.upper() in names:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for this test process (each xdist worker has its own);
+    tests take a database each (`PostgresServer.create_database`). Skipped, saying why,
+    where the binaries are missing."""
+    if postgres_bindir() is None:
+        pytest.skip(MISSING)
+    server = started_server()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -25,7 +25,7 @@ from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
 from bridge.console.waveform import Waveforms, markers
 from bridge.profiles import DEFAULT_PROFILE
-from bridge.records.store import timeline_rows
+from bridge.records.rows import timeline_rows
 from twiml.answer import PROFILE_PARAMETER, stream_url
 from twiml.request_body import RefusalLog, RequestRefused, parse_form, read_body
 from twiml.stream_token import StreamTokens
