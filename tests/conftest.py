@@ -41,3 +41,15 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start (an outage)."""
+    if postgres_bindir() is None:
+        pytest.skip(MISSING)
+    server = started_server()
+    try:
+        yield server
+    finally:
+        server.destroy()

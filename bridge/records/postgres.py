@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -153,6 +154,10 @@ _LIVE_COLUMNS = (
 _SEARCH_WHERE = (
     "EXISTS (SELECT 1 FROM unnest(searched) AS s(value) WHERE s.value LIKE %(pattern)s ESCAPE '\\')"
 )
+# The pool warns of every failed reconnection (several a second while the database is
+# away); the write-behind queue says it once a minute, with what waits meanwhile.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
 # Errors that say the database is away, not that it refused the request.
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, TimeoutError)
 

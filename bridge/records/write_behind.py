@@ -173,8 +173,12 @@ class WriteBehindStore:
         max_queued: int = MAX_QUEUED,
         observer: RecordsObserver | None = None,
         concurrency: int = 4,
+        ack_wait_s: float = ACK_WAIT_S,
+        open_wait_s: float = OPEN_WAIT_S,
     ) -> None:
         self.inner = inner
+        self.ack_wait_s = ack_wait_s
+        self.open_wait_s = open_wait_s
         self.spill_dir = spill_dir
         self.max_queued = max_queued
         self._replica = "".join(c for c in replica if c.isalnum() or c in "-_.")[:64] or "bridge"
@@ -220,7 +224,7 @@ class WriteBehindStore:
         opened in the background while writes queue. Errors other than its absence (a
         file that is no database, a newer schema) are raised."""
         opening = asyncio.create_task(self._open_inner(), name="call-store-open")
-        done, _ = await asyncio.wait({opening}, timeout=OPEN_WAIT_S)
+        done, _ = await asyncio.wait({opening}, timeout=self.open_wait_s)
         if done:
             opening.result()
         else:
@@ -302,13 +306,13 @@ class WriteBehindStore:
         True (queued, or spilled: it will be written)."""
         if self._closed:
             raise RuntimeError("call store is closed")
-        if len(self._queue) >= self.max_queued:
+        if self.queued >= self.max_queued:
             await self._spill([write])
             return True
         write.outcome = asyncio.get_running_loop().create_future()
         self._enqueue(write)
         with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(write.outcome), ACK_WAIT_S)
+            return await asyncio.wait_for(asyncio.shield(write.outcome), self.ack_wait_s)
         return True
 
     def _enqueue(self, write: _Write, front: bool = False) -> None:
@@ -319,7 +323,7 @@ class WriteBehindStore:
         if write.record is not None:
             self._queued_records.setdefault(write.call_sid, write.record)
         self._drained.clear()
-        if len(self._queue) >= self.max_queued:
+        if self.queued >= self.max_queued:
             self._room.clear()
         self._wake.set()
 
@@ -343,7 +347,7 @@ class WriteBehindStore:
             retry = [w for w, written in zip(batch, results, strict=True) if not written]
             for write in reversed(retry):
                 self._enqueue(write, front=True)
-            if len(self._queue) < self.max_queued:
+            if self.queued < self.max_queued:
                 self._room.set()
             if retry:
                 await self._back_off()

@@ -8,6 +8,7 @@ are missing, `postgres_bindir()` says so and the tests that need a server are sk
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -129,10 +130,8 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def destroy(self) -> None:
-        try:
-            self.stop("immediate")
-        except (RuntimeError, subprocess.TimeoutExpired):
-            pass  # not running
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.stop("immediate")  # (it may not be running)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
