@@ -48,6 +48,10 @@ from twiml.webhooks import RECORDING_STATUS_PATH, PublicBase, WebhookConfig, web
 
 log = logging.getLogger("bridge.app")
 
+# How long the voice webhook waits to learn whether a call was served already (the replay
+# guard): Twilio waits for its answer, and so does the caller.
+RECORDED_LOOKUP_S = 1.0
+
 
 def create_app(
     settings: Settings,
@@ -193,15 +197,16 @@ def create_app(
         """The call was served already: its record is stored, or another replica has its
         stream live (the records are shared)."""
         records = app.state.store
-        if records is None:
-            return False
+        if records is None or not records.available:
+            return False  # (the records are away: a caller is not kept waiting on them)
         try:
-            if await records.has(call_sid):
-                return True
-            fresh_since = time.time() - STALE_AFTER_S
-            return await records.live_replica(call_sid, fresh_since) is not None
+            async with asyncio.timeout(RECORDED_LOOKUP_S):
+                if await records.has(call_sid):
+                    return True
+                fresh_since = time.time() - STALE_AFTER_S
+                return await records.live_replica(call_sid, fresh_since) is not None
         except Exception as exc:  # a records problem must not turn callers away
-            log.error("could not look up the record of call %s: %s", call_sid, exc)
+            log.error("could not look up the record of call %s: %s", call_sid, exc or "no answer")
             return False
 
     async def on_final_status(status: CallStatus) -> None:

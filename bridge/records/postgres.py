@@ -63,7 +63,7 @@ from bridge.records.store import (
 MIGRATION_LOCK = 0x7068_6F6E_6562_7267  # "phonebrg"
 CALL_LOCK_CLASS = 0x7062_6331  # "pbc1"
 # How long an operation waits for a free connection from the pool, and for a new one.
-POOL_WAIT_S = 5.0
+POOL_WAIT_S = 3.0
 CONNECT_TIMEOUT_S = 5
 # A migration may wait on another replica's; the lock and the steps together get this long.
 MIGRATION_TIMEOUT_S = 60.0
