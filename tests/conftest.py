@@ -34,18 +34,16 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server for this test process (each xdist worker has its own);
     tests take a database each (`PostgresServer.create_database`). Skipped, saying why,
     where the binaries are missing."""
-    if postgres_bindir() is None:
-        pytest.skip(MISSING)
-    server = started_server()
-    try:
-        yield server
-    finally:
-        server.destroy()
+    yield from _postgres()
 
 
 @pytest.fixture
 def private_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server of the test's own, which it may stop and start (an outage)."""
+    yield from _postgres()
+
+
+def _postgres() -> Iterator[PostgresServer]:
     if postgres_bindir() is None:
         pytest.skip(MISSING)
     server = started_server()

@@ -36,8 +36,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bridge.records.model import CallListing, CallRecord, LiveCallRow, Recording, WebhookDelivery
 from bridge.records.rows import (
+    DELIVERY_COLUMNS,
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
+    delivery_values,
     fold,
     like_pattern,
     merge_recording,
@@ -51,6 +53,7 @@ from bridge.records.rows import (
 from bridge.records.store import (
     DELIVERY_HOLD_S,
     EXPIRING_CALLS,
+    LIVE_COLUMNS,
     SchemaTooNew,
     StoreUnavailable,
     expired_recording,
@@ -147,10 +150,6 @@ def _migration_1() -> str:
 MIGRATIONS: tuple[str, ...] = (_migration_1(),)
 SCHEMA_TABLE = "phone_bridge_schema"
 
-_LIVE_COLUMNS = (
-    "call_sid, replica, started_at, from_number, to_number, profile, phase, turns, barge_ins,"
-    " updated_at"
-)
 _SEARCH_WHERE = (
     "EXISTS (SELECT 1 FROM unnest(searched) AS s(value) WHERE s.value LIKE %(pattern)s ESCAPE '\\')"
 )
@@ -366,22 +365,10 @@ class PostgresCallStore:
             )
             await conn.execute("DELETE FROM call_status_pending WHERE call_sid = %s", (sid,))
             if delivery is not None:
-                d = delivery
                 await conn.execute(
-                    "INSERT INTO webhook_deliveries (message_id, call_sid, body, created_at,"
-                    " attempts, next_attempt_at, last_error) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        _no_nul(v)
-                        for v in (
-                            d.message_id,
-                            d.call_sid,
-                            d.body,
-                            d.created_at,
-                            d.attempts,
-                            d.next_attempt_at,
-                            d.last_error,
-                        )
-                    ],
+                    f"INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS})"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [_no_nul(v) for v in delivery_values(delivery)],
                 )
         return True
 
@@ -550,7 +537,7 @@ class PostgresCallStore:
                 if rows:
                     async with conn.cursor() as cursor:
                         await cursor.executemany(
-                            f"INSERT INTO live_calls ({_LIVE_COLUMNS}) VALUES"
+                            f"INSERT INTO live_calls ({LIVE_COLUMNS}) VALUES"
                             " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (call_sid)"
                             " DO UPDATE SET replica = EXCLUDED.replica,"
                             " phase = EXCLUDED.phase, turns = EXCLUDED.turns,"
@@ -564,7 +551,7 @@ class PostgresCallStore:
     async def live_calls(self, fresh_since: float) -> list[LiveCallRow]:
         async with self._connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_LIVE_COLUMNS} FROM live_calls WHERE updated_at >= %s"
+                f"SELECT {LIVE_COLUMNS} FROM live_calls WHERE updated_at >= %s"
                 " ORDER BY started_at, call_sid",
                 (fresh_since,),
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, astuple, replace
 from typing import Any
 
 from bridge.core.summary import TranscriptLine
@@ -94,14 +94,7 @@ def timeline_from_json(text: str) -> tuple[TimelineEntry, ...]:
 
 
 def recording_fields(recording: Recording) -> dict[str, Any]:
-    return {
-        "kind": recording.kind,
-        "status": recording.status,
-        "sid": recording.sid,
-        "url": recording.url,
-        "duration_s": recording.duration_s,
-        "error": recording.error,
-    }
+    return asdict(recording)
 
 
 def recording_of_fields(r: dict[str, Any]) -> Recording:
@@ -289,16 +282,16 @@ def record_from_json(data: dict[str, Any]) -> CallRecord:
     return record_from_row([data[name] for name in _COLUMN_NAMES])
 
 
+DELIVERY_COLUMNS = "message_id, call_sid, body, created_at, attempts, next_attempt_at, last_error"
+
+
+def delivery_values(d: WebhookDelivery) -> tuple[Any, ...]:
+    """The values of DELIVERY_COLUMNS for `d`."""
+    return astuple(d)
+
+
 def delivery_to_json(d: WebhookDelivery) -> dict[str, Any]:
-    return {
-        "message_id": d.message_id,
-        "call_sid": d.call_sid,
-        "body": d.body,
-        "created_at": d.created_at,
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at,
-        "last_error": d.last_error,
-    }
+    return asdict(d)
 
 
 def delivery_from_json(data: dict[str, Any]) -> WebhookDelivery:

@@ -33,8 +33,10 @@ from bridge.records.model import (
     WebhookDelivery,
 )
 from bridge.records.rows import (
+    DELIVERY_COLUMNS,
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
+    delivery_values,
     fold,
     like_pattern,
     merge_recording,
@@ -384,11 +386,10 @@ _SEARCHED_COLUMNS = (
 _SEARCH_WHERE = " OR ".join(
     f"bridge_fold({column}) LIKE :pattern ESCAPE '\\'" for column in _SEARCHED_COLUMNS
 )
-_LIVE_COLUMNS = (
+LIVE_COLUMNS = (
     "call_sid, replica, started_at, from_number, to_number, profile, phase, turns, barge_ins,"
     " updated_at"
 )
-_DELIVERY_COLUMNS = "message_id, call_sid, body, created_at, attempts, next_attempt_at, last_error"
 
 
 class SQLiteCallStore:
@@ -574,7 +575,7 @@ class SQLiteCallStore:
         conn = self._connection()
         with _transaction(conn):
             rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE next_attempt_at <= ?"
+                f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE next_attempt_at <= ?"
                 " ORDER BY next_attempt_at, message_id LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -640,19 +641,10 @@ class SQLiteCallStore:
             )
             conn.execute("DELETE FROM call_status_pending WHERE call_sid = ?", (r.call_sid,))
             if delivery is not None:
-                d = delivery
                 conn.execute(
-                    f"INSERT INTO webhook_deliveries ({_DELIVERY_COLUMNS})"
+                    f"INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        d.message_id,
-                        d.call_sid,
-                        d.body,
-                        d.created_at,
-                        d.attempts,
-                        d.next_attempt_at,
-                        d.last_error,
-                    ),
+                    delivery_values(delivery),
                 )
         return True
 
@@ -752,7 +744,7 @@ class SQLiteCallStore:
                 (replica, stale_before),
             )
             conn.executemany(
-                f"INSERT OR REPLACE INTO live_calls ({_LIVE_COLUMNS})"
+                f"INSERT OR REPLACE INTO live_calls ({LIVE_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [live_values(replica, call, now) for call in calls],
             )
@@ -761,7 +753,7 @@ class SQLiteCallStore:
         rows = (
             self._connection()
             .execute(
-                f"SELECT {_LIVE_COLUMNS} FROM live_calls WHERE updated_at >= ?"
+                f"SELECT {LIVE_COLUMNS} FROM live_calls WHERE updated_at >= ?"
                 " ORDER BY started_at, call_sid",
                 (fresh_since,),
             )

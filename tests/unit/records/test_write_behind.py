@@ -69,6 +69,16 @@ async def stored_sids(url: str) -> list[str]:
         await direct.close()
 
 
+async def opened_queue(
+    server: PostgresServer, spill_dir: Path, counts: Counts | None = None, **options: object
+) -> tuple[str, WriteBehindStore]:
+    """A new database on `server`, and a queue in front of it, open."""
+    url = server.create_database()
+    store = queue_for(url, spill_dir, counts, **options)
+    await store.open()
+    return url, store
+
+
 def spill_files(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"{SPILL_PREFIX}*"))
 
@@ -76,10 +86,8 @@ def spill_files(directory: Path) -> list[Path]:
 async def test_records_made_while_the_database_is_down_are_written_once_it_is_back(
     private_postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    url = private_postgres.create_database()
     counts = Counts()
-    store = queue_for(url, tmp_path, counts)
-    await store.open()
+    url, store = await opened_queue(private_postgres, tmp_path, counts)
     await store.save(make_record("CA-before"))
     private_postgres.stop()
 
@@ -127,10 +135,8 @@ async def test_a_bridge_starting_while_the_database_is_down_starts_and_catches_u
 async def test_what_is_queued_at_shutdown_is_spilled_and_the_next_start_imports_it(
     private_postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    url = private_postgres.create_database()
     counts = Counts()
-    store = queue_for(url, tmp_path, counts)
-    await store.open()
+    url, store = await opened_queue(private_postgres, tmp_path, counts)
     private_postgres.stop()
     for i in range(3):
         await store.save(make_record(f"CA{i}", started_at=T0 + i))
@@ -160,10 +166,8 @@ async def test_what_is_queued_at_shutdown_is_spilled_and_the_next_start_imports_
 async def test_past_its_bound_the_queue_spills_to_disk_and_nothing_is_lost(
     private_postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    url = private_postgres.create_database()
     counts = Counts()
-    store = queue_for(url, tmp_path, counts, max_queued=3)
-    await store.open()
+    url, store = await opened_queue(private_postgres, tmp_path, counts, max_queued=3)
     private_postgres.stop()
     for i in range(8):
         await store.save(make_record(f"CA{i}"))
