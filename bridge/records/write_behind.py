@@ -52,7 +52,7 @@ log = logging.getLogger("bridge.records")
 MAX_QUEUED = 5000  # writes held in memory; a record is a few KiB to a few tens of KiB
 ACK_WAIT_S = 2.0
 RETRY_FIRST_S = 0.25
-RETRY_MAX_S = 10.0
+RETRY_MAX_S = 5.0
 FLUSH_AT_CLOSE_S = 3.0
 # How long open() waits for the database before the bridge starts without it (calls first;
 # the records wait in the queue and the store keeps trying).
