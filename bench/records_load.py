@@ -10,6 +10,9 @@ them round robin, `--concurrency` at a time. `--outage-at-s` into the load the d
 stopped (`pg_ctl -m fast`: every connection cut, as in a failover) for `--outage-s`, then
 started again.
 
+Then `--burst` records per replica written all at once (the replicas' store code, in this
+process) show the store's own pace, with each save timed to its commit.
+
 Prints, from the replicas' own metrics (phone_bridge_record_write_seconds, records_queued,
 record_write_failures, records_spilled): the records written per second (over the run, and
 the best second: the queue draining after the outage), the write latency's p50 and p99
@@ -167,6 +170,7 @@ async def run(args: argparse.Namespace) -> int:
 
         written: list[tuple[float, float]] = []  # (time, records written so far)
         queued_peak = 0.0
+        queue_seen: list[tuple[float, float]] = []  # (time, writes queued on all replicas)
         outage: list[float] = []
 
         async def watch(http: httpx.AsyncClient) -> None:
@@ -176,6 +180,7 @@ async def run(args: argparse.Namespace) -> int:
                 count = sum(m.get("phone_bridge_record_write_seconds_count", 0) for m in metrics)
                 queued = sum(m.get("phone_bridge_records_queued", 0) for m in metrics)
                 written.append((time.monotonic(), count))
+                queue_seen.append((time.monotonic(), queued))
                 queued_peak = max(queued_peak, queued)
                 await asyncio.sleep(0.2)
 
@@ -235,6 +240,8 @@ async def run(args: argparse.Namespace) -> int:
                 t0, n0 = earlier[-1]
                 best = max(best, (n - n0) / (t - t0))
         span = drained - started
+        back = outage[1]
+        emptied = next((t for t, q in queue_seen if t > back and q == 0), drained)
         print(f"calls completed: {completed} of {len(reports)} (each caller heard its answer)")
         print(f"records in the database:  {len(set(stored) & sids)} of {len(sids)}; missing "
               f"{len(missing)}, stored more than once {len(doubled)}")  # fmt: skip
@@ -247,8 +254,10 @@ async def run(args: argparse.Namespace) -> int:
               f"p50 {quantile(0.5, steady) * 1000:.1f} ms, "
               f"p99 {quantile(0.99, steady) * 1000:.1f} ms")  # fmt: skip
         print(f"queued at most: {queued_peak:.0f} writes (in memory, across the replicas); "
-              f"all written {drained - outage[1]:.1f} s after the database came back "
+              f"all written {emptied - back:.1f} s after the database came back "
               f"(calls done {calls_done - started:.1f} s in)")  # fmt: skip
+        if args.burst:
+            await burst(url, args.replicas, args.burst)
         return 0 if not missing and not doubled and completed == len(reports) else 1
     finally:
         for process in processes:
@@ -261,6 +270,52 @@ async def run(args: argparse.Namespace) -> int:
         server.destroy()
 
 
+async def burst(url: str, replicas: int, per_replica: int) -> None:
+    """The store's own pace: `replicas` stores (the replicas' code, in this one process)
+    each writing `per_replica` call records at once, each save timed to its commit."""
+    from bridge.core.summary import TranscriptLine
+    from bridge.records.model import TurnTiming
+    from bridge.records.postgres import PostgresCallStore
+    from bridge.records.write_behind import WriteBehindStore
+    from tests.helpers.records import record
+
+    lines = tuple(
+        TranscriptLine("caller" if i % 2 else "assistant", "a sentence of a call " * 6, at=i * 2.0)
+        for i in range(12)
+    )
+    turns = tuple(TurnTiming(i, i * 4000.0, i * 4000.0 + 700, i * 4000.0 + 760) for i in range(6))
+    spill = Path(tempfile.mkdtemp(prefix="records-burst-"))
+    stores = [
+        WriteBehindStore(PostgresCallStore(url), spill, concurrency=5) for _ in range(replicas)
+    ]
+    await asyncio.gather(*(s.open() for s in stores))
+    latencies: list[float] = []
+
+    async def timed(store: WriteBehindStore, sid: str) -> None:
+        began = time.monotonic()
+        assert await store.save(record(sid, transcript=lines, turns=turns))
+        latencies.append(time.monotonic() - began)
+
+    began = time.monotonic()
+    await asyncio.gather(
+        *(
+            timed(store, f"CAburst{r:02d}{i:05d}")
+            for r, store in enumerate(stores)
+            for i in range(per_replica)
+        )
+    )
+    took = time.monotonic() - began
+    await asyncio.gather(*(s.close() for s in stores))
+    latencies.sort()
+    total = len(latencies)
+    print(
+        f"burst: {total} records ({replicas} stores x {per_replica}, 12 transcript lines each) "
+        f"in {took:.2f} s: {total / took:.0f} records/s; from save() to commit p50 "
+        f"{latencies[total // 2] * 1000:.1f} ms, p99 {latencies[int(total * 0.99)] * 1000:.1f} ms "
+        "(queued behind each other: all at once)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
@@ -268,6 +323,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=6)
     parser.add_argument("--outage-s", type=float, default=30.0)
     parser.add_argument("--outage-at-s", type=float, default=25.0)
+    parser.add_argument(
+        "--burst", type=int, default=200, help="then each store writes this many at once (0: no)"
+    )
     return asyncio.run(run(parser.parse_args()))
 
 
