@@ -206,7 +206,9 @@ def create_app(
                 fresh_since = time.time() - STALE_AFTER_S
                 return await records.live_replica(call_sid, fresh_since) is not None
         except Exception as exc:  # a records problem must not turn callers away
-            log.error("could not look up the record of call %s: %s", call_sid, exc or "no answer")
+            log.error(
+                "could not look up the record of call %s: %s", call_sid, str(exc) or repr(exc)
+            )
             return False
 
     async def on_final_status(status: CallStatus) -> None:

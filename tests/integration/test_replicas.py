@@ -21,8 +21,9 @@ from bridge.records.postgres import PostgresCallStore
 from bridge.records.write_behind import SPILL_PREFIX
 from bridge.simulator import CallReport, SimulatorOptions, simulate_call
 from tests.helpers.postgres_server import PostgresServer
-from tests.helpers.running_bridge import AUTH_TOKEN
+from tests.helpers.running_bridge import AUTH_TOKEN, running_bridge
 from tests.helpers.serve_process import ServeProcess, env_for_cli, free_port, run_cli
+from tests.helpers.twilio_side import simulated_call
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +215,42 @@ async def test_a_replica_refuses_to_start_on_a_database_a_newer_version_migrated
     assert line.startswith("phone-bridge: cannot start: CALL_DB_URL: ") and "newer" in line
     assert postgres_server.password not in line and "postgres:***@" in line
     postgres_server.drop_database(url)
+
+
+async def test_while_the_database_is_away_calls_are_answered_at_once_and_the_console_says_so(
+    private_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_postgres.create_database()
+    settings = {
+        "call_db_url": url,
+        "call_db_spill_dir": str(tmp_path),
+        "console_password": PASSWORD,
+    }
+    async with running_bridge(**settings) as bridge:  # type: ignore[arg-type]
+        private_postgres.stop()
+        # The webhook is answered without waiting long on the records (the replay check).
+        voice = bridge.base_url + "/voice"
+        form = {"CallSid": "CA" + "7" * 32, "From": "+15550001111", "To": "+15550002222"}
+        async with httpx.AsyncClient() as http:
+            began = time.monotonic()
+            answer = await http.post(voice, data=form, headers=signed(voice, form))
+            assert answer.status_code == 200 and "<Stream" in answer.text
+            assert time.monotonic() - began < 1.5
+        report, _ = await simulated_call(bridge, turns=1)
+        assert report.completed
+        async with httpx.AsyncClient(base_url=bridge.base_url, timeout=10) as http:
+            await http.post("/console/login", data={"password": PASSWORD, "next": "/console"})
+            away = await http.get("/console/calls")
+            assert away.status_code == 503 and "cannot be reached right now" in away.text
+            assert "Traceback" not in away.text and private_postgres.password not in away.text
+            assert (await http.get("/console")).status_code == 200  # live calls: this replica's
+            # This replica still finds the call it could not write yet.
+            assert (await http.get(f"/console/calls/{report.call_sid}")).status_code == 200
+
+            private_postgres.start()
+
+            async def listed() -> bool:
+                page = await http.get("/console/calls")
+                return page.status_code == 200 and report.call_sid in page.text
+
+            await until(listed, 30, "the call in the records once the database is back")
