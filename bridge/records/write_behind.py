@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -58,6 +59,8 @@ FLUSH_AT_CLOSE_S = 3.0
 # the records wait in the queue and the store keeps trying).
 OPEN_WAIT_S = 3.0
 SPILL_PREFIX = "phone-bridge-spill-"
+REFUSED_PREFIX = "phone-bridge-refused-"
+IMPORT_CHUNK = 200  # lines read from a spill file at a time, off the event loop
 SPILL_SUFFIX = ".jsonl"
 # While the database is away, one failure a minute is logged, not one per retry.
 LOG_EVERY_S = 60.0
@@ -255,7 +258,7 @@ class WriteBehindStore:
         if self._closed:
             return
         self._closed = True
-        if self._queue and self._opened.is_set() and self._failures.since is None:
+        if self.queued and self._opened.is_set() and self._failures.since is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), FLUSH_AT_CLOSE_S)
         for task in list(self._tasks):
@@ -365,15 +368,22 @@ class WriteBehindStore:
             return False
         except Exception as exc:
             # The database refuses this write itself (not an outage): retrying cannot
-            # change that, and it must not hold up the others. Kept on disk, not lost.
+            # change that, and it must not hold up the others. Kept on disk, not lost, in
+            # a file of its own that no start imports (it would be refused again).
+            refused = self.spill_dir / f"{REFUSED_PREFIX}{self._replica}{SPILL_SUFFIX}"
             log.error(
-                "call records: the database refused the %s of call %s (%s); kept in the spill file",
+                "call records: the database refused the %s of call %s (%s); kept in %s",
                 write.kind,
                 write.call_sid,
                 exc,
+                refused,
             )
-            if write.origin is None:
-                await self._spill([write])
+            try:
+                await asyncio.to_thread(_append_lines, refused, [write.to_json()])
+            except OSError as error:
+                log.error(
+                    "call records: LOST the %s of call %s: %s", write.kind, write.call_sid, error
+                )
             self._done(write, True)
             return True
         if self._observer is not None:
@@ -516,26 +526,19 @@ class WriteBehindStore:
         return [p for p in found if p != own and p not in held]
 
     async def _load(self, spill: _SpillFile) -> None:
-        count = bad = 0
-        for number, line in enumerate(spill.handle, 1):
-            if not line.strip():
-                continue
-            try:
-                write = _Write.from_json(json.loads(line))
-            except (ValueError, KeyError, TypeError) as exc:
-                bad += 1  # (a line cut short by a crash mid-write)
-                log.error(
-                    "call records: %s line %d is not a write (%s): skipped",
-                    spill.path.name,
-                    number,
-                    exc,
-                )
-                continue
-            write.origin = spill
-            spill.outstanding += 1
-            count += 1
-            await self._room.wait()
-            self._enqueue(write)
+        count = bad = number = 0
+        while lines := await asyncio.to_thread(_read_lines, spill.handle, IMPORT_CHUNK):
+            for line in lines:
+                number += 1
+                if not line.strip():
+                    continue
+                write = self._imported_write(spill, number, line)
+                if write is None:
+                    bad += 1
+                    continue
+                count += 1
+                await self._room.wait()
+                self._enqueue(write)
         spill.loaded = True
         log.warning(
             "call records: importing %d write(s) from %s%s",
@@ -546,6 +549,22 @@ class WriteBehindStore:
         if spill.outstanding == 0:
             self._imported.remove(spill)
             spill.release(delete=True)
+
+    @staticmethod
+    def _imported_write(spill: _SpillFile, number: int, line: str) -> _Write | None:
+        try:
+            write = _Write.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:  # (a line cut short by a crash)
+            log.error(
+                "call records: %s line %d is not a write (%s): skipped",
+                spill.path.name,
+                number,
+                exc,
+            )
+            return None
+        write.origin = spill
+        spill.outstanding += 1
+        return write
 
     # -- reads, straight to the store (has and get see the queue too)
 
@@ -603,6 +622,19 @@ class WriteBehindStore:
 def _settle(write: _Write, result: bool) -> None:
     if write.outcome is not None and not write.outcome.done():
         write.outcome.set_result(result)
+
+
+def _append_lines(path: Path, entries: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_lines(handle: IO[str], count: int) -> list[str]:
+    return list(itertools.islice(handle, count))
 
 
 def _claim(path: Path) -> _SpillFile | None:

@@ -244,3 +244,19 @@ def test_every_write_reads_back_from_the_spill_file_as_it_was(kind: str) -> None
     assert (again.status, again.duration_s, again.recording) == (
         write.status, write.duration_s, write.recording,
     )  # fmt: skip
+
+
+async def test_a_write_the_database_refuses_is_set_aside_and_holds_up_nothing(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url, store = await opened_queue(postgres_server, tmp_path)
+    # A duration no BIGINT holds: refused for good, not an outage to wait out.
+    await store.record_status("CA1", "completed", 10**20)
+    assert await store.save(make_record("CA2"))
+    await eventually(lambda: store.queued == 0, 10, "the queue to move on")
+    await store.close()
+    assert await stored_sids(url) == ["CA2"]
+    [refused] = tmp_path.glob("phone-bridge-refused-*.jsonl")
+    assert json.loads(refused.read_text())["call_sid"] == "CA1"
+    assert stat.S_IMODE(refused.stat().st_mode) == 0o600
+    assert spill_files(tmp_path) == []  # not imported again (it would be refused again)
