@@ -9,7 +9,9 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
@@ -21,6 +23,7 @@ from bridge.call_runner import CallRunner, wait_for_records
 from bridge.call_setup import call_setup, load_tool_filler, load_tool_registry
 from bridge.console import Console
 from bridge.core.call_config import StreamLimits
+from bridge.live_calls import STALE_AFTER_S, LiveCallBeacon
 from bridge.metrics import Metrics
 from bridge.operator_auth import api_error, bearer_ok
 from bridge.outbound import outbound_router
@@ -29,8 +32,10 @@ from bridge.profiles import Profiles, load_profiles
 from bridge.realtime.endpoint import RealtimeEndpoint
 from bridge.realtime.providers import endpoint_from_settings
 from bridge.recording_storage import RecordingStorage
+from bridge.records.backends import store_for
 from bridge.records.model import Recording
-from bridge.records.store import CallStore, SQLiteCallStore
+from bridge.records.store import CallStore
+from bridge.records.write_behind import WriteBehindStore
 from bridge.settings import ConfigError, Settings
 from bridge.tools.builtins import BUILTIN_NAMES
 from bridge.transcode import AudioFormat
@@ -43,6 +48,10 @@ from twiml.stream_token import StreamTokens
 from twiml.webhooks import RECORDING_STATUS_PATH, PublicBase, WebhookConfig, webhook_router
 
 log = logging.getLogger("bridge.app")
+
+# How long the voice webhook waits to learn whether a call was served already (the replay
+# guard): Twilio waits for its answer, and so does the caller.
+RECORDED_LOOKUP_S = 1.0
 
 
 def create_app(
@@ -89,18 +98,30 @@ def create_app(
         )
         _log_setup(settings, chosen, profiles)
         records = app.state.store
+        beacon = None
         if records is not None:
             try:
-                _create_private(settings.call_db_path or "")
+                if not settings.call_db_url:
+                    _create_private(settings.call_db_path or "")
+                # A database that is away does not hold the start up: the records wait in
+                # the write-behind queue, and the store keeps trying.
                 await records.open()
-                log.info("call records: %s", settings.call_db_path)
+                log.info(
+                    "call records: %s%s",
+                    records,
+                    "" if records.available else " (not reachable yet: records wait in memory)",
+                )
             except (OSError, ValueError, sqlite3.Error) as exc:
                 # Calls matter more than their records: take calls, say loudly what is lost.
-                log.error("call records are OFF: cannot open %s: %s", settings.call_db_path, exc)
+                log.error("call records are OFF: cannot open %s: %s", records, exc)
                 records = app.state.store = None
                 console.store = None  # (no call is in progress yet: nothing else holds it)
+        if records is not None:
+            beacon = LiveCallBeacon(calls, records, settings.replica)
+            beacon.start()
         webhook = app.state.webhook = _post_call_webhook(settings, records)
-        if webhook is not None:
+        if webhook is not None and records is not None:
+            records.on_saved = webhook.wake  # a record saved late: its webhook goes at once
             webhook.start()
             log.info("post-call webhook: %s", webhook.safe_url)
         _log_recording(settings, profiles, recordings)
@@ -121,6 +142,8 @@ def create_app(
                 await agent.stop()
             await wait_for_records()  # (the recordings' last parts too)
             if records is not None:
+                if beacon is not None:
+                    await beacon.stop()
                 if webhook is not None:
                     await webhook.stop()  # what it has not delivered waits in the records
                 await records.close()
@@ -134,8 +157,21 @@ def create_app(
     app.state.tools = registry
     calls = app.state.calls = CallRegistry(settings.max_concurrent_calls)
     metrics = app.state.metrics = Metrics(active_calls=lambda: len(calls))
-    db_path = settings.call_db_path
-    app.state.store = SQLiteCallStore(db_path) if db_path else None
+    inner = store_for(settings)
+    store = (
+        WriteBehindStore(
+            inner,
+            Path(settings.spill_path),
+            replica=settings.replica,
+            observer=metrics,
+            # A shared database takes several writes at once; SQLite's one thread does not.
+            concurrency=settings.call_db_pool_size if settings.call_db_url else 1,
+        )
+        if inner is not None
+        else None
+    )
+    app.state.store = store
+    metrics.count_queued_records(lambda: store.queued if store is not None else 0)
     app.state.webhook = None  # the post-call webhook, once the records are open
     token = settings.twilio_auth_token
     checker = SignatureChecker(token.get_secret_value()) if token is not None else None
@@ -164,13 +200,21 @@ def create_app(
     limits = StreamLimits()
 
     async def recorded(call_sid: str) -> bool:
+        """The call was served already: its record is stored, or another replica has its
+        stream live (the records are shared)."""
         records = app.state.store
-        if records is None:
-            return False
+        if records is None or not records.available:
+            return False  # (the records are away: a caller is not kept waiting on them)
         try:
-            return bool(await records.has(call_sid))
+            async with asyncio.timeout(RECORDED_LOOKUP_S):
+                if await records.has(call_sid):
+                    return True
+                fresh_since = time.time() - STALE_AFTER_S
+                return await records.live_replica(call_sid, fresh_since) is not None
         except Exception as exc:  # a records problem must not turn callers away
-            log.error("could not look up the record of call %s: %s", call_sid, exc)
+            log.error(
+                "could not look up the record of call %s: %s", call_sid, str(exc) or repr(exc)
+            )
             return False
 
     async def on_final_status(status: CallStatus) -> None:

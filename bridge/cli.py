@@ -36,11 +36,11 @@ def _fail(message: str) -> int:
 
 def _settings(doing: str, serving: bool = False, **overrides: object) -> Settings | int:
     """The settings, or the exit status after printing what is wrong with them. `serving`:
-    what only the server needs is checked too (its records file)."""
-    from bridge.records.store import call_db_problems
+    what only the server needs is checked too (its records file or database)."""
+    from bridge.records.backends import records_problems
     from bridge.settings import ConfigError, load_settings
 
-    checks = [lambda settings: call_db_problems(settings.call_db_path)] if serving else []
+    checks = [records_problems] if serving else []
     try:
         return load_settings(checks=checks, **overrides)
     except ConfigError as exc:

@@ -73,6 +73,12 @@ TOKEN_KINDS = (
 # (VAD_SILENCE_MS, 500 ms by default) before the model may answer: an answer feels prompt
 # under ~1 s and broken past ~2.5 s. The buckets are finest where a tuning change shows up.
 LATENCY_BUCKETS_S = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 5.0)
+# A record's write, from a healthy local disk or database (a few ms) to one near its
+# statement timeout.
+RECORD_WRITE_BUCKETS_S = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+    0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+)  # fmt: skip
 # From "cut at the first word" to "let it talk for ten seconds".
 TRUNCATION_BUCKETS_MS = (100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000)
 PAUSE_BUCKETS_S = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
@@ -147,6 +153,33 @@ class Metrics:
             "Ended calls with no price for their model: their cost is not in cost_usd.",
             registry=r,
         )
+        self._records_queued = Gauge(
+            PREFIX + "records_queued",
+            "Call records and status updates waiting in memory for the records database "
+            "(it is away, or slow): bounded; past the bound they go to the spill file.",
+            registry=r,
+        )
+        self._records_queued.set_function(lambda: self._queued_records())
+        self._queued_records: Callable[[], int] = lambda: 0
+        self._record_writes = Histogram(
+            PREFIX + "record_write_seconds",
+            "How long the records database took to take one queued write (a call's "
+            "record, or Twilio's status for it).",
+            buckets=RECORD_WRITE_BUCKETS_S,
+            registry=r,
+        )
+        self._record_write_failures = Counter(
+            PREFIX + "record_write_failures",
+            "Attempts to write a call's record or status that failed because the records "
+            "database was away (each is retried).",
+            registry=r,
+        )
+        self._records_spilled = Counter(
+            PREFIX + "records_spilled",
+            "Writes kept in the local spill file instead (the queue was full, or the "
+            "bridge stopped before the database was back): the next start imports them.",
+            registry=r,
+        )
         # Series that exist from the first scrape read 0 rather than missing, so rate()
         # and alerts see the first call instead of starting from it.
         for outcome in CallOutcome:
@@ -207,6 +240,22 @@ class Metrics:
             self._unpriced.inc()
         else:
             self._cost.inc(cost_usd)
+
+    def count_queued_records(self, queued: Callable[[], int]) -> None:
+        """Where the records_queued gauge reads its value, at scrape time."""
+        self._queued_records = queued
+
+    # The write-behind queue's observer (bridge.records.write_behind.RecordsObserver).
+
+    def record_written(self, seconds: float) -> None:
+        if _finite(seconds):
+            self._record_writes.observe(max(0.0, seconds))
+
+    def record_write_failed(self) -> None:
+        self._record_write_failures.inc()
+
+    def records_spilled(self, count: int) -> None:
+        self._records_spilled.inc(count)
 
     def render(self) -> tuple[bytes, str]:
         """The body and content type for GET /metrics."""

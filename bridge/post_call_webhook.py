@@ -24,7 +24,8 @@ import orjson
 from standardwebhooks import Webhook
 
 from bridge.records.model import CallRecord, WebhookDelivery
-from bridge.records.store import CallStore, timeline_rows, transcript_rows, turn_rows
+from bridge.records.rows import timeline_rows, transcript_rows, turn_rows
+from bridge.records.store import CallStore
 
 log = logging.getLogger("bridge.post_call_webhook")
 
@@ -41,6 +42,8 @@ MAX_PENDING = 10_000
 # looking again (a new call's record wakes it at once).
 BATCH = 20
 IDLE_CHECK_S = 60.0
+# At shutdown, how long giving back the deliveries this worker held may take.
+RELEASE_DEADLINE_S = 2.0
 
 
 def payload_of(record: CallRecord) -> dict[str, object]:
@@ -127,6 +130,9 @@ class PostCallWebhook:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending = 0  # deliveries waiting, as last read
+        # Handed to this worker by the store (held from other replicas' workers) and not yet
+        # attempted to an end: given back, on their own schedule, if they will not be now.
+        self._held: dict[str, WebhookDelivery] = {}
 
     def delivery_for(self, record: CallRecord) -> WebhookDelivery | None:
         """The delivery of `record`, to be saved with it; None while MAX_PENDING wait
@@ -162,7 +168,19 @@ class PostCallWebhook:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        with contextlib.suppress(Exception):  # the records are away: the hold lapses itself
+            async with asyncio.timeout(RELEASE_DEADLINE_S):
+                await self._release_held()
         await self._http.aclose()
+
+    async def _release_held(self) -> None:
+        """Give the deliveries this worker holds but will not attempt now back to every
+        worker (this replica's next start, or another replica), due as they were."""
+        while self._held:
+            _, d = self._held.popitem()
+            await self._store.delivery_failed(
+                d.message_id, d.attempts, d.next_attempt_at, d.last_error
+            )
 
     async def _run(self) -> None:
         failures = 0  # attempts failed in a row, whichever delivery: the receiver is down
@@ -172,14 +190,17 @@ class PostCallWebhook:
             try:
                 self._pending = await self._store.pending_deliveries()
                 due = await self._store.due_deliveries(time.time(), BATCH)
+                self._held.update((d.message_id, d) for d in due)
                 delivered_all = True
                 for delivery in due:
                     taken = await self._deliver(delivery)
+                    self._held.pop(delivery.message_id, None)
                     if taken is False:
                         failures, delivered_all = failures + 1, False
                         break
                     if taken:
                         failures = 0
+                await self._release_held()  # the rest of a batch cut short by a failure
                 if delivered_all and len(due) == BATCH:
                     continue  # more are due
                 if failures:

@@ -119,7 +119,7 @@ def timeline_document(record: CallRecord) -> bytes:
     """A call's timeline as JSON: {call_sid, started_at, dropped, timeline: [{at, moment,
     detail}]} (`at` in s since the stream started), as the console offers it and as it is
     kept beside the recording in object storage."""
-    from bridge.records.store import timeline_rows
+    from bridge.records.rows import timeline_rows
 
     return orjson.dumps(
         {

@@ -11,6 +11,7 @@ import binascii
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
@@ -283,6 +284,33 @@ class Settings(BaseSettings):
         "phone-bridge.db",
         description="SQLite file of call records (transcripts, latency, cost); empty: none.",
     )
+    call_db_url: str | None = Field(
+        None,
+        repr=False,  # it holds the database's password
+        description="postgresql://user:password@host:5432/db?sslmode=require: call records "
+        "in PostgreSQL, shared by every replica (CALL_DB_PATH is then not used); unset: "
+        "SQLite.",
+    )
+    call_db_pool_size: int = Field(
+        5, ge=1, le=100, description="Connections each instance keeps to CALL_DB_URL at most."
+    )
+    call_db_statement_timeout_ms: int = Field(
+        5000,
+        ge=100,
+        le=600_000,
+        description="A statement on CALL_DB_URL that takes longer fails (and is retried).",
+    )
+    call_db_spill_dir: str | None = Field(
+        None,
+        description="Where call records the database did not take (it was away) are kept "
+        "at shutdown, and when too many wait; the next start imports them. Unset: beside "
+        "CALL_DB_PATH (the working directory with CALL_DB_URL).",
+    )
+    replica_name: str | None = Field(
+        None,
+        description="This instance's name, shown beside its live calls in every replica's "
+        "console; unset: HOSTNAME (a Kubernetes pod's name), else the machine's name.",
+    )
     console_password: SecretStr | None = Field(
         None,
         description="Turns on the web console at /console (and its softphone); unset: off.",
@@ -447,6 +475,26 @@ class Settings(BaseSettings):
             raise ValueError("must be https (http only to localhost or 127.0.0.1)")
         return value
 
+    @field_validator("call_db_url")
+    @classmethod
+    def _check_call_db_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError(
+                "must be a postgresql:// URL such as "
+                "postgresql://bridge:PASSWORD@db.example.com:5432/calls?sslmode=require"
+            )
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value)
+        except ProgrammingError:
+            raise ValueError("is not a URL PostgreSQL understands") from None
+        return value
+
     @field_validator("post_call_webhook_secret")
     @classmethod
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -530,6 +578,9 @@ class Settings(BaseSettings):
         "tools_module",
         "machine_message",
         "call_db_path",
+        "call_db_url",
+        "call_db_spill_dir",
+        "replica_name",
         "console_password",
         "metrics_token",
         "post_call_webhook_url",
@@ -625,10 +676,10 @@ class Settings(BaseSettings):
                 "must be able to tell our posts from anyone's); e.g. whsec_ and "
                 "`openssl rand -base64 32`"
             )
-        if self.post_call_webhook_url and not self.call_db_path:
+        if self.post_call_webhook_url and not self.call_db_path and not self.call_db_url:
             problems.append(
-                "POST_CALL_WEBHOOK_URL: needs call records (CALL_DB_PATH), where deliveries "
-                "wait to be retried, across restarts too"
+                "POST_CALL_WEBHOOK_URL: needs call records (CALL_DB_PATH or CALL_DB_URL), "
+                "where deliveries wait to be retried, across restarts too"
             )
         if not self.recordings_url:
             for name, value in (
@@ -670,6 +721,26 @@ class Settings(BaseSettings):
         db = self.call_db_path
         base = os.path.dirname(os.path.abspath(db)) if db and db != ":memory:" else "."
         return os.path.join(base, "recordings")
+
+    @property
+    def keeps_records(self) -> bool:
+        return bool(self.call_db_url or self.call_db_path)
+
+    @property
+    def spill_path(self) -> str:
+        """Where records the database did not take wait on disk: CALL_DB_SPILL_DIR, else
+        beside the SQLite file, else the working directory."""
+        if self.call_db_spill_dir:
+            return self.call_db_spill_dir
+        db = self.call_db_path
+        if self.call_db_url or not db or db == ":memory:":
+            return "."
+        return os.path.dirname(os.path.abspath(db))
+
+    @property
+    def replica(self) -> str:
+        """This instance's name among replicas."""
+        return self.replica_name or os.environ.get("HOSTNAME") or socket.gethostname()
 
     @property
     def provider(self) -> providers.Provider:

@@ -15,6 +15,12 @@ from tests.helpers.object_storage import (
     start_s3_server,
     use_test_credentials,
 )
+from tests.helpers.postgres_server import (
+    MISSING,
+    PostgresServer,
+    postgres_bindir,
+    started_server,
+)
 from tests.helpers.settings_env import setting_names
 
 
@@ -45,3 +51,27 @@ def s3_bucket(
     """A bucket of its own on it, reached with credentials from the environment."""
     use_test_credentials(monkeypatch, tmp_path)
     return new_bucket(s3_server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for this test process (each xdist worker has its own);
+    tests take a database each (`PostgresServer.create_database`). Skipped, saying why,
+    where the binaries are missing."""
+    yield from _postgres()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start (an outage)."""
+    yield from _postgres()
+
+
+def _postgres() -> Iterator[PostgresServer]:
+    if postgres_bindir() is None:
+        pytest.skip(MISSING)
+    server = started_server()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -191,6 +191,7 @@ class LiveCall:
     duration_s: float | None
     turns: int
     barge_ins: int
+    replica: str = ""  # which instance serves it
 
     @property
     def status(self) -> str:
@@ -209,10 +210,13 @@ class LiveCall:
             "duration": fmt_duration(self.duration_s),
             "turns": self.turns,
             "barge_ins": self.barge_ins,
+            "replica": self.replica,
         }
 
 
-LIVE_COLUMNS = ("Call", "From", "To", "Profile", "Duration", "Status", "Turns", "Barge-ins")
+LIVE_COLUMNS = (
+    "Call", "From", "To", "Profile", "Duration", "Status", "Turns", "Barge-ins", "Replica",
+)  # fmt: skip
 
 
 def _call_link(call_sid: str) -> str:
@@ -233,6 +237,7 @@ def live_rows(calls: Iterable[LiveCall]) -> str:
             esc(call.status),
             str(call.turns),
             str(call.barge_ins),
+            esc(call.replica),
         )
         rows.append(_row(LIVE_COLUMNS, cells))
     return "".join(rows)
@@ -262,7 +267,7 @@ def _head(columns: Sequence[str], hints: Mapping[str, str] | None = None) -> str
 def live_page(calls: Sequence[LiveCall]) -> str:
     head = _head(LIVE_COLUMNS)
     body = (
-        f'<p><span id="live-count">{len(calls)}</span> call(s) in progress on this instance. '
+        f'<p><span id="live-count">{len(calls)}</span> call(s) in progress. '
         '<a href="/console/softphone">Call the agent from this browser</a>.</p>'
         f'<table id="live-calls" class="cards"><thead><tr>{head}</tr></thead>'
         f"<tbody>{live_rows(calls)}</tbody></table>"
@@ -283,6 +288,7 @@ def live_call_page(call: LiveCall) -> str:
         ("Duration so far", fmt_duration(call.duration_s)),
         ("Turns", str(call.turns)),
         ("Barge-ins", str(call.barge_ins)),
+        ("Replica", call.replica or "—"),
     ]
     body = (
         '<p class="notice" id="in-progress">This call is in progress. Its transcript, '

@@ -22,6 +22,7 @@ from bridge.console import pages
 from bridge.console.auth import COOKIE_NAME, LoginThrottle, Sessions, same_origin
 from bridge.console.object_stream import READ_DEADLINE_S, object_response
 from bridge.console.waveform import Waveforms, markers
+from bridge.live_calls import STALE_AFTER_S, live_call_rows
 from bridge.object_storage import described, in_object_io
 from bridge.profiles import DEFAULT_PROFILE
 from bridge.recording_storage import (
@@ -30,6 +31,7 @@ from bridge.recording_storage import (
     RecordingStorage,
     timeline_document,
 )
+from bridge.records.store import StoreUnavailable
 from twiml.answer import PROFILE_PARAMETER, stream_url
 from twiml.request_body import RefusalLog, RequestRefused, parse_form, read_body
 from twiml.stream_token import StreamTokens
@@ -233,28 +235,47 @@ class Console:
             return "/console"
         return value
 
-    def _live_calls(self) -> list[pages.LiveCall]:
-        now = time.monotonic()
-        live = []
-        for runner in list(self.calls.active):
-            summary = runner.summary(timeline=False)
-            if summary is None:
-                continue  # (every call in `active` was admitted: it has one)
-            parameters = summary.parameters
-            live.append(
-                pages.LiveCall(
-                    call_sid=summary.call_sid,
-                    from_number=parameters.get("From", ""),
-                    to_number=parameters.get("To", ""),
-                    profile=parameters.get(PROFILE_PARAMETER, ""),
-                    phase=summary.phase,
-                    duration_s=round(now - runner.clock.monotonic, 1),
-                    turns=len(summary.turns),
-                    barge_ins=len(summary.barge_ins),
-                )
+    async def _live_calls(self) -> list[pages.LiveCall]:
+        """The calls in progress on every replica: this one's as they are now, the others'
+        as their last heartbeat in the shared records said (this one's only, while the
+        records are away)."""
+        replica = self.settings.replica
+        rows = live_call_rows(self.calls, replica)
+        if self.store is not None:
+            now = time.time()
+            try:
+                elsewhere = await self.store.live_calls(now - STALE_AFTER_S)
+            except Exception as exc:
+                log.warning("console: other replicas' live calls unknown: %s", exc)
+            else:
+                here = {row.call_sid for row in rows}
+                rows += [r for r in elsewhere if r.replica != replica and r.call_sid not in here]
+        now = time.time()
+        live = [
+            pages.LiveCall(
+                call_sid=row.call_sid,
+                from_number=row.from_number,
+                to_number=row.to_number,
+                profile=row.profile,
+                phase=row.phase,
+                duration_s=round(max(0.0, now - row.started_at), 1),
+                turns=row.turns,
+                barge_ins=row.barge_ins,
+                replica=row.replica,
             )
+            for row in rows
+        ]
         live.sort(key=lambda c: -(c.duration_s or 0.0))
         return live
+
+    def _records_away(self, exc: Exception) -> HTMLResponse:
+        log.error("console: the call records cannot be read: %s", exc)
+        page = pages.message_page(
+            "Call records unavailable",
+            "The call records cannot be reached right now; calls go on and are recorded "
+            "once they are back. Try again in a moment.",
+        )
+        return self._page(page, 503)
 
     # --------------------------------------------------------------------------- pages
 
@@ -314,7 +335,7 @@ class Console:
     async def _live(self, request: Request) -> Response:
         if not self._logged_in(request):
             return self._to_login(request)
-        return self._page(pages.live_page(self._live_calls()))
+        return self._page(pages.live_page(await self._live_calls()))
 
     async def _calls(self, request: Request) -> Response:
         if not self._logged_in(request):
@@ -327,15 +348,21 @@ class Console:
         if self.store is None:
             return self._page(pages.calls_page(None, query, page, False))
         # One more than a page: whether an "Older" link leads anywhere.
-        found = await self.store.search(query or None, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
+        try:
+            found = await self.store.search(query or None, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
+        except StoreUnavailable as exc:
+            return self._records_away(exc)
         return self._page(pages.calls_page(found[:PAGE_SIZE], query, page, len(found) > PAGE_SIZE))
 
     async def _call(self, request: Request, call_sid: str) -> Response:
         if not self._logged_in(request):
             return self._to_login(request)
-        record = await self.store.get(call_sid) if self.store is not None else None
+        try:
+            record = await self.store.get(call_sid) if self.store is not None else None
+        except StoreUnavailable as exc:
+            return self._records_away(exc)
         if record is None:
-            live = next((c for c in self._live_calls() if c.call_sid == call_sid), None)
+            live = next((c for c in await self._live_calls() if c.call_sid == call_sid), None)
             if live is not None:  # its record is written once it ends
                 return self._page(pages.live_call_page(live))
             why = "No call" if self.store is not None else "Call records are off: no call"
@@ -472,7 +499,7 @@ class Console:
     async def _api_live(self, request: Request) -> Response:
         if not self._logged_in(request):
             return self._unauthorized()
-        calls = [call.as_json() for call in self._live_calls()]
+        calls = [call.as_json() for call in await self._live_calls()]
         return JSONResponse({"calls": calls}, headers={"Cache-Control": "no-store"})
 
     async def _api_softphone(self, request: Request) -> Response:

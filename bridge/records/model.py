@@ -99,3 +99,20 @@ class WebhookDelivery:
     attempts: int = 0
     next_attempt_at: float = 0.0
     last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCallRow:
+    """A call in progress on some replica, as its heartbeat row says: the console of every
+    replica lists them. Times are unix seconds."""
+
+    call_sid: str
+    replica: str  # which instance serves it (REPLICA_NAME)
+    started_at: float
+    from_number: str
+    to_number: str
+    profile: str
+    phase: str  # the call core's Phase value
+    turns: int
+    barge_ins: int
+    updated_at: float = 0.0  # when its replica last said it is still going

@@ -1,9 +1,11 @@
 """Where call records are kept: the store's interface, and the SQLite store.
 
 The bridge hands a finished `CallRecord` to a `CallStore` from the call's teardown; the web
-console lists and reads them back. `CallStore` is deliberately narrow (save, get, search,
-record_status, close) so that a PostgreSQL store shared by several instances can stand in
-for the SQLite one without the callers changing.
+console lists and reads them back. Two stores implement it and behave the same (one set of
+tests runs against both): `SQLiteCallStore`, one file for a single instance, and
+`PostgresCallStore` (`bridge.records.postgres`), one database shared by every replica.
+`WriteBehindStore` (`bridge.records.write_behind`) stands in front of either, so that a
+database that is away never costs a call anything and loses no record.
 
 SQLite is synchronous, and a slow disk must never stall the audio of the calls still
 running: every query runs on one worker thread that owns the only connection, and the
@@ -13,21 +15,39 @@ coroutines only wait for it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from bridge.core.summary import TranscriptLine
-from bridge.core.timeline import Moment, TimelineEntry
-from bridge.records.model import CallListing, CallRecord, Recording, TurnTiming, WebhookDelivery
-from twiml.call_status import FINAL_STATUSES
+from bridge.records.model import (
+    CallListing,
+    CallRecord,
+    LiveCallRow,
+    Recording,
+    WebhookDelivery,
+)
+from bridge.records.rows import (
+    DELIVERY_COLUMNS,
+    RECORD_COLUMNS,
+    SUMMARY_COLUMNS,
+    delivery_values,
+    fold,
+    like_pattern,
+    merge_recording,
+    merge_status,
+    record_from_row,
+    record_values,
+    recording_from_json,
+    recording_to_json,
+    transcript_from_json,
+    transcript_text,
+)
 
 _T = TypeVar("_T")
 
@@ -35,16 +55,37 @@ _T = TypeVar("_T")
 # wedged lock surfaces as an error rather than a teardown that never finishes.
 BUSY_TIMEOUT_S = 5.0
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# A post-call webhook handed out to be attempted is held from every other reader this long
+# (well past an attempt's 10 s deadline): with several replicas on one database, one of
+# them attempts it; if that replica dies mid-attempt, another takes it up after this.
+DELIVERY_HOLD_S = 120.0
+
+
+class StoreUnavailable(Exception):
+    """The database is away (unreachable, restarting, locked past its timeout): the same
+    request may work later. Any other error from a store is a refusal that retrying will
+    not change."""
+
+
+class SchemaTooNew(ValueError):
+    """The database was migrated by a newer phone-bridge than this one: writing to it with
+    an older idea of the schema could drop what the newer code relies on."""
 
 
 class CallStore(Protocol):
+    async def open(self) -> None:
+        """Connect, and create or upgrade the schema. StoreUnavailable if the database
+        cannot be reached (open may be called again then); SchemaTooNew, or ValueError for
+        a database that cannot be used."""
+
     async def save(self, record: CallRecord, delivery: WebhookDelivery | None = None) -> bool:
         """Insert the record, and with it (in the same transaction) its post-call webhook
         delivery if there is one; False if its call_sid has one already, which is kept (a
         call is recorded once: a second stream for it can only be a replay)."""
 
     async def due_deliveries(self, now: float, limit: int) -> list[WebhookDelivery]:
-        """Post-call webhooks whose next attempt is due by `now`, soonest first."""
+        """Post-call webhooks whose next attempt is due by `now`, soonest first, each held
+        from every other reader for DELIVERY_HOLD_S (another replica's webhook worker)."""
 
     async def next_delivery_at(self) -> float | None:
         """When the soonest post-call webhook is due, if any is pending."""
@@ -86,6 +127,20 @@ class CallStore(Protocol):
         """Calls started before `before` (unix time) lose their recording and timeline
         (kept: the rest of the record, which says the recording was deleted); the
         recordings they had, so their files can go too."""
+
+    async def publish_live_calls(
+        self, replica: str, calls: Sequence[LiveCallRow], now: float, stale_before: float
+    ) -> None:
+        """`replica`'s heartbeat: its live calls are now exactly `calls` (each marked
+        updated at `now`; its others have ended). Rows of any replica not updated since
+        `stale_before` go too: their replica died without saying so."""
+
+    async def live_calls(self, fresh_since: float) -> list[LiveCallRow]:
+        """The calls in progress on every replica, updated since `fresh_since`, longest
+        first."""
+
+    async def live_replica(self, call_sid: str, fresh_since: float) -> str | None:
+        """Which replica has `call_sid` in progress (updated since `fresh_since`), if any."""
 
     async def close(self) -> None: ...
 
@@ -139,16 +194,12 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     )
 
 
-def _transcript_text(transcript: Iterable[TranscriptLine]) -> str:
-    return "\n".join(line.text for line in transcript)
-
-
 def _migration_2(conn: sqlite3.Connection) -> None:
     # The transcript as plain text, so search reads one column instead of parsing JSON per row.
     conn.execute("ALTER TABLE calls ADD COLUMN transcript_text TEXT NOT NULL DEFAULT ''")
     rows = conn.execute("SELECT call_sid, transcript_json FROM calls").fetchall()
     for call_sid, transcript_json in rows:
-        text = _transcript_text(_transcript_from_json(transcript_json))
+        text = transcript_text(transcript_from_json(transcript_json))
         conn.execute("UPDATE calls SET transcript_text = ? WHERE call_sid = ?", (text, call_sid))
 
 
@@ -192,6 +243,28 @@ def _migration_5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_6(conn: sqlite3.Connection) -> None:
+    # A heartbeat row per call in progress, so the console of every instance sharing the
+    # records lists every instance's live calls.
+    conn.execute(
+        """
+        CREATE TABLE live_calls (
+            call_sid    TEXT PRIMARY KEY,
+            replica     TEXT NOT NULL,
+            started_at  REAL NOT NULL,
+            from_number TEXT NOT NULL,
+            to_number   TEXT NOT NULL,
+            profile     TEXT NOT NULL,
+            phase       TEXT NOT NULL,
+            turns       INTEGER NOT NULL,
+            barge_ins   INTEGER NOT NULL,
+            updated_at  REAL NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX live_calls_replica ON live_calls (replica)")
+
+
 # Append only: a database at version N has had exactly the first N steps applied.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_1,
@@ -199,6 +272,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 )
 
 
@@ -236,177 +310,6 @@ def apply_migrations(conn: sqlite3.Connection, target: int | None = None) -> int
             MIGRATIONS[version](conn)
             # PRAGMA takes no parameters; the value is our own integer, not outside input.
             conn.execute(f"PRAGMA user_version = {version + 1:d}")
-
-
-# ------------------------------------------------------------------ (de)serialising
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def turn_rows(turns: Iterable[TurnTiming]) -> list[dict[str, Any]]:
-    """The turns as JSON objects: how they are stored, and how the post-call webhook
-    sends them."""
-    return [
-        {
-            "index": t.index,
-            "caller_stopped_ms": t.caller_stopped_ms,
-            "first_audio_sent_ms": t.first_audio_sent_ms,
-            "first_audio_heard_ms": t.first_audio_heard_ms,
-            "barged_in": t.barged_in,
-            "truncated_at_ms": t.truncated_at_ms,
-        }
-        for t in turns
-    ]
-
-
-def _turns_from_json(text: str) -> tuple[TurnTiming, ...]:
-    return tuple(
-        TurnTiming(
-            index=t["index"],
-            caller_stopped_ms=t.get("caller_stopped_ms"),
-            first_audio_sent_ms=t.get("first_audio_sent_ms"),
-            first_audio_heard_ms=t.get("first_audio_heard_ms"),
-            barged_in=bool(t.get("barged_in", False)),
-            truncated_at_ms=t.get("truncated_at_ms"),
-        )
-        for t in json.loads(text)
-    )
-
-
-def transcript_rows(transcript: Iterable[TranscriptLine]) -> list[dict[str, Any]]:
-    """The transcript as JSON objects: how it is stored, and how the post-call webhook
-    sends it."""
-    return [{"role": t.role, "text": t.text, "cut": t.cut, "at": t.at} for t in transcript]
-
-
-def _transcript_from_json(text: str) -> tuple[TranscriptLine, ...]:
-    # Lines stored before they carried their time have none (no migration: it is JSON).
-    return tuple(
-        TranscriptLine(
-            role=t["role"],
-            text=t["text"],
-            cut=bool(t.get("cut", False)),
-            at=float(t["at"]) if isinstance(t.get("at"), int | float) else None,
-        )
-        for t in json.loads(text)
-    )
-
-
-def timeline_rows(timeline: Iterable[TimelineEntry]) -> list[dict[str, Any]]:
-    """The timeline as JSON objects: how it is stored, and how the console serves it."""
-    return [{"at": e.at, "moment": e.moment.value, "detail": e.detail} for e in timeline]
-
-
-def _timeline_from_json(text: str) -> tuple[TimelineEntry, ...]:
-    entries = []
-    for e in json.loads(text):
-        try:
-            moment = Moment(e["moment"])
-        except ValueError:
-            continue  # written by a newer version: this one cannot name it
-        entries.append(TimelineEntry(float(e["at"]), moment, str(e.get("detail", ""))))
-    return tuple(entries)
-
-
-def _recording_to_json(recording: Recording | None) -> str | None:
-    if recording is None:
-        return None
-    return _dumps(
-        {
-            "kind": recording.kind,
-            "status": recording.status,
-            "sid": recording.sid,
-            "url": recording.url,
-            "duration_s": recording.duration_s,
-            "error": recording.error,
-        }
-    )
-
-
-def _recording_from_json(text: str | None) -> Recording | None:
-    if not text:
-        return None
-    r = json.loads(text)
-    return Recording(
-        kind=str(r["kind"]),
-        status=str(r["status"]),
-        sid=r.get("sid"),
-        url=r.get("url"),
-        duration_s=r.get("duration_s"),
-        error=str(r.get("error", "")),
-    )
-
-
-def _merge_recording(kept: Recording | None, update: Recording) -> Recording:
-    """What a recording status callback changes: its status and what only it knows."""
-    if kept is None or (kept.sid is not None and update.sid not in (None, kept.sid)):
-        return update
-    return replace(
-        kept,
-        status=update.status,
-        sid=kept.sid or update.sid,  # (our request may have timed out, and Twilio recorded)
-        url=update.url or kept.url,
-        duration_s=update.duration_s if update.duration_s is not None else kept.duration_s,
-        error=update.error if update.status == "failed" else "",
-    )
-
-
-def _merge_status(
-    old: tuple[str | None, int | None] | None, status: str | None, duration_s: int | None
-) -> tuple[str | None, int | None]:
-    """The status to keep when `status` arrives and `old` is already stored.
-
-    Twilio does not promise to deliver callbacks in order, so a late "ringing" must not
-    overwrite "completed"; and only the final callback carries CallDuration.
-    """
-    old_status, old_duration = old if old is not None else (None, None)
-    if status is None or (old_status in FINAL_STATUSES and status not in FINAL_STATUSES):
-        status = old_status
-    return status, duration_s if duration_s is not None else old_duration
-
-
-def _status_row(
-    conn: sqlite3.Connection, table: str, call_sid: str
-) -> tuple[str | None, int | None] | None:
-    # `table` is always one of ours, never outside input.
-    return conn.execute(
-        f"SELECT final_status, duration_s FROM {table} WHERE call_sid = ?", (call_sid,)
-    ).fetchone()
-
-
-def _fold(value: str | None) -> str | None:
-    # SQLite's LIKE only ignores the case of ASCII letters; callers' names are not all ASCII.
-    return None if value is None else value.casefold()
-
-
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-_SEARCHED_COLUMNS = (
-    "call_sid",
-    "from_number",
-    "to_number",
-    "profile",
-    "outcome",
-    "transcript_text",
-)
-_SEARCH_WHERE = " OR ".join(
-    f"bridge_fold({column}) LIKE :pattern ESCAPE '\\'" for column in _SEARCHED_COLUMNS
-)
-_SUMMARY_COLUMNS = (
-    "call_sid, from_number, to_number, profile, direction, started_at, ended_at, outcome,"
-    " turn_count, barge_ins, cost_usd, model"
-)
-_RECORD_COLUMNS = (
-    "call_sid, stream_sid, from_number, to_number, profile, direction, started_at, ended_at,"
-    " outcome, end_reason, model, turns_json, barge_ins, reconnects, tokens_json, cost_usd,"
-    " transcript_json, final_status, duration_s, timeline_json, timeline_dropped,"
-    " recording_json"
-)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -472,6 +375,23 @@ def call_db_problems(path: str | None) -> list[str]:
 # ---------------------------------------------------------------------------- store
 
 
+_SEARCHED_COLUMNS = (
+    "call_sid",
+    "from_number",
+    "to_number",
+    "profile",
+    "outcome",
+    "transcript_text",
+)
+_SEARCH_WHERE = " OR ".join(
+    f"bridge_fold({column}) LIKE :pattern ESCAPE '\\'" for column in _SEARCHED_COLUMNS
+)
+LIVE_COLUMNS = (
+    "call_sid, replica, started_at, from_number, to_number, profile, phase, turns, barge_ins,"
+    " updated_at"
+)
+
+
 class SQLiteCallStore:
     """A `CallStore` in one SQLite file (or ":memory:"), for a single instance."""
 
@@ -484,6 +404,9 @@ class SQLiteCallStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="call-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+
+    def __str__(self) -> str:
+        return self.path
 
     # -- lifecycle
 
@@ -524,8 +447,7 @@ class SQLiteCallStore:
                     raise self._not_a_database() from exc
                 raise
             if version > self.SCHEMA_VERSION:
-                # Writing with an older schema could silently drop what newer code relies on.
-                raise ValueError(
+                raise SchemaTooNew(
                     f"call store {self.path!r} has schema version {version}, newer than this "
                     f"version of phone-bridge understands ({self.SCHEMA_VERSION}); "
                     "upgrade phone-bridge or use another file"
@@ -533,7 +455,7 @@ class SQLiteCallStore:
             if self.path not in ("", ":memory:"):
                 # Lets the console (or another process) read while a call's record is written.
                 conn.execute("PRAGMA journal_mode = WAL")
-            conn.create_function("bridge_fold", 1, _fold, deterministic=True)
+            conn.create_function("bridge_fold", 1, fold, deterministic=True)
             apply_migrations(conn)
         except BaseException:
             conn.close()
@@ -590,9 +512,7 @@ class SQLiteCallStore:
     async def search(
         self, text: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[CallListing]:
-        if limit < 0 or offset < 0:
-            raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
-        needle = text.strip() if text else ""
+        needle = search_needle(text, limit, offset)
         return await self._run(self._search_sync, needle, limit, offset)
 
     async def record_status(self, call_sid: str, status: str, duration_s: int | None) -> None:
@@ -611,6 +531,17 @@ class SQLiteCallStore:
             raise ValueError("a recording status needs a call_sid")
         await self._run(self._record_recording_sync, call_sid, update)
 
+    async def publish_live_calls(
+        self, replica: str, calls: Sequence[LiveCallRow], now: float, stale_before: float
+    ) -> None:
+        await self._run(self._publish_live_calls_sync, replica, list(calls), now, stale_before)
+
+    async def live_calls(self, fresh_since: float) -> list[LiveCallRow]:
+        return await self._run(self._live_calls_sync, fresh_since)
+
+    async def live_replica(self, call_sid: str, fresh_since: float) -> str | None:
+        return await self._run(self._live_replica_sync, call_sid, fresh_since)
+
     # -- worker-thread side
 
     async def _in_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -621,7 +552,11 @@ class SQLiteCallStore:
             raise RuntimeError("call store is closed")
         if self._conn is None:
             raise RuntimeError("call store is not open; await open() first")
-        return await self._in_worker(fn, *args)
+        try:
+            return await self._in_worker(fn, *args)
+        except sqlite3.OperationalError as exc:
+            # Locked past the busy timeout, a disk error, a full disk: may pass.
+            raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
@@ -637,16 +572,17 @@ class SQLiteCallStore:
         )
 
     def _due_deliveries_sync(self, now: float, limit: int) -> list[WebhookDelivery]:
-        rows = (
-            self._connection()
-            .execute(
-                "SELECT message_id, call_sid, body, created_at, attempts, next_attempt_at,"
-                " last_error FROM webhook_deliveries WHERE next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT ?",
+        conn = self._connection()
+        with _transaction(conn):
+            rows = conn.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, message_id LIMIT ?",
                 (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE message_id = ?",
+                [(now + DELIVERY_HOLD_S, row[0]) for row in rows],
             )
-            .fetchall()
-        )
         return [WebhookDelivery(*row) for row in rows]
 
     def _next_delivery_at_sync(self) -> float | None:
@@ -685,130 +621,40 @@ class SQLiteCallStore:
             stored = _status_row(conn, "call_status_pending", r.call_sid)
             # A status callback that beat this save is Twilio's word on the call; the
             # record, built before it, would otherwise erase it.
-            final_status, duration_s = _merge_status(stored, r.final_status, r.duration_s)
+            final_status, duration_s = merge_status(stored, r.final_status, r.duration_s)
             recording = r.recording
             early = conn.execute(
                 "SELECT recording_json FROM recording_status_pending WHERE call_sid = ?",
                 (r.call_sid,),
             ).fetchone()
             if early is not None:  # Twilio's word on the recording came first
-                update = _recording_from_json(early[0])
+                update = recording_from_json(early[0])
                 if update is not None:
-                    recording = _merge_recording(recording, update)
+                    recording = merge_recording(recording, update)
                 conn.execute(
                     "DELETE FROM recording_status_pending WHERE call_sid = ?", (r.call_sid,)
                 )
+            values = record_values(r, final_status, duration_s, recording)
             conn.execute(
-                """
-                INSERT INTO calls (
-                    call_sid, stream_sid, from_number, to_number, profile, direction,
-                    started_at, ended_at, outcome, end_reason, model, turn_count, barge_ins,
-                    reconnects, cost_usd, final_status, duration_s, turns_json, tokens_json,
-                    transcript_json, transcript_text, timeline_json, timeline_dropped,
-                    recording_json
-                ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-                (
-                    r.call_sid,
-                    r.stream_sid,
-                    r.from_number,
-                    r.to_number,
-                    r.profile,
-                    r.direction,
-                    r.started_at,
-                    r.ended_at,
-                    r.outcome,
-                    r.end_reason,
-                    r.model,
-                    len(r.turns),
-                    r.barge_ins,
-                    r.reconnects,
-                    r.cost_usd,
-                    final_status,
-                    duration_s,
-                    _dumps(turn_rows(r.turns)),
-                    _dumps(dict(r.tokens)),
-                    _dumps(transcript_rows(r.transcript)),
-                    _transcript_text(r.transcript),
-                    _dumps(timeline_rows(r.timeline)),
-                    r.timeline_dropped,
-                    _recording_to_json(recording),
-                ),
+                f"INSERT INTO calls ({RECORD_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                values,
             )
             conn.execute("DELETE FROM call_status_pending WHERE call_sid = ?", (r.call_sid,))
             if delivery is not None:
-                d = delivery
                 conn.execute(
-                    "INSERT INTO webhook_deliveries (message_id, call_sid, body, created_at,"
-                    " attempts, next_attempt_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        d.message_id,
-                        d.call_sid,
-                        d.body,
-                        d.created_at,
-                        d.attempts,
-                        d.next_attempt_at,
-                        d.last_error,
-                    ),
+                    f"INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    delivery_values(delivery),
                 )
         return True
 
     def _get_sync(self, call_sid: str) -> CallRecord | None:
         row = (
             self._connection()
-            .execute(f"SELECT {_RECORD_COLUMNS} FROM calls WHERE call_sid = ?", (call_sid,))
+            .execute(f"SELECT {RECORD_COLUMNS} FROM calls WHERE call_sid = ?", (call_sid,))
             .fetchone()
         )
-        if row is None:
-            return None
-        (
-            sid,
-            stream_sid,
-            from_number,
-            to_number,
-            profile,
-            direction,
-            started_at,
-            ended_at,
-            outcome,
-            end_reason,
-            model,
-            turns_json,
-            barge_ins,
-            reconnects,
-            tokens_json,
-            cost_usd,
-            transcript_json,
-            final_status,
-            duration_s,
-            timeline_json,
-            timeline_dropped,
-            recording_json,
-        ) = row
-        return CallRecord(
-            call_sid=sid,
-            stream_sid=stream_sid,
-            from_number=from_number,
-            to_number=to_number,
-            profile=profile,
-            direction=direction,
-            started_at=started_at,
-            ended_at=ended_at,
-            outcome=outcome,
-            end_reason=end_reason,
-            model=model,
-            turns=_turns_from_json(turns_json),
-            barge_ins=barge_ins,
-            reconnects=reconnects,
-            tokens={str(k): int(v) for k, v in json.loads(tokens_json).items()},
-            cost_usd=cost_usd,
-            transcript=_transcript_from_json(transcript_json),
-            final_status=final_status,
-            duration_s=duration_s,
-            timeline=_timeline_from_json(timeline_json),
-            timeline_dropped=timeline_dropped,
-            recording=_recording_from_json(recording_json),
-        )
+        return None if row is None else record_from_row(row)
 
     def _search_sync(self, needle: str, limit: int, offset: int) -> list[CallListing]:
         where = f"WHERE {_SEARCH_WHERE}" if needle else ""
@@ -816,9 +662,9 @@ class SQLiteCallStore:
         rows = (
             self._connection()
             .execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM calls {where}"
+                f"SELECT {SUMMARY_COLUMNS} FROM calls {where}"
                 " ORDER BY started_at DESC, call_sid DESC LIMIT :limit OFFSET :offset",
-                {"pattern": _like_pattern(needle.casefold()), "limit": limit, "offset": offset},
+                {"pattern": like_pattern(needle.casefold()), "limit": limit, "offset": offset},
             )
             .fetchall()
         )
@@ -837,21 +683,16 @@ class SQLiteCallStore:
         conn = self._connection()
         expired = []
         with _transaction(conn):
-            rows = conn.execute(
-                "SELECT call_sid, recording_json FROM calls WHERE started_at < ? AND"
-                " (timeline_json != '[]' OR (recording_json LIKE '%\"kind\":\"bridge\"%'"
-                ' AND recording_json NOT LIKE \'%"status":"deleted"%\'))',
-                (before,),
-            ).fetchall()
+            expiring = EXPIRING_CALLS.replace("%s", "?").replace("%%", "%")
+            rows = conn.execute(expiring, (before,)).fetchall()
             for call_sid, recording_json in rows:
-                recording = kept = _recording_from_json(recording_json)
-                if recording is not None and recording.kind == "bridge":
+                recording, kept = expired_recording(recording_json)
+                if recording is not None:
                     expired.append((call_sid, recording))
-                    kept = replace(recording, status="deleted", url=None, duration_s=None)
                 conn.execute(
                     "UPDATE calls SET recording_json = ?, timeline_json = '[]',"
                     " timeline_dropped = 0 WHERE call_sid = ?",
-                    (_recording_to_json(kept), call_sid),
+                    (recording_to_json(kept), call_sid),
                 )
         return expired
 
@@ -862,16 +703,16 @@ class SQLiteCallStore:
                 "SELECT recording_json FROM calls WHERE call_sid = ?", (call_sid,)
             ).fetchone()
             if row is not None:
-                merged = _merge_recording(_recording_from_json(row[0]), update)
+                merged = merge_recording(recording_from_json(row[0]), update)
                 conn.execute(
                     "UPDATE calls SET recording_json = ? WHERE call_sid = ?",
-                    (_recording_to_json(merged), call_sid),
+                    (recording_to_json(merged), call_sid),
                 )
             else:
                 conn.execute(
                     "INSERT OR REPLACE INTO recording_status_pending"
                     " (call_sid, recording_json, updated_at) VALUES (?, ?, ?)",
-                    (call_sid, _recording_to_json(update), time.time()),
+                    (call_sid, recording_to_json(update), time.time()),
                 )
 
     def _record_status_sync(self, call_sid: str, status: str, duration_s: int | None) -> None:
@@ -879,16 +720,106 @@ class SQLiteCallStore:
         with _transaction(conn):
             stored = _status_row(conn, "calls", call_sid)
             if stored is not None:
-                merged = _merge_status(stored, status, duration_s)
+                merged = merge_status(stored, status, duration_s)
                 conn.execute(
                     "UPDATE calls SET final_status = ?, duration_s = ? WHERE call_sid = ?",
                     (*merged, call_sid),
                 )
             else:
                 pending = _status_row(conn, "call_status_pending", call_sid)
-                merged = _merge_status(pending, status, duration_s)
+                merged = merge_status(pending, status, duration_s)
                 conn.execute(
                     "INSERT OR REPLACE INTO call_status_pending"
                     " (call_sid, final_status, duration_s, updated_at) VALUES (?, ?, ?, ?)",
                     (call_sid, *merged, time.time()),
                 )
+
+    def _publish_live_calls_sync(
+        self, replica: str, calls: list[LiveCallRow], now: float, stale_before: float
+    ) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            conn.execute(
+                "DELETE FROM live_calls WHERE replica = ? OR updated_at < ?",
+                (replica, stale_before),
+            )
+            conn.executemany(
+                f"INSERT OR REPLACE INTO live_calls ({LIVE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [live_values(replica, call, now) for call in calls],
+            )
+
+    def _live_calls_sync(self, fresh_since: float) -> list[LiveCallRow]:
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT {LIVE_COLUMNS} FROM live_calls WHERE updated_at >= ?"
+                " ORDER BY started_at, call_sid",
+                (fresh_since,),
+            )
+            .fetchall()
+        )
+        return [LiveCallRow(*row) for row in rows]
+
+    def _live_replica_sync(self, call_sid: str, fresh_since: float) -> str | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT replica FROM live_calls WHERE call_sid = ? AND updated_at >= ?",
+                (call_sid, fresh_since),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+
+def _status_row(
+    conn: sqlite3.Connection, table: str, call_sid: str
+) -> tuple[str | None, int | None] | None:
+    # `table` is always one of ours, never outside input.
+    return conn.execute(
+        f"SELECT final_status, duration_s FROM {table} WHERE call_sid = ?", (call_sid,)
+    ).fetchone()
+
+
+# ------------------------------------------------------------ shared by both stores
+
+
+def search_needle(text: str | None, limit: int, offset: int) -> str:
+    """What `search` looks for ("" lists all), once its paging is known to be sane."""
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
+    return text.strip() if text else ""
+
+
+# Calls whose recording (by the bridge, not yet deleted) or timeline is to expire; one
+# parameter, the time before which they started.
+EXPIRING_CALLS = (
+    "SELECT call_sid, recording_json FROM calls WHERE started_at < %s AND"
+    " (timeline_json != '[]' OR (recording_json LIKE '%%\"kind\":\"bridge\"%%'"
+    ' AND recording_json NOT LIKE \'%%"status":"deleted"%%\'))'
+)
+
+
+def expired_recording(recording_json: str | None) -> tuple[Recording | None, Recording | None]:
+    """An expiring call's recording: the one whose file is to go (the bridge's own), and
+    what its record keeps in its place."""
+    recording = kept = recording_from_json(recording_json)
+    if recording is None or recording.kind != "bridge":
+        return None, kept
+    return recording, replace(recording, status="deleted", url=None, duration_s=None)
+
+
+def live_values(replica: str, call: LiveCallRow, now: float) -> tuple[Any, ...]:
+    return (
+        call.call_sid,
+        replica,
+        call.started_at,
+        call.from_number,
+        call.to_number,
+        call.profile,
+        call.phase,
+        call.turns,
+        call.barge_ins,
+        now,
+    )

@@ -27,6 +27,9 @@ from uvicorn.server import HANDLED_SIGNALS
 from bridge.admission import GOODBYE_WAIT_S
 from bridge.app import create_app
 from bridge.draining_server import server_config
+from bridge.live_calls import STOP_DEADLINE_S
+from bridge.post_call_webhook import RELEASE_DEADLINE_S
+from bridge.records.write_behind import ACK_WAIT_S, FLUSH_AT_CLOSE_S
 from bridge.settings import Settings, load_settings
 from tests.deploy.files import (
     DEPLOY,
@@ -426,8 +429,10 @@ def test_pods_get_time_to_drain_their_calls(app_settings: Settings) -> None:
     env = pod_env()
     grace = float(env["SHUTDOWN_GRACE_S"]["value"]) if "SHUTDOWN_GRACE_S" in env else None
     grace = app_settings.shutdown_grace_s if grace is None else grace
-    # The kubelet's countdown covers the preStop hook, the drain and the goodbyes.
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + grace + GOODBYE_WAIT_S
+    # The kubelet's countdown covers the preStop hook, the drain, the goodbyes, and handing
+    # the last records to the database (or to the spill file).
+    records = ACK_WAIT_S + STOP_DEADLINE_S + RELEASE_DEADLINE_S + FLUSH_AT_CLOSE_S
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + grace + GOODBYE_WAIT_S + records
     strategy = k8s_objects()["Deployment"]["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxUnavailable"] == 0, "a rollout never lowers capacity"
 

@@ -160,6 +160,7 @@ SECRET_VALUES = {
     "POST_CALL_WEBHOOK_URL": "http://marker-host.example/calls?token=marker-token",
     "REALTIME_URL": "https://marker-host.example/realtime?token=marker-token",
     "REALTIME_HEADERS": '{"X-Gateway-Key": "marker-header-value", "bad name": "marker-2"}',
+    "CALL_DB_URL": "mysql://bridge:marker-password@marker-host.example/calls",
 }
 
 
@@ -204,6 +205,17 @@ def test_a_setting_rejected_on_its_own_is_not_reported_again_by_a_check_across_s
     )
     named = [p.partition(":")[0] for p in problems]
     assert named == ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "TWILIO_AUTH_TOKEN"], problems
+
+
+def test_a_records_database_url_that_cannot_work_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (problem,) = problems_with(monkeypatch, CALL_DB_URL="postgresql://bridge:hunter22@db/x?ssl")
+    assert problem.startswith("CALL_DB_URL: ") and "hunter22" not in problem
+    monkeypatch.setenv("CALL_DB_URL", " postgresql://bridge:hunter22@db.example.com/calls \n")
+    settings = load_settings()
+    assert settings.call_db_url == "postgresql://bridge:hunter22@db.example.com/calls"
+    assert "hunter22" not in repr(settings)
 
 
 def test_a_records_file_that_cannot_work_stops_the_start(

@@ -62,6 +62,7 @@
       cell(row, call.status);
       cell(row, String(call.turns));
       cell(row, String(call.barge_ins));
+      cell(row, call.replica);
       rows.appendChild(row);
     }
     body.replaceChildren(rows);

@@ -1,4 +1,6 @@
-"""Call records kept in SQLite: what the console lists, finds and reads back after a call."""
+"""Call records, kept in SQLite or PostgreSQL: what the console lists, finds and reads back
+after a call. Every test taking `store` or `backend` runs against both stores, the
+PostgreSQL one on a real server (skipped, saying why, where its binaries are missing)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,8 +18,16 @@ import pytest
 from bridge.core.summary import TranscriptLine
 from bridge.core.timeline import Moment, TimelineEntry
 from bridge.records import store as records
-from bridge.records.model import CallRecord, Recording, TurnTiming, WebhookDelivery
-from bridge.records.store import SQLiteCallStore, apply_migrations
+from bridge.records.model import (
+    CallRecord,
+    LiveCallRow,
+    Recording,
+    TurnTiming,
+    WebhookDelivery,
+)
+from bridge.records.postgres import PostgresCallStore
+from bridge.records.store import CallStore, SchemaTooNew, SQLiteCallStore, apply_migrations
+from tests.helpers.postgres_server import PostgresServer
 
 T0 = 1_767_000_000.0  # an afternoon in late 2025
 
@@ -75,16 +85,62 @@ def db_path(tmp_path: Path) -> str:
     return str(tmp_path / "calls.db")
 
 
+@dataclass
+class Backend:
+    """One kind of store on one database: new stores on it, and its schema's version."""
+
+    name: str
+    new_store: Callable[[], CallStore]
+    schema_version: Callable[[], int]
+    set_schema_version: Callable[[int], None]
+
+
+def sqlite_backend(path: str) -> Backend:
+    def set_version(version: int) -> None:
+        conn = sqlite3.connect(path)
+        conn.execute(f"PRAGMA user_version = {version:d}")
+        conn.close()
+
+    return Backend("sqlite", lambda: SQLiteCallStore(path), lambda: user_version(path), set_version)
+
+
+def postgres_backend(server: PostgresServer, url: str) -> Backend:
+    import psycopg
+
+    def version() -> int:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT version FROM phone_bridge_schema").fetchone()
+            return int(row[0]) if row else 0
+
+    def set_version(version: int) -> None:
+        with psycopg.connect(url) as conn:
+            conn.execute("UPDATE phone_bridge_schema SET version = %s", (version,))
+
+    return Backend("postgres", lambda: PostgresCallStore(url), version, set_version)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, db_path: str) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        yield sqlite_backend(db_path)
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    yield postgres_backend(server, url)
+    server.drop_database(url)
+
+
 @pytest.fixture
-async def store(db_path: str) -> AsyncIterator[SQLiteCallStore]:
-    s = SQLiteCallStore(db_path)
+async def store(backend: Backend) -> AsyncIterator[CallStore]:
+    s = backend.new_store()
     await s.open()
     yield s
     await s.close()
 
 
-async def open_store(path: str) -> SQLiteCallStore:
-    s = SQLiteCallStore(path)
+async def open_store(where: Backend | str) -> CallStore:
+    """A new store, open: on the backend's database, or the SQLite file at a path."""
+    s = where.new_store() if isinstance(where, Backend) else SQLiteCallStore(where)
     await s.open()
     return s
 
@@ -92,9 +148,15 @@ async def open_store(path: str) -> SQLiteCallStore:
 # ------------------------------------------------------------------ save and get
 
 
-@pytest.mark.parametrize("where", ["file", "memory"])
-async def test_a_full_record_reads_back_equal(where: str, db_path: str) -> None:
-    s = await open_store(db_path if where == "file" else ":memory:")
+async def test_a_full_record_reads_back_equal(backend: Backend) -> None:
+    await full_record_reads_back_equal(await open_store(backend))
+
+
+async def test_a_memory_database_keeps_records_too() -> None:
+    await full_record_reads_back_equal(await open_store(":memory:"))
+
+
+async def full_record_reads_back_equal(s: CallStore) -> None:
     record = make_record(final_status="completed", duration_s=94)
     await s.save(record)
     got = await s.get("CA0001")
@@ -105,19 +167,19 @@ async def test_a_full_record_reads_back_equal(where: str, db_path: str) -> None:
     assert got.duration_ms == pytest.approx(93_250.0)
 
 
-async def test_records_survive_a_restart(db_path: str) -> None:
-    first = await open_store(db_path)
+async def test_records_survive_a_restart(backend: Backend) -> None:
+    first = await open_store(backend)
     await first.save(make_record())
     await first.close()
 
-    second = await open_store(db_path)
+    second = await open_store(backend)
     try:
         assert await second.get("CA0001") == make_record()
     finally:
         await second.close()
 
 
-async def test_awkward_strings_are_stored_verbatim(store: SQLiteCallStore) -> None:
+async def test_awkward_strings_are_stored_verbatim(store: CallStore) -> None:
     nasty = "O'Brien said \"hi\"\nthen: Robert'); DROP TABLE calls;-- 👋 Zürich \\ % _ \t"
     record = make_record(
         profile=nasty,
@@ -130,7 +192,7 @@ async def test_awkward_strings_are_stored_verbatim(store: SQLiteCallStore) -> No
     assert [s.call_sid for s in await store.search()] == ["CA0001"]
 
 
-async def test_an_empty_call_round_trips(store: SQLiteCallStore) -> None:
+async def test_an_empty_call_round_trips(store: CallStore) -> None:
     # A call refused before the model spoke: nothing but ids and the outcome.
     record = make_record(
         profile=None, outcome="refused", turns=(), barge_ins=0, tokens={}, cost_usd=None,
@@ -141,14 +203,14 @@ async def test_an_empty_call_round_trips(store: SQLiteCallStore) -> None:
     assert await store.get("CA0001") == record
 
 
-async def test_an_unknown_call_is_none(store: SQLiteCallStore) -> None:
+async def test_an_unknown_call_is_none(store: CallStore) -> None:
     await store.save(make_record())
     assert await store.get("CA9999") is None
     assert await store.get("") is None
 
 
 async def test_a_call_is_recorded_once_and_a_second_record_never_replaces_it(
-    store: SQLiteCallStore,
+    store: CallStore,
 ) -> None:
     first = make_record()
     assert not await store.has("CA0001")
@@ -167,7 +229,7 @@ async def test_a_call_is_recorded_once_and_a_second_record_never_replaces_it(
     assert await store.search("billing") == []
 
 
-async def test_concurrent_saves_are_all_kept(store: SQLiteCallStore) -> None:
+async def test_concurrent_saves_are_all_kept(store: CallStore) -> None:
     sids = [f"CA{i:04d}" for i in range(40)]
     await asyncio.gather(
         *(store.save(make_record(sid, started_at=T0 + i)) for i, sid in enumerate(sids))
@@ -180,7 +242,7 @@ async def test_concurrent_saves_are_all_kept(store: SQLiteCallStore) -> None:
 
 
 @pytest.fixture
-async def three_calls(store: SQLiteCallStore) -> SQLiteCallStore:
+async def three_calls(store: CallStore) -> CallStore:
     await store.save(make_record("CAaaa111", started_at=T0, ended_at=T0 + 10))
     await store.save(
         make_record(
@@ -207,17 +269,17 @@ async def three_calls(store: SQLiteCallStore) -> SQLiteCallStore:
     return store
 
 
-async def sids(store: SQLiteCallStore, text: str | None = None, **kw: int) -> list[str]:
+async def sids(store: CallStore, text: str | None = None, **kw: int) -> list[str]:
     return [s.call_sid for s in await store.search(text, **kw)]
 
 
-async def test_the_list_is_newest_first(three_calls: SQLiteCallStore) -> None:
+async def test_the_list_is_newest_first(three_calls: CallStore) -> None:
     assert await sids(three_calls) == ["CAbbb222", "CAccc333", "CAaaa111"]
     assert await sids(three_calls, "") == await sids(three_calls, "   ")
     assert await sids(three_calls, "   ") == ["CAbbb222", "CAccc333", "CAaaa111"]
 
 
-async def test_summaries_carry_what_the_list_shows(three_calls: SQLiteCallStore) -> None:
+async def test_summaries_carry_what_the_list_shows(three_calls: CallStore) -> None:
     newest, middle, _ = await three_calls.search()
     assert newest.from_number == "+15105550199"
     assert newest.profile == "after-hours"
@@ -228,20 +290,20 @@ async def test_summaries_carry_what_the_list_shows(three_calls: SQLiteCallStore)
     assert (middle.turns, middle.barge_ins, middle.cost_usd) == (3, 1, 0.0421)
 
 
-async def test_search_by_number(three_calls: SQLiteCallStore) -> None:
+async def test_search_by_number(three_calls: CallStore) -> None:
     assert await sids(three_calls, "5105550199") == ["CAbbb222"]
     assert await sids(three_calls, "+1212555") == ["CAccc333"]
     assert await sids(three_calls, "+14155550123") == ["CAccc333", "CAaaa111"]
 
 
-async def test_search_by_transcript_word_ignores_case(three_calls: SQLiteCallStore) -> None:
+async def test_search_by_transcript_word_ignores_case(three_calls: CallStore) -> None:
     assert await sids(three_calls, "PARCEL") == ["CAccc333"]
     assert await sids(three_calls, "pizza palace") == ["CAaaa111"]
     # Not only ASCII: SQLite's own LIKE would miss this one.
     assert await sids(three_calls, "zürich") == ["CAbbb222"]
 
 
-async def test_search_by_sid_profile_and_outcome(three_calls: SQLiteCallStore) -> None:
+async def test_search_by_sid_profile_and_outcome(three_calls: CallStore) -> None:
     assert await sids(three_calls, "CAccc") == ["CAccc333"]
     assert await sids(three_calls, "caccc3") == ["CAccc333"]
     assert await sids(three_calls, "after-hours") == ["CAbbb222"]
@@ -249,7 +311,7 @@ async def test_search_by_sid_profile_and_outcome(three_calls: SQLiteCallStore) -
     assert await sids(three_calls, "no such thing") == []
 
 
-async def test_wildcards_in_the_search_text_are_literal(store: SQLiteCallStore) -> None:
+async def test_wildcards_in_the_search_text_are_literal(store: CallStore) -> None:
     def said(text: str) -> dict[str, Any]:
         # Nothing else in these records holds a % or an _, so only the transcript can match.
         return {"transcript": (TranscriptLine("caller", text),), "outcome": "refused"}
@@ -269,7 +331,7 @@ async def test_wildcards_in_the_search_text_are_literal(store: SQLiteCallStore) 
     assert await sids(store, "_") == ["CA03"]
 
 
-async def test_limit_and_offset_page_through_everything(store: SQLiteCallStore) -> None:
+async def test_limit_and_offset_page_through_everything(store: CallStore) -> None:
     # Two calls share a start time: paging must still neither repeat nor skip one.
     starts = [T0, T0 + 5, T0 + 5, T0 + 9, T0 + 12, T0 + 20, T0 + 21]
     for i, start in enumerate(starts):
@@ -285,7 +347,7 @@ async def test_limit_and_offset_page_through_everything(store: SQLiteCallStore) 
     assert await sids(store, "+1415", limit=2, offset=1) == flat[1:3]
 
 
-async def test_negative_paging_is_refused(store: SQLiteCallStore) -> None:
+async def test_negative_paging_is_refused(store: CallStore) -> None:
     with pytest.raises(ValueError, match="negative"):
         await store.search(limit=-1)
     with pytest.raises(ValueError, match="negative"):
@@ -295,7 +357,7 @@ async def test_negative_paging_is_refused(store: SQLiteCallStore) -> None:
 # ------------------------------------------------------------ Twilio's status callback
 
 
-async def test_a_status_that_arrives_before_the_record_is_kept(store: SQLiteCallStore) -> None:
+async def test_a_status_that_arrives_before_the_record_is_kept(store: CallStore) -> None:
     await store.record_status("CA0001", "completed", 94)
     assert await store.search() == []  # no half-made call in the list meanwhile
 
@@ -306,7 +368,7 @@ async def test_a_status_that_arrives_before_the_record_is_kept(store: SQLiteCall
     assert (got.final_status, got.duration_s) == ("completed", 94)
 
 
-async def test_a_status_that_arrives_after_the_record_is_kept(store: SQLiteCallStore) -> None:
+async def test_a_status_that_arrives_after_the_record_is_kept(store: CallStore) -> None:
     await store.save(make_record())
     await store.record_status("CA0001", "completed", 94)
 
@@ -321,7 +383,7 @@ COMPLETED = Recording("twilio", "completed", "RE1", "https://api.twilio.com/RE1"
 
 @pytest.mark.parametrize("callback_first", [False, True], ids=["after", "before"])
 async def test_a_recordings_status_is_kept_whether_it_comes_before_or_after_the_record(
-    store: SQLiteCallStore, callback_first: bool
+    store: CallStore, callback_first: bool
 ) -> None:
     if callback_first:  # Twilio's callback beat the call's teardown
         await store.record_recording("CA0001", COMPLETED)
@@ -332,7 +394,7 @@ async def test_a_recordings_status_is_kept_whether_it_comes_before_or_after_the_
     assert got is not None and got.recording == COMPLETED
 
 
-async def test_a_recording_that_could_not_start_round_trips(store: SQLiteCallStore) -> None:
+async def test_a_recording_that_could_not_start_round_trips(store: CallStore) -> None:
     failed = Recording("twilio", "failed", error="HTTP 400: Call is not in-progress")
     await store.save(make_record(recording=failed))
     got = await store.get("CA0001")
@@ -340,7 +402,7 @@ async def test_a_recording_that_could_not_start_round_trips(store: SQLiteCallSto
 
 
 async def test_a_second_record_of_a_call_changes_neither_it_nor_its_status(
-    store: SQLiteCallStore,
+    store: CallStore,
 ) -> None:
     await store.record_status("CA0001", "completed", 94)
     assert await store.save(make_record())
@@ -352,7 +414,7 @@ async def test_a_second_record_of_a_call_changes_neither_it_nor_its_status(
 
 
 async def test_a_late_progress_callback_does_not_undo_the_final_one(
-    store: SQLiteCallStore,
+    store: CallStore,
 ) -> None:
     await store.record_status("CA0001", "in-progress", None)
     await store.record_status("CA0001", "completed", 94)
@@ -365,12 +427,12 @@ async def test_a_late_progress_callback_does_not_undo_the_final_one(
     assert (got.final_status, got.duration_s) == ("completed", 94)
 
 
-async def test_a_status_alone_survives_a_restart(db_path: str) -> None:
-    first = await open_store(db_path)
+async def test_a_status_alone_survives_a_restart(backend: Backend) -> None:
+    first = await open_store(backend)
     await first.record_status("CA0001", "busy", 0)
     await first.close()
 
-    second = await open_store(db_path)
+    second = await open_store(backend)
     try:
         await second.save(make_record())
         got = await second.get("CA0001")
@@ -429,7 +491,7 @@ async def test_a_v1_database_is_upgraded_and_keeps_its_calls(db_path: str) -> No
     finally:
         await s.close()
 
-    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 5
+    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION == 6
     assert old is not None
     assert old.timeline == () and old.timeline_dropped == 0  # recorded before timelines
     assert old.transcript == (  # recorded before lines carried their time: none
@@ -442,34 +504,34 @@ async def test_a_v1_database_is_upgraded_and_keeps_its_calls(db_path: str) -> No
     assert everything == ["CA0001", "CAold"]
 
 
-async def test_opening_an_up_to_date_database_again_changes_nothing(db_path: str) -> None:
-    first = await open_store(db_path)
+async def test_opening_an_up_to_date_database_again_changes_nothing(backend: Backend) -> None:
+    first = await open_store(backend)
     await first.save(make_record())
     await first.close()
 
-    again = await open_store(db_path)  # would fail if a migration ran twice
+    version = backend.schema_version()
+    again = await open_store(backend)  # would fail if a migration ran twice
     try:
         assert await again.get("CA0001") == make_record()
     finally:
         await again.close()
-    assert user_version(db_path) == SQLiteCallStore.SCHEMA_VERSION
+    assert backend.schema_version() == version == type(again).SCHEMA_VERSION
 
 
-async def test_a_database_from_a_newer_version_is_refused(db_path: str) -> None:
-    s = await open_store(db_path)
+async def test_a_database_from_a_newer_version_is_refused(backend: Backend) -> None:
+    s = await open_store(backend)
     await s.save(make_record())
     await s.close()
-    newer = SQLiteCallStore.SCHEMA_VERSION + 1
-    conn = sqlite3.connect(db_path)
-    conn.execute(f"PRAGMA user_version = {newer}")
-    conn.close()
+    newer = type(s).SCHEMA_VERSION + 1
+    backend.set_schema_version(newer)
 
-    refused = SQLiteCallStore(db_path)
-    with pytest.raises(ValueError, match=rf"schema version {newer}, newer than .*upgrade") as exc:
+    refused = backend.new_store()
+    with pytest.raises(SchemaTooNew, match=rf"schema version {newer}, newer than .*upgrade") as exc:
         await refused.open()
-    assert db_path in str(exc.value)
+    assert str(refused) in str(exc.value)  # which database, said without its password
+    assert "pw-" not in str(exc.value) and len(str(exc.value).splitlines()) == 1
     await refused.close()
-    assert user_version(db_path) == newer
+    assert backend.schema_version() == newer
 
 
 @pytest.mark.parametrize(
@@ -487,9 +549,8 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path, content:
     assert path.read_bytes() == content
 
 
-async def test_a_file_database_lets_other_readers_in_while_open(
-    store: SQLiteCallStore, db_path: str
-) -> None:
+async def test_a_file_database_lets_other_readers_in_while_open(db_path: str) -> None:
+    store = await open_store(db_path)
     await store.save(make_record())
     reader = sqlite3.connect(db_path)
     try:
@@ -497,6 +558,7 @@ async def test_a_file_database_lets_other_readers_in_while_open(
         assert reader.execute("SELECT call_sid FROM calls").fetchall() == [("CA0001",)]
     finally:
         reader.close()
+        await store.close()
 
 
 # -------------------------------------------------------- the event loop and closing
@@ -550,7 +612,7 @@ async def test_sqlite_never_runs_on_the_event_loop(
     assert threading.get_ident() not in WatchedConnection.threads
 
 
-async def test_after_close_every_call_fails_clearly(store: SQLiteCallStore) -> None:
+async def test_after_close_every_call_fails_clearly(store: CallStore) -> None:
     await store.close()
     await store.close()  # twice is fine
 
@@ -566,22 +628,22 @@ async def test_after_close_every_call_fails_clearly(store: SQLiteCallStore) -> N
         await store.open()
 
 
-async def test_using_a_store_before_open_fails_clearly() -> None:
-    s = SQLiteCallStore(":memory:")
+async def test_using_a_store_before_open_fails_clearly(backend: Backend) -> None:
+    s = backend.new_store()
     with pytest.raises(RuntimeError, match="not open"):
         await s.save(make_record())
     await s.close()
 
 
-async def test_saves_already_under_way_finish_before_close(db_path: str) -> None:
+async def test_saves_already_under_way_finish_before_close(backend: Backend) -> None:
     # Shutdown closes the store while the last calls' teardowns are still saving.
-    s = await open_store(db_path)
+    s = await open_store(backend)
     saves = [asyncio.create_task(s.save(make_record(f"CA{i:02d}"))) for i in range(20)]
     await asyncio.sleep(0)
     await s.close()
     await asyncio.gather(*saves)
 
-    reopened = await open_store(db_path)
+    reopened = await open_store(backend)
     try:
         assert len(await reopened.search(limit=100)) == 20
     finally:
@@ -589,7 +651,7 @@ async def test_saves_already_under_way_finish_before_close(db_path: str) -> None
 
 
 async def test_old_recordings_and_timelines_expire_and_the_rest_of_the_record_stays(
-    store: SQLiteCallStore,
+    store: CallStore,
 ) -> None:
     ours = Recording("bridge", "completed", url="CAold.wav", duration_s=60)
     old = make_record("CAold", started_at=T0 - 10 * 86400, recording=ours)
@@ -608,7 +670,7 @@ async def test_old_recordings_and_timelines_expire_and_the_rest_of_the_record_st
     assert await store.get("CAnew") == new
 
 
-async def test_a_deleted_call_is_gone_with_its_pending_webhook(store: SQLiteCallStore) -> None:
+async def test_a_deleted_call_is_gone_with_its_pending_webhook(store: CallStore) -> None:
     delivery = WebhookDelivery("msg_1", "CA0001", "{}", T0)
     await store.save(make_record(recording=COMPLETED), delivery)
     deleted = await store.delete("CA0001")
@@ -616,3 +678,65 @@ async def test_a_deleted_call_is_gone_with_its_pending_webhook(store: SQLiteCall
     assert await store.get("CA0001") is None
     assert await store.pending_deliveries() == 0
     assert await store.delete("CA0001") is None
+
+
+# ------------------------------------------------------------ post-call webhooks
+
+
+async def test_a_due_delivery_is_handed_to_one_reader_at_a_time(backend: Backend) -> None:
+    # Two replicas' webhook workers on one database: each delivery is attempted by one.
+    first, second = await open_store(backend), await open_store(backend)
+    try:
+        for i in range(3):
+            delivery = WebhookDelivery(f"msg_{i}", f"CA{i}", "{}", T0, next_attempt_at=T0 + i)
+            await first.save(make_record(f"CA{i}"), delivery)
+        taken = await first.due_deliveries(T0 + 10, limit=2)
+        assert [d.message_id for d in taken] == ["msg_0", "msg_1"]  # soonest first
+        assert [d.message_id for d in await second.due_deliveries(T0 + 10, 10)] == ["msg_2"]
+        assert await second.due_deliveries(T0 + 10, 10) == []
+        # A reader that died with its deliveries: they come round again after the hold.
+        later = T0 + 10 + records.DELIVERY_HOLD_S
+        assert len(await second.due_deliveries(later, 10)) == 3
+        await first.delivery_done("msg_0")
+        assert await second.pending_deliveries() == 2
+    finally:
+        await first.close()
+        await second.close()
+
+
+# ------------------------------------------------------------------ live calls
+
+
+def live(call_sid: str, started_at: float = T0, phase: str = "bridging") -> LiveCallRow:
+    return LiveCallRow(call_sid, "", started_at, "+14155550123", "+442079460000", "desk", phase,
+                       2, 1)  # fmt: skip
+
+
+async def test_every_replicas_live_calls_are_listed_with_their_replica(store: CallStore) -> None:
+    await store.publish_live_calls("pod-a", [live("CA1", T0 + 5), live("CA2")], T0 + 10, T0)
+    await store.publish_live_calls("pod-b", [live("CA3", T0 + 1)], T0 + 11, T0)
+
+    listed = await store.live_calls(fresh_since=T0)
+    assert [(c.call_sid, c.replica) for c in listed] == [
+        ("CA2", "pod-a"), ("CA3", "pod-b"), ("CA1", "pod-a"),  # longest first
+    ]  # fmt: skip
+    assert listed[0] == replace(live("CA2"), replica="pod-a", updated_at=T0 + 10)
+    assert await store.live_replica("CA3", fresh_since=T0) == "pod-b"
+    assert await store.live_replica("CA9", fresh_since=T0) is None
+
+
+async def test_a_heartbeat_replaces_its_replicas_calls_and_stale_ones_vanish(
+    store: CallStore,
+) -> None:
+    await store.publish_live_calls("pod-a", [live("CA1"), live("CA2")], T0, T0 - 30)
+    await store.publish_live_calls("pod-b", [live("CA3")], T0, T0 - 30)
+    # pod-a's next heartbeat: CA1 has ended, CA4 began.
+    await store.publish_live_calls("pod-a", [live("CA2"), live("CA4")], T0 + 5, T0 - 25)
+    assert sorted(c.call_sid for c in await store.live_calls(T0 - 30)) == ["CA2", "CA3", "CA4"]
+
+    # pod-b died without a word: past the staleness bound its call is not listed, and the
+    # next heartbeat of anyone clears it away.
+    assert sorted(c.call_sid for c in await store.live_calls(T0 + 1)) == ["CA2", "CA4"]
+    assert await store.live_replica("CA3", fresh_since=T0 + 1) is None
+    await store.publish_live_calls("pod-a", [], T0 + 40, T0 + 1)
+    assert await store.live_calls(0) == []
