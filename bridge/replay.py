@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import audioop
+import contextlib
 import os
 import re
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -42,6 +43,8 @@ from bridge.simulator.simulator_options import SimulatorError, SimulatorOptions
 
 if TYPE_CHECKING:
     from bridge.records.model import CallRecord
+    from bridge.records.store import CallStore
+    from bridge.settings import Settings
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 PAIRING_MS = 400.0  # turns ending this close together are the same turn
@@ -115,23 +118,55 @@ def read_caller_channel(source: Path | BinaryIO, label: str | None = None) -> by
     return bytes(out)
 
 
-async def _stored_record(call_sid: str, db_path: str | None) -> CallRecord | None:
-    from bridge.records.store import SQLiteCallStore
+@dataclass(frozen=True)
+class CallRecords:
+    """Where a bridge keeps its call records: a store to open (read only here), and how
+    to name it in a message."""
 
-    if not db_path or not os.path.isfile(db_path):
-        return None
-    store = SQLiteCallStore(db_path)
-    try:
-        await store.open()
-        return await store.get(call_sid)
-    except (ValueError, OSError) as exc:
-        raise ReplayError(f"cannot read the call records in {db_path}: {exc}") from None
-    finally:
-        await store.close()
+    open_store: Callable[[], CallStore]
+    where: str  # e.g. "CALL_DB_PATH calls.db" (never a password)
+
+    @classmethod
+    def sqlite(cls, path: str) -> CallRecords | None:
+        """A SQLite file's records; None if there is no such file (none is made)."""
+        from bridge.records.store import SQLiteCallStore
+
+        if not os.path.isfile(path):
+            return None
+        return cls(lambda: SQLiteCallStore(path), f"CALL_DB_PATH {path}")
+
+    @classmethod
+    def of(cls, settings: Settings) -> CallRecords | None:
+        """The records the settings name: CALL_DB_URL (PostgreSQL), else CALL_DB_PATH."""
+        if settings.call_db_url:
+            from bridge.records.backends import store_for
+            from bridge.records.postgres import safe_url
+
+            url = settings.call_db_url
+
+            def postgres() -> CallStore:
+                store = store_for(settings)
+                assert store is not None
+                return store
+
+            return cls(postgres, f"CALL_DB_URL {safe_url(url)}")
+        return cls.sqlite(settings.call_db_path) if settings.call_db_path else None
+
+    async def get(self, call_sid: str) -> CallRecord | None:
+        store = self.open_store()
+        try:
+            await store.open()
+            return await store.get(call_sid)
+        except Exception as exc:  # a database that is away, or not one
+            why = described(exc)
+            raise ReplayError(f"cannot read the call records ({self.where}): {why}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await store.close()
 
 
 def load_source(
-    call_or_file: str, db_path: str | None, recordings: RecordingStorage | None
+    call_or_file: str, records: CallRecords | None, recordings: RecordingStorage | None
 ) -> ReplaySource:
     """A recording file (its record too, when its name is a call the records know), or a
     call's record and its recording (a file in RECORDINGS_DIR, or an object under
@@ -139,20 +174,21 @@ def load_source(
     path = Path(call_or_file)
     if path.is_file():
         stem = path.name.split(".", 1)[0]
-        record = asyncio.run(_stored_record(stem, db_path)) if CALL_SID.fullmatch(stem) else None
+        known = records is not None and CALL_SID.fullmatch(stem)
+        record = asyncio.run(records.get(stem)) if known and records is not None else None
         return ReplaySource(read_caller_channel(path), str(path), record)
     if not CALL_SID.fullmatch(call_or_file):
         raise ReplayError(
             f"{call_or_file!r} is neither a file nor a call's id (CA followed by 32 hex digits)"
         )
-    if not db_path or not os.path.isfile(db_path):
+    if records is None:
         raise ReplayError(
-            f"no call records to find {call_or_file} in (CALL_DB_PATH {db_path or 'is unset'}); "
-            "pass the recording's file instead"
+            f"no call records to find {call_or_file} in (CALL_DB_URL and CALL_DB_PATH are "
+            "unset, or CALL_DB_PATH is no file); pass the recording's file instead"
         )
-    record = asyncio.run(_stored_record(call_or_file, db_path))
+    record = asyncio.run(records.get(call_or_file))
     if record is None:
-        raise ReplayError(f"no call {call_or_file} in the call records ({db_path})")
+        raise ReplayError(f"no call {call_or_file} in the call records ({records.where})")
     recording = record.recording
     if recording is None:
         raise ReplayError(f"call {call_or_file} was not recorded (RECORDING was off)")
@@ -510,8 +546,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _source_from(call_or_file: str) -> ReplaySource:
-    """Calls are found where the bridge keeps them: its settings' CALL_DB_PATH and
-    RECORDINGS_DIR (a file needs them only to find its original record, if any)."""
+    """Calls are found where the bridge keeps them: its settings' CALL_DB_URL or
+    CALL_DB_PATH, and RECORDINGS_DIR or RECORDINGS_URL (a file needs them only to find its
+    original record, if any)."""
     from bridge.settings import ConfigError, load_settings
 
     try:
@@ -526,4 +563,4 @@ def _source_from(call_or_file: str) -> ReplaySource:
         recordings = RecordingStorage.from_settings(settings)
     except Exception as exc:  # (boto3 refusing the endpoint or region it was given)
         raise ReplayError(f"cannot reach RECORDINGS_URL: {described(exc)}") from None
-    return load_source(call_or_file, settings.call_db_path, recordings)
+    return load_source(call_or_file, CallRecords.of(settings), recordings)

@@ -30,7 +30,7 @@ from bridge.object_storage import PART_SIZE
 from bridge.recording_storage import RecordingStorage, timeline_document
 from bridge.records.model import Recording
 from bridge.records.store import SQLiteCallStore
-from bridge.replay import load_source
+from bridge.replay import CallRecords, load_source
 from tests.helpers.object_storage import (
     SECRET_ACCESS_KEY,
     RecordingsBucket,
@@ -75,7 +75,7 @@ async def test_a_call_is_recorded_in_the_bucket_as_heard_and_played_pictured_rep
                 headers={"Range": f"bytes={len(content)}-"},
             )
         replayed = await asyncio.to_thread(
-            load_source, report.call_sid, db, bridge.app.state.recordings
+            load_source, report.call_sid, CallRecords.sqlite(db), bridge.app.state.recordings
         )
         stored_names = s3_bucket.names()
         timeline = orjson.loads(s3_bucket.read(f"{report.call_sid}.timeline.json"))

@@ -18,6 +18,7 @@ import soundfile
 from bridge.recording_storage import RecordingStorage
 from bridge.replay import (
     CHANGED_AT_EXIT,
+    CallRecords,
     ReplayError,
     load_source,
     original_turns,
@@ -27,6 +28,7 @@ from bridge.replay import (
 )
 from bridge.simulator import SimulatorOptions, simulate_call
 from bridge.simulator.replay_script import ReplayScript
+from tests.helpers.postgres_server import PostgresServer
 from tests.helpers.running_bridge import AUTH_TOKEN, running_bridge, stored_record
 from tests.helpers.twilio_side import simulated_call
 
@@ -51,7 +53,9 @@ async def test_a_replayed_call_meets_the_same_caller_and_hears_what_it_heard(
         original, _ = await simulated_call(bridge, turns=3, barge_in_after_ms=600)
         record = await stored_record(bridge, original.call_sid)
         recordings = RecordingStorage(tmp_path)
-        source = await asyncio.to_thread(load_source, original.call_sid, db, recordings)
+        source = await asyncio.to_thread(
+            load_source, original.call_sid, CallRecords.sqlite(db), recordings
+        )
         assert source.original is not None and source.original.call_sid == original.call_sid
 
         options = SimulatorOptions(
@@ -125,6 +129,34 @@ async def test_a_call_that_was_not_recorded_cannot_be_replayed(tmp_path: Path) -
         original, _ = await simulated_call(bridge, turns=1)
         await stored_record(bridge, original.call_sid)
     with pytest.raises(ReplayError, match="was not recorded"):
-        await asyncio.to_thread(load_source, original.call_sid, db, RecordingStorage(tmp_path))
+        await asyncio.to_thread(
+            load_source, original.call_sid, CallRecords.sqlite(db), RecordingStorage(tmp_path)
+        )
     with pytest.raises(ReplayError, match=r"no call CA0+ in the call records"):
-        await asyncio.to_thread(load_source, "CA" + "0" * 32, db, RecordingStorage(tmp_path))
+        await asyncio.to_thread(
+            load_source, "CA" + "0" * 32, CallRecords.sqlite(db), RecordingStorage(tmp_path)
+        )
+
+
+async def test_a_call_kept_in_postgresql_is_found_through_call_db_url(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Several replicas keep their records in one database: `replay CALL_ID` finds the
+    call there (and its recording where RECORDINGS_DIR says), and never shows the
+    database's password."""
+    url = postgres_server.create_database()
+    async with running_bridge(
+        recording="bridge", recordings_dir=str(tmp_path), call_db_url=url, call_db_path=None
+    ) as bridge:
+        original, _ = await simulated_call(bridge, turns=1)
+        await stored_record(bridge, original.call_sid)
+        records = CallRecords.of(bridge.settings)
+    assert records is not None
+    assert postgres_server.password not in records.where and ":***@" in records.where
+    source = await asyncio.to_thread(
+        load_source, original.call_sid, records, RecordingStorage(tmp_path)
+    )
+    assert source.original is not None and source.original.call_sid == original.call_sid
+    with pytest.raises(ReplayError, match=r"no call CA0+ in the call records \(CALL_DB_URL "):
+        await asyncio.to_thread(load_source, "CA" + "0" * 32, records, RecordingStorage(tmp_path))
+    postgres_server.drop_database(url)

@@ -10,8 +10,8 @@ import pytest
 import soundfile
 
 from bridge.audio import mulaw_to_pcm16, synthetic_speech_mulaw
-from bridge.recording_storage import RecordingStorage
 from bridge.replay import (
+    CallRecords,
     ReplayError,
     TurnFigures,
     TurnRow,
@@ -87,4 +87,4 @@ def test_what_cannot_be_replayed_is_said_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ReplayError, match="neither a file nor a call's id"):
         load_source("CA-nope", None, None)
     with pytest.raises(ReplayError, match="no call records to find"):
-        load_source("CA" + "0" * 32, str(tmp_path / "missing.db"), RecordingStorage(tmp_path))
+        load_source("CA" + "0" * 32, CallRecords.sqlite(str(tmp_path / "no.db")), None)
