@@ -111,6 +111,11 @@ def start_server(
             )
         else:
             env["REALTIME_AUDIO_FORMAT"] = "pcmu"
+        # The stand-in's barge-ins are a speech_started and, 300 ms on, a speech_stopped with
+        # no transcript: INTERRUPTIONS=confirm (the default) would take each for an "mm-hm"
+        # and resume the answer. The bench measures the audio path and the clear, which
+        # both modes share: it runs them as the interruptions they are meant to be.
+        env["INTERRUPTIONS"] = "immediate"
         if mode.startswith("bridge-recording"):  # RECORDING=bridge: every call to a file
             env.update(RECORDING="bridge", RECORDINGS_DIR=str(log.parent / f"recordings-{port}"))
             env["RECORDING_FORMAT"] = mode.removeprefix("bridge-recording").strip("-") or "wav"
