@@ -61,7 +61,7 @@ from bridge.core.call_config import CallConfig, Interruptions
 from bridge.core.filler import ToolFiller
 from bridge.core.idle import IdleStep, IdleWatch
 from bridge.core.input_guard import InputGuard, valid_audio
-from bridge.core.interruptions import Pause, Verdict
+from bridge.core.interruptions import SEMANTIC_VAD_SILENCE_S, Pause, Verdict
 from bridge.core.keypad import Keypad, is_keypad_item, keys_in
 from bridge.core.last_words import (
     GOODBYE_LEAD,
@@ -489,9 +489,12 @@ class Call:
         what was heard, but they can no longer be truncated on the server."""
         mid_answer = self._responses.active is not None or self._transcript.caller_spoke_last
         if self._pause is not None:
-            # What it held came from the session that is gone: the new one answers afresh.
+            # What it held came from the session that is gone: the new one answers afresh,
+            # knowing what the caller heard of it.
             self._pause = None
+            self._note_unheard_answers()
             self._ledger.release_held()
+        self._delete_next_commit = False  # (its commit would come from the old session)
         self._session.retire(now, mid_answer, rollover)
         self._ledger.orphan_items()
         self._responses.forget_session()
@@ -594,10 +597,17 @@ class Call:
         if not self._confirm:
             return actions + self._interrupt(now, cancel_always=False)
         if self._pause is not None:
-            # They spoke again before it was decided: a turn, not a cough.
-            return actions + self._interrupted(now)
+            # They spoke again before it was decided: a turn, not a cough, which is over
+            # (and answered) when this speech stops.
+            return actions + self._interrupted(now, turn_over=False)
         if self._ledger.queued_model_audio() or self._responses.active is not None:
-            return actions + self._pause_answer(began_at, now)
+            # The session's start of their speech has its prefix padding before it: the
+            # speech itself began that much later (but not after the news of it).
+            onset_at = began_at
+            if started.audio_start_ms is not None:
+                padding_s = self._session_settings.vad_prefix_padding_ms / 1000
+                onset_at = min(now, began_at + padding_s)
+            return actions + self._pause_answer(onset_at, now)
         return actions
 
     def _on_speech_stopped(self, stopped: ev.SpeechStopped, now: float) -> list[Action]:
@@ -732,8 +742,12 @@ class Call:
         last_words = self._last_words
         if last_words is None:
             if responses.take_owed():
-                if self._caller_speaking and self._session.interrupts_by_itself:
-                    return []  # server VAD answers once they stop, with what waited in view
+                if self._caller_speaking and (self._session.interrupts_by_itself or self._confirm):
+                    # Answered once they stop (by server VAD, or by the bridge when their
+                    # turn ends), with what waited in view.
+                    if self._confirm:
+                        responses.owed = True
+                    return []
                 responses.request()
                 return [CreateResponse()]
             return []
@@ -856,7 +870,11 @@ class Call:
             paused_at=now,
             began_at=began_at,
             limit_s=self.config.false_interruption_ms / 1000,
-            silence_s=self._session_settings.vad_silence_ms / 1000,
+            silence_s=(
+                SEMANTIC_VAD_SILENCE_S
+                if self._session_settings.turn_detection == "semantic_vad"
+                else self._session_settings.vad_silence_ms / 1000
+            ),
             wait_for_transcript=self._session_settings.transcription_model is not None,
         )
         pause.hold(ledger.hold(now))
@@ -870,10 +888,10 @@ class Call:
         a slow tool's filler), so that the runner ticks then, not up to a tick later."""
         if self._pause is not None:
             return self._pause.next_decision_at()
-        started = self._tools.started_at
-        if started and self._filler.enabled and not self._filler.playing:
-            return min(started.values()) + self._filler.after_s
-        return None
+        if self._filler.playing:
+            return None
+        due = self._filler_due()
+        return due if due is not None and self._filler_wanted() else None
 
     def _decide(self, now: float) -> list[Action]:
         pause = self._pause
@@ -885,15 +903,19 @@ class Call:
             return self._interrupted(now)
         return []
 
-    def _interrupted(self, now: float) -> list[Action]:
+    def _interrupted(self, now: float, turn_over: bool = True) -> list[Action]:
         """It was an interruption: cut the answer where the caller stopped hearing it, and
-        answer their turn once it is over, as INTERRUPTIONS=immediate would have."""
+        answer their turn once it is over, as INTERRUPTIONS=immediate would have. What the
+        model asked of tools in the answer is not done (as for any interrupted answer)."""
         pause = self._pause
         assert pause is not None
         actions = self._interrupt(now, cancel_always=False)
+        for call in pause.function_calls:
+            assert call.call_id  # (calls without one are dropped as they come)
+            actions += self._tool_output(call.call_id, NOT_DONE_INTERRUPTED, respond=False)
         if self._observer is not None:
             self._observer.paused(now - pause.paused_at, resumed=False)
-        if pause.ended_at is not None:
+        if turn_over and pause.ended_at is not None:
             actions += self._caller_turn_ended(pause.ended_at)
         return actions
 
@@ -918,6 +940,8 @@ class Call:
             item = ledger.item(chunk.item_id)
             self._answer_sent(item.response_id if item is not None else "", mark, now)
             actions.append(PlayAudio(chunk.payload, mark))
+        for call in pause.function_calls:
+            actions += self._carry_out_call(call, now)
         paused_ms = (now - pause.paused_at) * 1000
         self._timeline.note(Moment.RESUMED, now, f"after {paused_ms:.0f} ms")
         self.log.info("not an interruption: resumed after %.0f ms", paused_ms)
@@ -985,18 +1009,8 @@ class Call:
         """While an operator's tool has run for TOOL_FILLER_MS with the model silent, keep
         a little of the filler queued at Twilio (so that stopping it is instant)."""
         filler = self._filler
-        running = self._tools.started_at
-        wanted = (
-            filler.enabled
-            and bool(running)
-            and self._phase is Phase.BRIDGING
-            and self._pause is None
-            and self._last_words is None
-            and not self._caller_speaking
-            and not self._ledger.queued_model_audio()
-            and now - min(running.values()) >= filler.after_s
-        )
-        if not wanted:
+        due = self._filler_due()
+        if due is None or now < due or not self._filler_wanted():
             return []
         actions: list[Action] = []
         if not filler.playing:
@@ -1006,6 +1020,23 @@ class Call:
             mark = self._ledger.sent(item, len(piece), now)
             actions.append(PlayAudio(base64.b64encode(piece).decode(), mark))
         return actions
+
+    def _filler_due(self) -> float | None:
+        """When the filler may begin: TOOL_FILLER_MS into the oldest tool at work."""
+        started = self._tools.started_at
+        if not self._filler.enabled or not started:
+            return None
+        return min(started.values()) + self._filler.after_s
+
+    def _filler_wanted(self) -> bool:
+        """Nothing else should be heard instead: no model audio, caller, pause or goodbye."""
+        return (
+            self._phase is Phase.BRIDGING
+            and self._pause is None
+            and self._last_words is None
+            and not self._caller_speaking
+            and not self._ledger.queued_model_audio()
+        )
 
     def _stop_filler(self, now: float) -> list[Action]:
         """The model speaks, the tool returned, or the caller talks: the filler stops at
@@ -1092,7 +1123,7 @@ class Call:
         transcript says so, as after a barge-in."""
         delay_ms = self._to_caller.delay_ms if self._to_caller is not None else 0.0
         for item in self._ledger.items():
-            if not item.local and item.item_id and item.heard < item.sent:
+            if not item.local and item.item_id and item.heard < item.sent + item.held:
                 self._transcript.assistant_cut(
                     item.item_id, heard_ms(item, delay_ms), sent_ms(item)
                 )
@@ -1107,6 +1138,15 @@ class Call:
         if call_id in self._tools.seen:
             return []  # told of twice (its arguments done, then its item done): one call
         self._tools.seen.add(call_id)
+        if self._pause is not None:
+            # Its answer may be an interruption: done once that is known, or not at all.
+            self._pause.function_calls.append(call)
+            return []
+        return self._carry_out_call(call, now)
+
+    def _carry_out_call(self, call: ev.FunctionCallRequested, now: float) -> list[Action]:
+        call_id = call.call_id
+        assert call_id  # (calls without one are dropped as they come)
         response_id = call.response_id or self._responses.active
         if self._last_words is not None:
             # The call is ending: nothing more is done, but the model's call is answered.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from bridge.audio import MULAW_RATE
+from bridge.core.events import FunctionCallRequested
 from bridge.core.playback import HeldChunk
 
 # How long past the end of the caller's speech a transcript is waited for; without one by
@@ -32,6 +33,11 @@ TRANSCRIPT_WAIT_S = 0.7
 # Held audio beyond this (a minute of speech) is not kept: the pause is taken for an
 # interruption, so a model that never stops cannot grow the call's memory.
 MAX_HELD_BYTES = 60 * MULAW_RATE
+
+# semantic_vad does not wait a fixed silence before it says speech stopped (it judges
+# whether the caller is done): a stop is waited for this long past the limit. (Confirming
+# works best with server_vad, whose stop comes VAD_SILENCE_MS after the speech.)
+SEMANTIC_VAD_SILENCE_S = 1.5
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -68,7 +74,7 @@ class Pause:
     """One wait for the verdict. Times are monotonic seconds."""
 
     paused_at: float  # when the assistant was silenced
-    began_at: float  # where the caller's speech began (the session's detection)
+    began_at: float  # where the caller's speech began (the session's, less its padding)
     limit_s: float  # speech longer than this is an interruption
     # The session says speech stopped only once it has heard this much silence after it:
     # until then, speech that ended in time may still look like it goes on.
@@ -80,6 +86,8 @@ class Pause:
     ended_heard_at: float | None = None  # when the session said so
     item_id: str | None = None  # the caller's audio item, once committed
     transcript: str | None = None
+    # Function calls the held answer made: carried out if it resumes, refused if not.
+    function_calls: list[FunctionCallRequested] = field(default_factory=list)
 
     def hold(self, chunks: list[HeldChunk]) -> bool:
         """Keep more unheard audio; False if it would be more than MAX_HELD_BYTES."""

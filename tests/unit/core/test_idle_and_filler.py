@@ -160,3 +160,18 @@ def test_the_filler_stops_the_instant_the_model_speaks_and_is_never_the_models()
 def test_no_filler_when_it_is_off() -> None:
     h = tool_call(filler_ms=0)
     assert h.tick(5.0) == []
+
+
+def test_the_clock_is_woken_for_the_filler_only_when_it_would_start() -> None:
+    """The runner ticks at `wake_at`: it must not be a moment already past that never
+    comes true (a tool running while the model still talks), or the clock would spin."""
+    h = tool_call()
+    assert h.call.wake_at == 0.8  # the tool began at 0: the filler is due then
+    h.response_created("r2", 0.5)
+    h.delta("r2", "b", 8000, 0.5)  # the model talks for a second meanwhile
+    assert h.call.wake_at is None
+    assert not of(PlayAudio, h.tick(0.9))
+    h.echo("b:8000", 1.5)
+    assert h.call.wake_at == 0.8  # due, and wanted again: the next tick starts it
+    assert of(PlayAudio, h.tick(1.5))
+    assert h.call.wake_at is None  # playing: nothing to wake for

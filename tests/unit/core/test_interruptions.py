@@ -9,19 +9,28 @@ import base64
 
 from bridge.core import events as ev
 from bridge.core.actions import (
+    AddToolOutput,
     CancelResponse,
     ClearAudio,
     CreateResponse,
     DeleteItem,
     DisableTurnDetection,
     PlayAudio,
+    RunTool,
     SendMark,
     TruncateItem,
 )
 from bridge.core.call_config import CallConfig, Interruptions, SessionSettings
 from bridge.core.interruptions import MAX_HELD_BYTES, TRANSCRIPT_WAIT_S, only_backchannels
 from bridge.core.timeline import Moment
-from tests.helpers.core_harness import CallHarness, Recorder, configured_call, kinds, of
+from tests.helpers.core_harness import (
+    STREAM,
+    CallHarness,
+    Recorder,
+    configured_call,
+    kinds,
+    of,
+)
 
 BACKCHANNELS = frozenset({"mm hm", "mm hmm", "yeah", "uh huh", "i see", "okay"})
 SILENCE_S = 0.5  # the session's VAD silence, as configured below
@@ -220,3 +229,72 @@ def test_a_turn_over_silence_is_answered_when_it_ends() -> None:
     h = confirming()
     assert h.speech_started(1.0) == []  # nothing playing: nothing to pause
     assert h.speech_stopped(2.0) == [CreateResponse()]
+
+
+def test_a_400_ms_mm_hm_resumes_its_padding_is_not_counted_as_speech() -> None:
+    """The session's speech_started puts the speech's start 300 ms early (its prefix
+    padding): a 400 ms "Mm-hmm." is 400 ms of speech, under the 600 ms limit."""
+    h = confirming()
+    answer(h, chunks=10)
+    # Speech from 1.0 s to 1.4 s: the session says it began at 0.7 s (padding), and that
+    # it stopped at 1.9 s (the 500 ms of silence that told it so).
+    h.speech_started(1.04, audio_start_ms=700)
+    assert h.speech_stopped(1.9, audio_end_ms=1900) == []
+    h.handle(ev.InputCommitted("u1"), 1.9)
+    resumed = h.handle(ev.CallerTranscribed("u1", "Mm-hmm."), 2.0)
+    assert resumed[0] == DeleteItem("u1") and of(PlayAudio, resumed)
+
+
+def test_speaking_again_in_the_pause_is_answered_once_when_they_stop_not_while_they_talk() -> None:
+    h = confirming()
+    answer(h, chunks=30)
+    h.speech_started(0.050)
+    h.speech_stopped(0.6)
+    cut = h.speech_started(0.7)  # "... actually, wait"
+    assert kinds(cut) == ["CancelResponse", "TruncateItem", "SendMark"]
+    # The cancelled answer ends while they still talk: nothing is asked for over them.
+    assert h.response_done("r1", 0.8, status="cancelled") == []
+    assert h.speech_stopped(2.5) == [CreateResponse()]  # one answer, once they stopped
+
+
+def test_a_tool_the_held_answer_calls_waits_for_the_verdict() -> None:
+    tools = ({"type": "function", "name": "book", "description": "d", "parameters": {}},)
+    # Interrupted: it is not done, and the model is told so.
+    h = configured_call(
+        CallConfig(
+            session=confirming().call.config.session,
+            interruptions=Interruptions.CONFIRM,
+            backchannels=BACKCHANNELS,
+            tools=tools,
+        ),
+        interrupts_by_itself=False,
+    )
+    answer(h, chunks=3)
+    h.speech_started(0.05)
+    assert h.function_call("call_1", "book", "{}", "r1", 0.1) == []
+    h.speech_stopped(0.6)
+    h.handle(ev.InputCommitted("u1"), 0.6)
+    cut = h.handle(ev.CallerTranscribed("u1", "No, don't book it!"), 0.7)
+    assert not of(RunTool, cut)
+    [output] = of(AddToolOutput, cut)
+    assert output.call_id == "call_1" and "not" in output.output.lower()
+    # Resumed: it is done then.
+    h2 = configured_call(h.call.config, interrupts_by_itself=False)
+    answer(h2, chunks=3)
+    h2.speech_started(0.05)
+    h2.function_call("call_2", "book", "{}", "r1", 0.1)
+    h2.speech_stopped(0.6)
+    h2.handle(ev.InputCommitted("u1"), 0.6)
+    resumed = h2.handle(ev.CallerTranscribed("u1", "Mm-hm."), 0.7)
+    assert of(RunTool, resumed) == [RunTool("call_2", "book", "{}")]
+
+
+def test_a_hang_up_during_a_pause_leaves_the_held_answer_cut_in_the_transcript() -> None:
+    h = confirming()
+    answer(h, chunks=3)
+    h.handle(ev.AssistantTranscribed("a", "One two three four five six seven eight nine."), 0)
+    h.echo("a:800", 0.100)
+    h.speech_started(0.160)
+    h.handle(ev.StreamStopped(STREAM), 0.3)
+    [line] = [line for line in h.summary().transcript if line.role == "assistant"]
+    assert line.cut and line.text.endswith("…")
