@@ -402,7 +402,10 @@ class CallRecorder:
             try:
                 self._writer = _open_writer(file, self.format)
             except BaseException:
-                file.close()
+                if isinstance(file, UploadingFile):
+                    file.abandon()  # (closing it would upload a header-only object)
+                else:
+                    file.close()
                 raise
         self._writer.write(frames)
 

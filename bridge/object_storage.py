@@ -435,6 +435,13 @@ class UploadingFile:
         self._done = True
         try:
             self._finish()
+        except BaseException:
+            # An upload left open would be completed by the hourly tidy into an object
+            # for a recording its record calls failed: it goes instead.
+            if self._upload_id is not None:
+                with contextlib.suppress(Exception):
+                    self._bucket.abort_upload(self._name, self._upload_id)
+            raise
         finally:
             self._drop_spool()
 

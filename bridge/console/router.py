@@ -375,7 +375,9 @@ class Console:
         timeline: [{at, moment, detail}]} (`at` in s since the stream started)."""
         if not self._logged_in(request):
             return self._unauthorized()
-        record = await self.store.get(call_sid) if self.store is not None else None
+        record = await self._stored(call_sid)
+        if isinstance(record, Response):
+            return record
         if record is None:
             return JSONResponse({"error": f"no call with the sid {call_sid}"}, status_code=404)
         body = timeline_document(record)
@@ -389,6 +391,14 @@ class Console:
             },
         )
 
+    async def _stored(self, call_sid: str) -> CallRecord | Response | None:
+        """The call's record (None: none, or records are off), or a 503 saying the
+        records are away, for the console's JSON and audio routes."""
+        try:
+            return await self.store.get(call_sid) if self.store is not None else None
+        except StoreUnavailable:
+            return JSONResponse({"error": "the call records are unavailable"}, status_code=503)
+
     async def _recorded_call(
         self, request: Request, call_sid: str
     ) -> tuple[CallRecord, LocalRecording | ObjectRecording, tuple[str, int, str]] | Response:
@@ -397,7 +407,9 @@ class Console:
         or the request is not logged in."""
         if not self._logged_in(request):
             return self._unauthorized()
-        record = await self.store.get(call_sid) if self.store is not None else None
+        record = await self._stored(call_sid)
+        if isinstance(record, Response):
+            return record
         recording = record.recording if record is not None else None
         found = self.recordings.find(recording)
         complete = recording is not None and recording.status == "completed"

@@ -27,10 +27,10 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, conninfo
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -162,15 +162,27 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, T
 
 
 def safe_url(url: str) -> str:
-    """The URL as logs may show it: no password, in the netloc or the query."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
-    query = urlencode(
-        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*/:"
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    """The URL as logs may show it: rebuilt from what libpq reads in it, without the
+    password (libpq takes characters in a password that a URL parser stops at, such as an
+    unencoded # or ?, so no part of the URL as written is shown)."""
+    try:
+        fields = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(a URL libpq cannot read, not shown)"
+    user = str(fields.pop("user", ""))
+    secret = fields.pop("password", None)
+    auth = quote(user, safe="") + (":***" if secret is not None else "")
+    hosts = str(fields.pop("host", ""))
+    port = fields.pop("port", None)
+    if "@" in hosts:  # (a password's @, unencoded: the host libpq reads holds its rest)
+        hosts, port = "(host not shown)", None
+    elif "/" in hosts:  # a socket's directory is a parameter, not a host
+        fields["host"], hosts = hosts, ""
+    where = hosts + (f":{port}" if port else "")
+    dbname = quote(str(fields.pop("dbname", "")), safe="")
+    query = urlencode(sorted((k, str(v)) for k, v in fields.items()), safe="*/:")
+    shown = f"postgresql://{auth + '@' if auth else ''}{where}/{dbname}"
+    return shown + (f"?{query}" if query else "")
 
 
 def url_problem(url: str) -> str | None:

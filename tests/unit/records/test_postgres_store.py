@@ -81,6 +81,13 @@ def test_the_url_is_shown_without_its_password() -> None:
     assert safe_url(url) == "postgresql://bridge:***@db.example.com:6432/calls?sslmode=verify-full"
     shown = safe_url("postgres://db/calls?password=hunter22&sslmode=require")
     assert "hunter22" not in shown and "sslmode=require" in shown
+    # libpq reads an unencoded # or ? into the password, where a URL parser stops: none of
+    # it is shown, whatever the URL parser would have made of it.
+    assert safe_url("postgresql://u:pa#ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert "ss" not in safe_url("postgresql://u:p?a@ss@h/db").removeprefix("postgresql://u")
+    assert safe_url("postgresql://nobody@/calls?host=/run/pg") == (
+        "postgresql://nobody@/calls?host=/run/pg"
+    )
     assert url_problem(url) is None
     assert url_problem("mysql://db/calls") is not None
     assert url_problem("postgresql://db/calls?sslmode=") is None
