@@ -44,7 +44,7 @@ from .vad import FRAME_MS, EnergyVad
 log = logging.getLogger(__name__)
 
 # Caller speech shorter than this is transcribed as nothing (see _commit).
-WORDS_MIN_MS = 400
+WORDS_MIN_MS = 600
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_GREETING = "Hello! This is the phone bridge's local echo agent."
