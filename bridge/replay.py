@@ -37,6 +37,7 @@ from bridge.core.timeline import Moment
 from bridge.object_storage import described
 from bridge.recording_storage import ObjectRecording, RecordingStorage
 from bridge.simulator.caller import simulate_call
+from bridge.simulator.command import add_bridge_arguments
 from bridge.simulator.replay_script import ReplayScript
 from bridge.simulator.report import CallReport, format_report
 from bridge.simulator.simulator_options import SimulatorError, SimulatorOptions
@@ -447,20 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "source",
         metavar="CALL_ID|FILE",
-        help="a call recorded with RECORDING=bridge (found through CALL_DB_PATH and "
-        "RECORDINGS_DIR), or a recording's file (stereo: the left channel is the caller; "
-        "mono: all of it)",
+        help="a call recorded with RECORDING=bridge (found through CALL_DB_URL or "
+        "CALL_DB_PATH, and RECORDINGS_DIR or RECORDINGS_URL), or a recording's file (stereo: "
+        "the left channel is the caller; mono: all of it)",
     )
-    parser.add_argument(
-        "webhook_url",
-        metavar="URL",
-        help="the bridge's voice webhook, e.g. http://127.0.0.1:8080/voice",
-    )
-    parser.add_argument(
-        "--auth-token",
-        default=os.environ.get("TWILIO_AUTH_TOKEN"),
-        help="sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
-    )
+    add_bridge_arguments(parser, "URL")
     parser.add_argument(
         "--from",
         dest="from_number",

@@ -22,6 +22,20 @@ def keypad_entry(text: str) -> tuple[int, str]:
     return int(turn), digits
 
 
+def add_bridge_arguments(parser: argparse.ArgumentParser, metavar: str) -> None:
+    """The bridge to call, and how to sign for it (simulate and replay alike)."""
+    parser.add_argument(
+        "webhook_url",
+        metavar=metavar,
+        help="the bridge's voice webhook, e.g. http://127.0.0.1:8080/voice",
+    )
+    parser.add_argument(
+        "--auth-token",
+        default=os.environ.get("TWILIO_AUTH_TOKEN"),
+        help="sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
+    )
+
+
 def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog=prog,
@@ -30,16 +44,7 @@ def build_parser(prog: str = "phone-bridge simulate") -> argparse.ArgumentParser
             "<Connect><Stream> it answers, speak, listen like a phone and report each turn."
         ),
     )
-    parser.add_argument(
-        "webhook_url",
-        metavar="WEBHOOK_URL",
-        help="the bridge's voice webhook, e.g. http://127.0.0.1:8080/voice",
-    )
-    parser.add_argument(
-        "--auth-token",
-        default=os.environ.get("TWILIO_AUTH_TOKEN"),
-        help="sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
-    )
+    add_bridge_arguments(parser, "WEBHOOK_URL")
     parser.add_argument(
         "--wav",
         help="caller audio: split into utterances at pauses of 400 ms or more, one per turn "
