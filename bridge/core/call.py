@@ -643,14 +643,12 @@ class Call:
 
     def _on_caller_transcribed(self, done: ev.CallerTranscribed, now: float) -> list[Action]:
         self._usage.add_transcription(done.usage)
+        if done.transcript is not None and done.item_id not in self._not_turns:
+            self._transcript.caller_transcript(done.item_id, done.transcript)
         pause = self._pause
         if pause is not None and done.item_id == pause.item_id:
             pause.transcript = done.transcript or ""
-            if done.transcript is not None:
-                self._transcript.caller_transcript(done.item_id, done.transcript)
             return self._decide(now)
-        if done.transcript is not None and done.item_id not in self._not_turns:
-            self._transcript.caller_transcript(done.item_id, done.transcript)
         return []
 
     def _on_assistant_transcribed(self, done: ev.AssistantTranscribed, now: float) -> list[Action]:
@@ -741,13 +739,11 @@ class Call:
             self.log.warning("response %s failed: %s", response_id, done.status_details)
         last_words = self._last_words
         if last_words is None:
+            if self._caller_speaking and self._confirm:
+                return []  # still owed: asked for when their turn ends (`_caller_turn_ended`)
             if responses.take_owed():
-                if self._caller_speaking and (self._session.interrupts_by_itself or self._confirm):
-                    # Answered once they stop (by server VAD, or by the bridge when their
-                    # turn ends), with what waited in view.
-                    if self._confirm:
-                        responses.owed = True
-                    return []
+                if self._caller_speaking and self._session.interrupts_by_itself:
+                    return []  # server VAD answers once they stop, with what waited in view
                 responses.request()
                 return [CreateResponse()]
             return []
@@ -877,9 +873,10 @@ class Call:
             ),
             wait_for_transcript=self._session_settings.transcription_model is not None,
         )
-        pause.hold(ledger.hold(now))
         self._pause = pause
         self._timeline.note(Moment.PAUSED, now)
+        if not pause.hold(ledger.hold(now)):
+            return actions + self._interrupted(now, turn_over=False)  # too much to keep
         return actions
 
     @property

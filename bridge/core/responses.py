@@ -61,6 +61,7 @@ class ResponseSequencer:
         requested); False if it is owed until the response in the way is done."""
         if self.active is None and not self.requested:
             self.requested = True
+            self.owed = False  # (this is the one that was owed, if one was)
             return True
         self.owed = True
         return False

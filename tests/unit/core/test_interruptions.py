@@ -36,9 +36,11 @@ BACKCHANNELS = frozenset({"mm hm", "mm hmm", "yeah", "uh huh", "i see", "okay"})
 SILENCE_S = 0.5  # the session's VAD silence, as configured below
 
 
-def confirming(transcribed: bool = True, recorder: Recorder | None = None) -> CallHarness:
+def confirming(
+    transcribed: bool = True, recorder: Recorder | None = None, **fields: object
+) -> CallHarness:
     """A configured call that confirms interruptions; the session neither interrupts nor
-    answers by itself (as the bridge configures it)."""
+    answers by itself (as the bridge configures it). `fields`: more of the CallConfig's."""
     session = SessionSettings(
         interrupt_response=False,
         create_response=False,
@@ -50,6 +52,7 @@ def confirming(transcribed: bool = True, recorder: Recorder | None = None) -> Ca
         interruptions=Interruptions.CONFIRM,
         false_interruption_ms=600,
         backchannels=BACKCHANNELS,
+        **fields,  # type: ignore[arg-type]
     )
     return configured_call(config, observer=recorder, interrupts_by_itself=False)
 
@@ -255,20 +258,14 @@ def test_speaking_again_in_the_pause_is_answered_once_when_they_stop_not_while_t
     # The cancelled answer ends while they still talk: nothing is asked for over them.
     assert h.response_done("r1", 0.8, status="cancelled") == []
     assert h.speech_stopped(2.5) == [CreateResponse()]  # one answer, once they stopped
+    h.response_created("r2", 2.6)
+    assert h.response_done("r2", 3.0) == []  # and only that one
 
 
 def test_a_tool_the_held_answer_calls_waits_for_the_verdict() -> None:
     tools = ({"type": "function", "name": "book", "description": "d", "parameters": {}},)
     # Interrupted: it is not done, and the model is told so.
-    h = configured_call(
-        CallConfig(
-            session=confirming().call.config.session,
-            interruptions=Interruptions.CONFIRM,
-            backchannels=BACKCHANNELS,
-            tools=tools,
-        ),
-        interrupts_by_itself=False,
-    )
+    h = confirming(tools=tools)
     answer(h, chunks=3)
     h.speech_started(0.05)
     assert h.function_call("call_1", "book", "{}", "r1", 0.1) == []
@@ -279,7 +276,7 @@ def test_a_tool_the_held_answer_calls_waits_for_the_verdict() -> None:
     [output] = of(AddToolOutput, cut)
     assert output.call_id == "call_1" and "not" in output.output.lower()
     # Resumed: it is done then.
-    h2 = configured_call(h.call.config, interrupts_by_itself=False)
+    h2 = confirming(tools=tools)
     answer(h2, chunks=3)
     h2.speech_started(0.05)
     h2.function_call("call_2", "book", "{}", "r1", 0.1)
