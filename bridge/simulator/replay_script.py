@@ -71,15 +71,17 @@ class ReplayScript(CallerScript):
     def _after_recording(self, now: float) -> bytes | None:
         """Past the recording: listen until the last answer is over (or the turn times
         out, or there was never a turn to answer), then hang up."""
-        ran_out_at = self._ran_out_at if self._ran_out_at is not None else now
-        self._ran_out_at = ran_out_at
+        if self._ran_out_at is None:  # (a recording of no frames at all)
+            self._ran_out_at = now
         response = len(self.turns)
-        waited_ms = now - ran_out_at
-        if not self.turns or self._answer_is_over(response, now):
-            self.hang_up(now)
-            return None
-        if not self._playback.is_playing and waited_ms >= self._options.turn_timeout_s * 1000:
-            self.turns[-1].timed_out = not self._playback.pushed_bytes_by_response.get(response)
-            self.hang_up(now)
-            return None
-        return SILENCE_FRAME
+        playback = self._playback
+        timed_out = (
+            not playback.is_playing
+            and now - self._ran_out_at >= self._options.turn_timeout_s * 1000
+        )
+        if self.turns and not self._answer_is_over(response, now) and not timed_out:
+            return SILENCE_FRAME
+        if self.turns and timed_out:
+            self.turns[-1].timed_out = not playback.pushed_bytes_by_response.get(response)
+        self.hang_up(now)
+        return None
