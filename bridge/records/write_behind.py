@@ -497,6 +497,12 @@ class WriteBehindStore:
         handle.flush()
         os.fsync(handle.fileno())
 
+    async def imports_done(self) -> None:
+        """Until the spill files found so far are imported, or left to the process that
+        holds them."""
+        while self._importing is not None and not self._importing.done():
+            await asyncio.shield(self._importing)
+
     def _start_import(self) -> None:
         if self._importing is not None and not self._importing.done():
             self._import_again = True

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -18,6 +19,8 @@ from bridge.draining_server import server_config
 from bridge.local_agent import AgentOptions, LocalAgent
 from bridge.records.model import CallRecord
 from bridge.settings import Settings, load_settings
+
+T = TypeVar("T")
 
 AUTH_TOKEN = "integration-test-auth-token"
 
@@ -55,6 +58,19 @@ async def wait_until(condition, timeout: float, what: str) -> None:  # type: ign
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float, what: str, every: float = 0.05
+) -> T:
+    """Poll an async check (a request, a query) until it returns something truthy; that
+    value. Fail the test if it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (value := await check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(every)
+    return value
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ import base64
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from tests.helpers.object_storage import (
 )
 from tests.helpers.recorded_audio import assert_recorded_as_heard, assert_served, read_stereo
 from tests.helpers.records import record as stored_call
-from tests.helpers.running_bridge import running_bridge, stored_record
+from tests.helpers.running_bridge import eventually, running_bridge, stored_record
 from tests.helpers.twilio_side import simulated_call
 
 pytestmark = pytest.mark.integration
@@ -247,14 +246,6 @@ async def test_a_bucket_that_is_away_costs_the_recording_not_the_call(
 
 
 UPLOAD_WAIT_S = 20  # a refused connection, tried 3 times with botocore's backoff
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_recordings_past_the_retention_are_deleted_from_the_bucket(

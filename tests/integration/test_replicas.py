@@ -7,6 +7,7 @@ posted to another, lands in its record."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from bridge.records.postgres import PostgresCallStore
 from bridge.records.write_behind import SPILL_PREFIX
 from bridge.simulator import CallReport, SimulatorOptions, simulate_call
 from tests.helpers.postgres_server import PostgresServer
-from tests.helpers.running_bridge import AUTH_TOKEN, running_bridge
+from tests.helpers.running_bridge import AUTH_TOKEN, eventually, running_bridge
 from tests.helpers.serve_process import ServeProcess, env_for_cli, free_port, run_cli
 from tests.helpers.twilio_side import simulated_call
 
@@ -73,17 +74,6 @@ async def stored(url: str) -> dict[str, int]:
         return {sid: int(n) for sid, n in await cursor.fetchall()}
 
 
-async def until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    """Poll an async check until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 def signed(url: str, form: dict[str, str]) -> dict[str, str]:
     return {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, form)}
 
@@ -113,7 +103,7 @@ async def test_three_replicas_share_one_database_through_a_restart(
             calls = (await console_b.get("/console/api/live")).json()["calls"]
             return [c for c in calls if c["replica"] == "replica-a"]
 
-        [live] = await until(live_on_a, 15, "A's call among B's live calls")
+        [live] = await eventually(live_on_a, 15, "A's call among B's live calls", every=0.2)
         long_sid = str(live["call_sid"])
         assert "replica-a" in (await console_c.get("/console")).text
         live_page = await console_c.get(f"/console/calls/{long_sid}")
@@ -123,7 +113,19 @@ async def test_three_replicas_share_one_database_through_a_restart(
         short_calls = [asyncio.create_task(call(r)) for r in (a, b, c, a, b, c)]
         await asyncio.sleep(1.0)
         private_postgres.stop()
-        await asyncio.sleep(2.0)  # calls end meanwhile: their records wait in memory
+
+        async def records_waiting() -> bool:
+            """Some replica holds a finished call's record for the database that is away."""
+            async with httpx.AsyncClient() as http:
+                for replica in (a, b, c):
+                    text = (await http.get(replica.base_url + "/metrics")).text
+                    queued = re.search(r"^phone_bridge_records_queued (\S+)$", text, re.M)
+                    if queued is not None and float(queued[1]) > 0:
+                        return True
+            return False
+
+        # Calls end meanwhile: their records wait in memory until the database is back.
+        await eventually(records_waiting, 20, "a record waiting for the database", every=0.2)
         private_postgres.start()
         reports = [await long_call, *await asyncio.gather(*short_calls)]
         assert all(r.completed for r in reports), [r.end_reason for r in reports]
@@ -134,7 +136,7 @@ async def test_three_replicas_share_one_database_through_a_restart(
             rows = await stored(url)
             return rows if set(rows) >= sids else {}
 
-        rows = await until(all_stored, 30, "every call's record")
+        rows = await eventually(all_stored, 30, "every call's record", every=0.2)
         assert rows == dict.fromkeys(sids, 1)  # every record present, once
 
         # The console of one replica lists every replica's calls.
@@ -165,7 +167,7 @@ async def test_three_replicas_share_one_database_through_a_restart(
                 42,
             )
 
-        await until(status_kept, 10, "the status in A's call's record")
+        await eventually(status_kept, 10, "the status in A's call's record", every=0.2)
         for replica in (a, b, c):
             assert not replica.logged("Traceback")
             assert private_postgres.password not in "".join(replica.log)
@@ -193,7 +195,7 @@ async def test_what_a_stopping_replica_could_not_write_is_imported_at_the_next_s
         async def imported() -> bool:
             return report.call_sid in await stored(url) and not any(spill.iterdir())
 
-        await until(imported, 20, "the spilled record in the database")
+        await eventually(imported, 20, "the spilled record in the database", every=0.2)
         assert second.logged("importing 1 write(s)")
 
 
@@ -253,4 +255,6 @@ async def test_while_the_database_is_away_calls_are_answered_at_once_and_the_con
                 page = await http.get("/console/calls")
                 return page.status_code == 200 and report.call_sid in page.text
 
-            await until(listed, 30, "the call in the records once the database is back")
+            await eventually(
+                listed, 30, "the call in the records once the database is back", every=0.2
+            )

@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from bridge.records.postgres import PostgresCallStore
 from bridge.records.store import SQLiteCallStore
 from bridge.records.write_behind import SPILL_PREFIX, WriteBehindStore, _Write
 from tests.helpers.postgres_server import PostgresServer
+from tests.helpers.running_bridge import wait_until
 from tests.unit.records.test_record_store import T0, make_record
 
 
@@ -51,13 +51,6 @@ def queue_for(
         open_wait_s=0.5,
         **options,  # type: ignore[arg-type]
     )
-
-
-async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def stored_sids(url: str) -> list[str]:
@@ -96,14 +89,14 @@ async def test_records_made_while_the_database_is_down_are_written_once_it_is_ba
     await store.record_status("CA1", "completed", 61)
     assert time.monotonic() - started < 2, "a call's teardown waited on a database that is away"
     assert saved == [True] * 5  # taken: written later
-    await eventually(lambda: not store.available, 15, "the outage to be noticed")
+    await wait_until(lambda: not store.available, 15, "the outage to be noticed")
     assert store.queued == 6 and counts.failed >= 1
     # The replay guard and this replica's console know the queued calls meanwhile.
     assert await store.has("CA3")
     assert await store.get("CA3") == make_record("CA3")
 
     private_postgres.start()
-    await eventually(lambda: store.queued == 0, 30, "the queue to drain")
+    await wait_until(lambda: store.queued == 0, 30, "the queue to drain")
     await store.close()
     assert await stored_sids(url) == ["CA-before", "CA0", "CA1", "CA2", "CA3", "CA4"]
     check = PostgresCallStore(url)
@@ -127,7 +120,7 @@ async def test_a_bridge_starting_while_the_database_is_down_starts_and_catches_u
     await store.save(make_record("CA1", started_at=T0))
 
     private_postgres.start()
-    await eventually(lambda: store.available and store.queued == 0, 30, "the records to be in")
+    await wait_until(lambda: store.available and store.queued == 0, 30, "the records to be in")
     await store.close()
     assert await stored_sids(url) == ["CA1"]
 
@@ -153,7 +146,7 @@ async def test_what_is_queued_at_shutdown_is_spilled_and_the_next_start_imports_
     private_postgres.start()
     next_start = queue_for(url, tmp_path)
     await next_start.open()
-    await eventually(lambda: not spill_files(tmp_path), 30, "the spill file to be imported")
+    await wait_until(lambda: not spill_files(tmp_path), 30, "the spill file to be imported")
     await next_start.close()
     assert await stored_sids(url) == ["CA0", "CA1", "CA2"]
     check = PostgresCallStore(url)
@@ -176,7 +169,7 @@ async def test_past_its_bound_the_queue_spills_to_disk_and_nothing_is_lost(
 
     private_postgres.start()
     # Once the queue is empty again, what went to disk meanwhile goes in too.
-    await eventually(
+    await wait_until(
         lambda: store.queued == 0 and not spill_files(tmp_path), 30, "everything to be written"
     )
     await store.close()
@@ -195,7 +188,7 @@ async def test_a_spill_file_another_process_holds_is_left_to_it(
         fcntl.flock(handle, fcntl.LOCK_EX)  # another replica, importing it right now
         store = queue_for(url, tmp_path)
         await store.open()
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(store.imports_done(), 5)
         assert held.exists() and store.queued == 0
         await store.close()
     assert await stored_sids(url) == []
@@ -216,7 +209,7 @@ async def test_a_spill_file_is_imported_into_a_sqlite_store_too(tmp_path: Path) 
     os.chmod(spill, 0o600)
     store = WriteBehindStore(SQLiteCallStore(str(tmp_path / "calls.db")), tmp_path)
     await store.open()
-    await eventually(lambda: not spill.exists(), 10, "the spill file to be imported")
+    await wait_until(lambda: not spill.exists(), 10, "the spill file to be imported")
     got = await store.get("CA1")
     assert got is not None and got.final_status == "completed" and got.duration_s == 9
     assert [c.call_sid for c in await store.search()] == ["CA2", "CA1"]
@@ -253,7 +246,7 @@ async def test_a_write_the_database_refuses_is_set_aside_and_holds_up_nothing(
     # A duration no BIGINT holds: refused for good, not an outage to wait out.
     await store.record_status("CA1", "completed", 10**20)
     assert await store.save(make_record("CA2"))
-    await eventually(lambda: store.queued == 0, 10, "the queue to move on")
+    await wait_until(lambda: store.queued == 0, 10, "the queue to move on")
     await store.close()
     assert await stored_sids(url) == ["CA2"]
     [refused] = tmp_path.glob("phone-bridge-refused-*.jsonl")
